@@ -1,0 +1,1 @@
+"""Command-line interface of stfuse (a thin click layer over :mod:`stfuse`)."""

@@ -1,0 +1,41 @@
+"""Options shared by several commands, defined once (as rasterio's rio does)."""
+
+from __future__ import annotations
+
+import click
+
+from stfuse.sensors import BANDS
+
+
+def _split_bands(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    bands = [b.strip() for b in value.split(",") if b.strip()]
+    unknown = [b for b in bands if b not in BANDS]
+    if unknown:
+        raise click.BadParameter(f"unknown band {unknown[0]!r}; choose from {', '.join(BANDS)}", ctx, param)
+    return bands
+
+
+bands_opt = click.option(
+    "--bands",
+    callback=_split_bands,
+    help=f"Comma-separated bands to fuse (default: all of {','.join(BANDS)}).",
+)
+overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
+method_opt = click.option(
+    "--method",
+    type=click.Choice(["starfm", "estarfm", "fsdaf", "fitfc", "auto"]),
+    default="starfm",
+    show_default=True,
+    help="Physics prior: starfm (1+ pairs), estarfm (2 pairs), fsdaf / fitfc (1 pair), auto (by pairs).",
+)
+device_opt = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where torch runs; auto uses CUDA when available.",
+)
+quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")

@@ -1,0 +1,33 @@
+"""Progress display: a rich bar on terminals, plain log lines otherwise, nothing with --quiet."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Callable, Iterator
+
+import click
+
+
+@contextlib.contextmanager
+def progress_reporter(description: str, *, quiet: bool = False) -> Iterator[Callable[[int, int, str], None] | None]:
+    """Yield a ``progress(done, total, label)`` callback (or None when quiet)."""
+    if quiet:
+        yield None
+        return
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False) as bar:
+            task = bar.add_task(description, total=None)
+
+            def update(done: int, total: int, label: str) -> None:
+                bar.update(task, completed=done, total=total, description=f"{description} {label}")
+
+            yield update
+        return
+
+    def log_line(done: int, total: int, label: str) -> None:
+        click.echo(f"[{done}/{total}] {description} {label}", err=True)
+
+    yield log_line

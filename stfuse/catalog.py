@@ -1,0 +1,250 @@
+"""Finding Landsat and MODIS items: a local static STAC catalog or a STAC API.
+
+A *source* is one of:
+
+- a path to a static STAC catalog (``catalog.json``, or the folder holding it), searched
+  in-process without a server (this is how ``sample_scenes/`` is used);
+- a provider name from :data:`stfuse.sensors.PROVIDERS` (``planetary-computer``,
+  ``earth-search``);
+- any STAC API URL (``http(s)://...``), searched with pystac-client.
+
+Searches take a bbox in lon/lat (or a GeoJSON geometry) and an inclusive date range, and
+return items per collection sorted by time. STAC API requests have a timeout and are
+retried with exponential backoff on 5xx/429/connection errors (urllib3 ``Retry``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pystac
+
+from .errors import DataUnavailableError, InputError, MissingFileError, RemoteServiceError
+from .sensors import PROVIDERS
+
+Bbox = tuple[float, float, float, float]
+"""(min lon, min lat, max lon, max lat) in degrees, EPSG:4326."""
+
+DEFAULT_SAMPLE = Path(__file__).resolve().parents[1] / "sample_scenes" / "catalog.json"
+"""The generated sample catalog shipped in the source tree."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to search: where (``bbox`` or ``aoi`` GeoJSON geometry) and when (inclusive dates)."""
+
+    start: dt.date | None = None
+    end: dt.date | None = None
+    bbox: Bbox | None = None
+    aoi: dict[str, Any] | None = None
+    max_cloud: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def datetime_range(self) -> str | None:
+        """STAC datetime interval string, e.g. ``2023-06-01/2023-07-31`` (open ends as ``..``)."""
+        if self.start is None and self.end is None:
+            return None
+        start = self.start.isoformat() if self.start else ".."
+        end = f"{self.end.isoformat()}T23:59:59Z" if self.end else ".."
+        return f"{start}/{end}"
+
+
+def parse_date(text: str | dt.date, *, name: str = "date") -> dt.date:
+    """Strict ISO 8601 date (``YYYY-MM-DD``); :class:`InputError` otherwise."""
+    if isinstance(text, dt.datetime):
+        return text.date()
+    if isinstance(text, dt.date):
+        return text
+    try:
+        return dt.date.fromisoformat(str(text))
+    except ValueError:
+        raise InputError(f"{name} {text!r} is not an ISO 8601 date; write it as YYYY-MM-DD") from None
+
+
+def check_bbox(bbox: Sequence[float]) -> Bbox:
+    """Validate a lon/lat bbox ``(minx, miny, maxx, maxy)``."""
+    if len(bbox) != 4:
+        raise InputError(f"bbox needs 4 numbers (min lon, min lat, max lon, max lat), got {len(bbox)}")
+    minx, miny, maxx, maxy = (float(v) for v in bbox)
+    if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
+        raise InputError(f"bbox {bbox} is not within lon -180..180, lat -90..90; give it in degrees (EPSG:4326)")
+    if minx >= maxx or miny >= maxy:
+        raise InputError(f"bbox {bbox} is empty or reversed; order is min lon, min lat, max lon, max lat")
+    return (minx, miny, maxx, maxy)
+
+
+def read_aoi(path: str | Path) -> dict[str, Any]:
+    """The union geometry (GeoJSON dict, lon/lat) of a GeoJSON file (Feature/FeatureCollection/Geometry)."""
+    from shapely.geometry import mapping, shape
+    from shapely.ops import unary_union
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"AOI file not found: {path}")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"AOI file {path} is not valid GeoJSON: {err}") from None
+    if doc.get("type") == "FeatureCollection":
+        geoms = [f["geometry"] for f in doc.get("features", []) if f.get("geometry")]
+    elif doc.get("type") == "Feature":
+        geoms = [doc["geometry"]]
+    else:
+        geoms = [doc]
+    if not geoms:
+        raise InputError(f"AOI file {path} contains no geometry")
+    try:
+        return mapping(unary_union([shape(g) for g in geoms]))
+    except Exception as err:  # shapely raises several types for bad geometry
+        raise InputError(f"AOI file {path} has an invalid geometry: {err}") from None
+
+
+def _query_geometry(query: Query):
+    from shapely.geometry import box, shape
+
+    if query.aoi is not None:
+        return shape(query.aoi)
+    if query.bbox is not None:
+        return box(*query.bbox)
+    return None
+
+
+def is_remote(source: str | Path | None) -> bool:
+    """True if ``source`` names a STAC API (provider name or URL) rather than a local catalog."""
+    if source is None:
+        return False
+    text = str(source)
+    return text in PROVIDERS or text.startswith(("http://", "https://"))
+
+
+def open_static_catalog(source: str | Path | None) -> pystac.Catalog:
+    """Open a static catalog from a path to ``catalog.json`` or its folder (default: sample_scenes)."""
+    path = Path(source) if source is not None else DEFAULT_SAMPLE
+    if path.is_dir():
+        path = path / "catalog.json"
+    if not path.exists():
+        if source is None:
+            raise MissingFileError(
+                f"the sample catalog {path} is missing; regenerate it with `make sample` or give --catalog"
+            )
+        raise MissingFileError(f"catalog not found: {path}; give a catalog.json path, a folder, or a STAC API URL")
+    try:
+        return pystac.Catalog.from_file(str(path))
+    except (json.JSONDecodeError, pystac.STACError, KeyError) as err:
+        raise InputError(f"{path} is not a valid STAC catalog: {err}") from None
+
+
+def _in_query(item: pystac.Item, query: Query, geometry) -> bool:
+    from shapely.geometry import shape
+
+    when = item.datetime or item.common_metadata.start_datetime
+    if when is None:
+        return False
+    day = when.date()
+    if query.start and day < query.start:
+        return False
+    if query.end and day > query.end:
+        return False
+    if geometry is not None and item.geometry is not None and not shape(item.geometry).intersects(geometry):
+        return False
+    cloud = item.properties.get("eo:cloud_cover")
+    if query.max_cloud is not None and cloud is not None and cloud > query.max_cloud and item.collection_id and "landsat" in item.collection_id:
+        return False
+    return True
+
+
+def search_static(catalog: pystac.Catalog, query: Query, collections: Iterable[str]) -> dict[str, list[pystac.Item]]:
+    """Items of ``collections`` in a static catalog matching ``query``, sorted by datetime."""
+    wanted = set(collections)
+    geometry = _query_geometry(query)
+    found: dict[str, list[pystac.Item]] = {c: [] for c in wanted}
+    for item in catalog.get_items(recursive=True):
+        if item.collection_id in wanted and _in_query(item, query, geometry):
+            found[item.collection_id].append(item)
+    for items in found.values():
+        items.sort(key=lambda i: (i.datetime, i.id))
+    return found
+
+
+def open_api(source: str, *, timeout: float = 30.0, retries: int = 4, backoff: float = 0.5):
+    """A pystac-client ``Client`` for a provider name or URL, with timeout and retry policy."""
+    from pystac_client import Client
+    from pystac_client.stac_api_io import StacApiIO
+    from urllib3.util.retry import Retry
+
+    provider = PROVIDERS.get(source)
+    url = str(provider["url"]) if provider else source
+    retry = Retry(
+        total=retries,
+        backoff_factor=backoff,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=None,  # retry POST searches too
+        raise_on_status=False,
+    )
+    modifier = None
+    if provider and provider.get("sign") == "planetary_computer":
+        try:
+            import planetary_computer
+        except ImportError:
+            raise InputError(
+                "the planetary-computer provider needs the `planetary-computer` package: pip install 'stfuse[planetary-computer]'"
+            ) from None
+        modifier = planetary_computer.sign_inplace
+    try:
+        stac_io = StacApiIO(timeout=timeout, max_retries=retry)
+        return Client.open(url, stac_io=stac_io, modifier=modifier)
+    except Exception as err:
+        raise RemoteServiceError(f"could not open STAC API {redact(url)}: {redact(str(err))}") from None
+
+
+def search_api(client, query: Query, collections: Iterable[str], *, max_items: int | None = 5000) -> dict[str, list[pystac.Item]]:
+    """Items per collection from a STAC API (pystac-client, paged), sorted by datetime."""
+    found: dict[str, list[pystac.Item]] = {}
+    for collection_id in collections:
+        params: dict[str, Any] = dict(collections=[collection_id], datetime=query.datetime_range(), max_items=max_items)
+        if query.aoi is not None:
+            params["intersects"] = query.aoi
+        elif query.bbox is not None:
+            params["bbox"] = list(query.bbox)
+        if query.max_cloud is not None and "landsat" in collection_id:
+            params["query"] = {"eo:cloud_cover": {"lte": query.max_cloud}}
+        try:
+            items = list(client.search(**params).items())
+        except Exception as err:
+            raise RemoteServiceError(
+                f"STAC search of {collection_id!r} at {redact(str(client.self_href))} failed: {redact(str(err))}"
+            ) from None
+        items.sort(key=lambda i: (i.datetime, i.id))
+        found[collection_id] = items
+    return found
+
+
+def search(source: str | Path | None, query: Query, collections: Iterable[str]) -> dict[str, list[pystac.Item]]:
+    """Search a local catalog or STAC API; items per collection, sorted by time."""
+    collections = list(collections)
+    if is_remote(source):
+        return search_api(open_api(str(source)), query, collections)
+    return search_static(open_static_catalog(source), query, collections)
+
+
+def require_items(found: dict[str, list[pystac.Item]], collection_id: str, source: Any, query: Query) -> list[pystac.Item]:
+    """The items of ``collection_id``; :class:`DataUnavailableError` describing the search if none."""
+    items = found.get(collection_id) or []
+    if not items:
+        where = f"bbox {list(query.bbox)}" if query.bbox else ("the AOI" if query.aoi else "anywhere")
+        raise DataUnavailableError(
+            f"no {collection_id} items in {source or 'sample_scenes'} for {where} between "
+            f"{query.start or '..'} and {query.end or '..'}; widen the dates or the area"
+        )
+    return items
+
+
+def redact(text: str) -> str:
+    """Strip query strings (signed-URL tokens such as SAS ``sig=``) from URLs in ``text``."""
+    import re
+
+    return re.sub(r"(https?://[^\s?'\"]+)\?[^\s'\"]*", r"\1?<redacted>", text)

@@ -1,0 +1,323 @@
+"""Raster and metadata I/O at the edges: read reflectance GeoTIFFs, write COGs and STAC items.
+
+Inside stfuse, images are ``xarray.DataArray`` with dims ``(band, y, x)``, float32 surface
+reflectance (0..1) and NaN where missing; CRS and transform ride along as the
+attributes ``crs_wkt`` and ``transform``. Integer scaling happens only here.
+
+Writes are atomic: every file is written under a temporary name in the destination folder
+and renamed into place only once complete, so an interrupted run never leaves a file that
+looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import rasterio
+import xarray as xr
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
+
+from .errors import (
+    CorruptFileError,
+    CRSError,
+    GridMismatchError,
+    InputError,
+    MissingFileError,
+    OutputError,
+)
+
+DEFAULT_INTEGER_SCALE = 1e-4
+"""Integer rasters without a band scale are read as reflectance x 10000."""
+
+
+def read_reflectance(path: str | os.PathLike[str], *, bands: Sequence[str] | None = None) -> xr.DataArray:
+    """Read a GeoTIFF as float32 reflectance, dims ``(band, y, x)``, NaN where nodata.
+
+    Integer data are multiplied by the band scale (and offset) if the file sets one,
+    else by 1e-4. ``bands`` selects bands by description (e.g. ``["red", "nir08"]``);
+    files without descriptions name their bands ``b1, b2, ...``.
+
+    Raises :class:`MissingFileError`, :class:`CorruptFileError`, :class:`InputError`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"input file not found: {path}")
+    try:
+        with rasterio.open(path) as src:
+            raw = src.read()
+            nodata = src.nodata
+            integer = np.issubdtype(np.dtype(src.dtypes[0]), np.integer)
+            scales = np.asarray([s if s not in (None, 1.0) else (DEFAULT_INTEGER_SCALE if integer else 1.0) for s in src.scales])
+            offsets = np.asarray([o or 0.0 for o in src.offsets])
+            names = [d if d else f"b{i + 1}" for i, d in enumerate(src.descriptions)]
+            crs = src.crs
+            transform = src.transform
+            tags = src.tags()
+    except RasterioIOError as err:
+        raise CorruptFileError(f"cannot read {path} as a raster ({err}); is the file complete?") from None
+    data = raw.astype(np.float32) * scales[:, None, None].astype(np.float32) + offsets[:, None, None].astype(np.float32)
+    missing = ~np.isfinite(data)
+    if nodata is not None and not np.isnan(nodata):
+        missing |= raw == nodata
+    data[missing] = np.nan
+    array = _to_dataarray(data, names, crs, transform, name=path.stem)
+    array.attrs.update(source=str(path), tags=tags)
+    if bands is not None:
+        unknown = [b for b in bands if b not in names]
+        if unknown:
+            raise InputError(f"band {unknown[0]!r} not in {path} (it has {', '.join(names)})")
+        array = array.sel(band=list(bands))
+    return array
+
+
+def _to_dataarray(data: np.ndarray, band_names: Sequence[str], crs: CRS | None, transform: Affine, *, name: str) -> xr.DataArray:
+    """Wrap a (B, H, W) array with pixel-centre x/y coordinates and CRS/transform."""
+    _, height, width = data.shape
+    xs = transform.c + transform.a * (np.arange(width) + 0.5)
+    ys = transform.f + transform.e * (np.arange(height) + 0.5)
+    array = xr.DataArray(data, dims=("band", "y", "x"), coords={"band": list(band_names), "y": ys, "x": xs}, name=name)
+    array.attrs["transform"] = tuple(transform)[:6]
+    array.attrs["crs_wkt"] = crs.to_wkt() if crs is not None else None
+    return array
+
+
+def crs_of(array: xr.DataArray) -> CRS | None:
+    """The CRS of an array read by :func:`read_reflectance` (None if the file had none)."""
+    wkt = array.attrs.get("crs_wkt")
+    return CRS.from_wkt(wkt) if wkt else None
+
+
+def transform_of(array: xr.DataArray) -> Affine:
+    """The affine transform of an array read by :func:`read_reflectance`."""
+    return Affine(*array.attrs["transform"])
+
+
+def check_same_grid(arrays: Mapping[str, xr.DataArray]) -> None:
+    """Raise unless all arrays share shape, transform and CRS (all set or all absent).
+
+    ``arrays`` maps a label (e.g. the file name) to the array, for messages.
+    """
+    labels = list(arrays)
+    first = labels[0]
+    ref = arrays[first]
+    ref_crs = crs_of(ref)
+    for label in labels[1:]:
+        other = arrays[label]
+        if other.sizes["band"] != ref.sizes["band"]:
+            raise GridMismatchError(
+                f"{label} has {other.sizes['band']} bands but {first} has {ref.sizes['band']}; give all inputs the same bands"
+            )
+        if (other.sizes["y"], other.sizes["x"]) != (ref.sizes["y"], ref.sizes["x"]):
+            raise GridMismatchError(
+                f"{label} is {other.sizes['y']} x {other.sizes['x']} pixels but {first} is "
+                f"{ref.sizes['y']} x {ref.sizes['x']}; resample the coarse images to the fine grid first "
+                "(e.g. gdalwarp -tr 30 30 -r bilinear)"
+            )
+        if not transform_of(other).almost_equals(transform_of(ref), precision=1e-6):
+            raise GridMismatchError(
+                f"{label} and {first} are not on the same grid: transforms {tuple(transform_of(other))[:6]} vs "
+                f"{tuple(transform_of(ref))[:6]}"
+            )
+        other_crs = crs_of(other)
+        if (other_crs is None) != (ref_crs is None):
+            missing, present = (label, first) if other_crs is None else (first, label)
+            raise CRSError(
+                f"{missing} has no CRS but {present} does; either georeference all inputs or none "
+                "(e.g. gdal_edit.py -a_srs EPSG:XXXX)"
+            )
+        if other_crs is not None and other_crs != ref_crs:
+            raise CRSError(f"{label} is in {other_crs} but {first} is in {ref_crs}; reproject to one CRS first")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    Refuses to replace an existing file unless ``overwrite``. On any error (including
+    KeyboardInterrupt) the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create output folder {parent}: {err.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {parent} is not writable; choose another with -o")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OutputError):
+            raise
+        raise OutputError(f"could not write {path}: {err.strerror or err}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_prediction_cog(
+    path: str | os.PathLike[str],
+    mean: np.ndarray,
+    sigma: np.ndarray,
+    *,
+    band_names: Sequence[str],
+    crs: CRS | None,
+    transform: Affine,
+    tags: Mapping[str, Any] | None = None,
+    extra_bands: Mapping[str, np.ndarray] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a float32 Cloud-Optimized GeoTIFF: reflectance bands, then ``<band>_sigma`` bands.
+
+    ``mean`` and ``sigma`` are (B, H, W) reflectance / standard deviation; NaN is nodata.
+    ``extra_bands`` (name -> (H, W) array) are appended after the sigma bands (e.g. quality).
+    Tags (method, inputs, version...) are stored as GeoTIFF metadata; values that are not
+    strings are JSON-encoded. The file appears at ``path`` only when complete.
+    """
+    mean = np.asarray(mean, dtype=np.float32)
+    sigma = np.asarray(sigma, dtype=np.float32)
+    bands = [*mean, *sigma]
+    descriptions = [*band_names, *(f"{b}_sigma" for b in band_names)]
+    for name, extra in (extra_bands or {}).items():
+        bands.append(np.asarray(extra, dtype=np.float32))
+        descriptions.append(name)
+    stack = np.stack(bands)
+    count, height, width = stack.shape
+    blocksize = 256 if min(height, width) >= 256 else 128 if min(height, width) >= 128 else 16
+    profile = dict(
+        driver="COG",
+        width=width,
+        height=height,
+        count=count,
+        dtype="float32",
+        crs=crs,
+        transform=transform,
+        nodata=float("nan"),
+        compress="DEFLATE",
+        predictor=3 if min(height, width) >= 16 else 1,
+        blocksize=blocksize,
+        overview_resampling="average",
+        BIGTIFF="IF_SAFER",
+    )
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        # The COG driver can only create by copying: write a plain GTiff in memory first.
+        mem_profile = {k: v for k, v in profile.items() if k not in ("driver", "compress", "predictor", "blocksize", "overview_resampling", "BIGTIFF")}
+        with rasterio.MemoryFile() as memfile:
+            with memfile.open(driver="GTiff", **mem_profile) as mem:
+                mem.write(stack)
+                for i, description in enumerate(descriptions, start=1):
+                    mem.set_band_description(i, description)
+                mem.update_tags(**{k: _tag_value(v) for k, v in (tags or {}).items()})
+            with memfile.open() as mem:
+                rasterio.shutil.copy(mem, tmp, **profile)
+    return path
+
+
+def _tag_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:
+    """GeoTIFF metadata tags of ``path``."""
+    with rasterio.open(path) as src:
+        return src.tags()
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_filename(text: str) -> str:
+    """A file-name-safe version of catalog-supplied text (no path separators or ``..``)."""
+    name = _SAFE_NAME.sub("_", text).strip("._")
+    return name or "item"
+
+
+def write_stac_item(
+    path: str | os.PathLike[str],
+    *,
+    item_id: str,
+    asset_path: str | os.PathLike[str],
+    datetime: dt.datetime | None,
+    band_names: Sequence[str],
+    crs: CRS | None,
+    transform: Affine,
+    shape: tuple[int, int],
+    properties: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a STAC item (JSON) describing one prediction COG, with proj/raster/eo fields.
+
+    The asset href is relative to the item file. Items for rasters without a CRS carry no
+    geometry (allowed by STAC for non-georeferenced data).
+    """
+    import pystac
+    from rasterio.warp import transform_geom
+
+    height, width = shape
+    geometry = bbox = None
+    if crs is not None:
+        left, top = transform @ (0, 0)
+        right, bottom = transform @ (width, height)
+        ring = [[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]
+        geometry = transform_geom(crs, "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
+        xs = [p[0] for p in geometry["coordinates"][0]]
+        ys = [p[1] for p in geometry["coordinates"][0]]
+        bbox = [min(xs), min(ys), max(xs), max(ys)]
+    props = dict(properties or {})
+    if datetime is None:
+        props.setdefault("stfuse:target_date", None)
+        when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    else:
+        when = datetime if datetime.tzinfo else datetime.replace(tzinfo=dt.timezone.utc)
+    item = pystac.Item(id=item_id, geometry=geometry, bbox=bbox, datetime=when, properties=props)
+    epsg = crs.to_epsg() if crs is not None else None
+    item.properties["proj:code"] = f"EPSG:{epsg}" if epsg else None
+    if crs is not None and not epsg:
+        item.properties["proj:wkt2"] = crs.to_wkt()
+    item.properties["proj:shape"] = [height, width]
+    item.properties["proj:transform"] = list(transform)[:6]
+    item.stac_extensions = [
+        "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+        "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+        "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+    ]
+    path = Path(path)
+    rel = os.path.relpath(Path(asset_path).resolve(), path.parent.resolve())
+    names = [*band_names, *(f"{b}_sigma" for b in band_names)]
+    item.add_asset(
+        "data",
+        pystac.Asset(
+            href=rel,
+            media_type=pystac.MediaType.COG,
+            roles=["data"],
+            title="fused reflectance and uncertainty",
+            extra_fields={
+                "raster:bands": [{"name": n, "data_type": "float32", "nodata": "nan", "unit": "reflectance" if "_sigma" not in n else "reflectance (1 sigma)"} for n in names],
+                "eo:bands": [{"name": n} for n in names],
+            },
+        ),
+    )
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(item.to_dict(include_self_link=False), indent=1))
+    return path

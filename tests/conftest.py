@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny georeferenced rasters and the shared benchmarks location."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO.parent / "shared" / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def benchmarks() -> Path:
+    """Path of ../shared/benchmarks; skips the test when it is absent."""
+    if not (BENCHMARKS / "MANIFEST.json").exists():
+        pytest.skip("../shared/benchmarks is not available")
+    return BENCHMARKS
+
+
+@pytest.fixture(scope="session")
+def manifest(benchmarks: Path) -> dict[str, dict]:
+    """Benchmark tasks by id."""
+    return {t["id"]: t for t in json.loads((benchmarks / "MANIFEST.json").read_text())["tasks"]}
+
+
+def write_tif(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32614", transform: Affine | None = None,
+              nodata: float | None = None, descriptions: list[str] | None = None, scale: float | None = None) -> Path:
+    """Write (B, H, W) ``data`` as a GeoTIFF with the given georeferencing."""
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    count, height, width = data.shape
+    transform = transform or Affine(30, 0, 500000, 0, -30, 4500000)
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype=data.dtype,
+                       crs=crs, transform=transform, nodata=nodata) as dst:
+        dst.write(data)
+        for i, name in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, name)
+        if scale is not None:
+            dst.scales = [scale] * count
+    return path

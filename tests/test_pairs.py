@@ -1,0 +1,32 @@
+"""Pair selection around target days."""
+
+import datetime as dt
+
+import pytest
+
+from stfuse.errors import InputError
+from stfuse.pairs import choose_pairs, date_range, plan_days, usable_pair_days
+
+D = dt.date
+
+
+def test_nearest_before_and_after():
+    days = [D(2023, 6, 1), D(2023, 6, 17), D(2023, 7, 3)]
+    assert choose_pairs(D(2023, 6, 10), days) == (D(2023, 6, 1), D(2023, 6, 17))
+    assert choose_pairs(D(2023, 6, 17), days) == (D(2023, 6, 17), D(2023, 7, 3))
+    assert choose_pairs(D(2023, 6, 10), days, max_pairs=1) == (D(2023, 6, 17),)
+    assert choose_pairs(D(2023, 8, 1), days) == (D(2023, 7, 3),)
+    assert choose_pairs(D(2023, 8, 1), days, max_gap_days=10) == ()
+
+
+def test_usable_pairs_need_clear_fine_and_coarse():
+    clear = {D(2023, 6, 1): 0.9, D(2023, 6, 17): 0.1, D(2023, 7, 3): 0.8}
+    assert usable_pair_days(clear, [D(2023, 6, 1), D(2023, 6, 17)], min_clear=0.3) == [D(2023, 6, 1)]
+
+
+def test_no_pair_and_reversed_range_errors():
+    with pytest.raises(InputError, match="no clear fine/coarse pair"):
+        plan_days([D(2023, 6, 1)], [], max_pairs=2)
+    with pytest.raises(InputError, match="reversed"):
+        date_range(D(2023, 6, 2), D(2023, 6, 1))
+    assert len(date_range(D(2023, 6, 1), D(2023, 6, 30))) == 30
