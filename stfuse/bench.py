@@ -1,0 +1,225 @@
+"""``make bench``: accuracy and speed of every method on the shared benchmarks and a big scene.
+
+Runs each (task, method) of ``../shared/benchmarks/MANIFEST.json`` through the real
+local-file path (:func:`stfuse.api.predict_files`) in a child process, so that wall time
+and peak resident memory (``ru_maxrss`` of that child alone) are its own; scores the
+written COG with :mod:`stfuse.metrics` (equal to the benchmarks' ``score.py``); then times
+the priors on generated scenes of growing size. Writes a Markdown report.
+
+    python -m stfuse.bench --out docs/benchmarks.md [--benchmarks DIR] [--sizes 1000,2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+BASELINES = ("copy-fine", "fine+coarse-change")
+
+
+def _methods_for(task: dict[str, Any]) -> list[str]:
+    methods = ["starfm", "fsdaf", "fitfc"]
+    if len(task["pairs"]) == 2:
+        methods.insert(1, "estarfm")
+    return [*BASELINES, *methods]
+
+
+def _baseline(task: dict[str, Any], root: Path, method: str, out: Path) -> None:
+    """Trivial baselines: the pair's fine image, or fine + (coarse_target - coarse_pair)."""
+    from .io import crs_of, read_reflectance, transform_of, write_prediction_cog
+
+    pair = task["pairs"][0]
+    fine = read_reflectance(root / pair["fine"])
+    pred = fine.values
+    if method == "fine+coarse-change":
+        pred = pred + read_reflectance(root / task["target"]["coarse"]).values - read_reflectance(root / pair["coarse"]).values
+    write_prediction_cog(out, pred, np.zeros_like(pred), band_names=[f"band{i + 1}" for i in range(pred.shape[0])],
+                         crs=crs_of(fine), transform=transform_of(fine), overwrite=True)
+
+
+def _child_task(task: dict[str, Any], root: Path, method: str, out: Path, device: str) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = time.perf_counter()
+    if method in BASELINES:
+        _baseline(task, root, method, out)
+    else:
+        from .api import predict_files
+
+        pairs = [(root / p["fine"], root / p["coarse"]) for p in task["pairs"]]
+        predict_files(pairs, root / task["target"]["coarse"], out, method=method, device=device, overwrite=True)
+    return {"seconds": time.perf_counter() - start}
+
+
+def _child_scene(size: int, bands: int, method: str, device: str) -> dict[str, Any]:
+    """Time one prior on a generated (size x size x bands) scene with 1 or 2 pairs."""
+    import torch
+
+    from .prior import predict
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    rng = np.random.default_rng(0)
+    n_pairs = 2 if method == "estarfm" else 1
+    base = rng.random((bands, size, size), dtype=np.float32) * 0.3
+    fine = np.stack([base + 0.01 * k for k in range(n_pairs)])
+    coarse = fine + rng.normal(0, 0.005, fine.shape).astype(np.float32)
+    target = base + 0.02
+    start = time.perf_counter()
+    mean, _ = predict(fine, coarse, target, method=method, device=device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "finite": float(np.isfinite(mean).mean())}
+
+
+def _run_child(args: list[str]) -> dict[str, Any]:
+    """Run ``python -m stfuse.bench --child ...`` in a fresh process; returns its JSON (incl. its peak RSS)."""
+    proc = subprocess.run([sys.executable, "-m", "stfuse.bench", "--child", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child {args} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine_description() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return f"{os.cpu_count()} CPU cores ({cpu}), {mem_gb:.0f} GiB RAM, GPU: {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def run(benchmarks: Path, sizes: list[int], devices: list[str]) -> dict[str, Any]:
+    """Run everything; returns a JSON-able report."""
+    from .evaluation import evaluate_files
+
+    manifest = json.loads((benchmarks / "MANIFEST.json").read_text())
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in manifest["tasks"]:
+            for device in devices:
+                for method in _methods_for(task):
+                    if device != "cpu" and method in BASELINES:
+                        continue
+                    out = Path(tmp) / f"{task['id']}_{method}_{device}.tif"
+                    timing = _run_child(["task", json.dumps(task), str(benchmarks), method, str(out), device])
+                    scores = evaluate_files(out, benchmarks / task["truth"])
+                    from rasterio import open as rio_open
+
+                    with rio_open(out) as src:
+                        pixels = src.width * src.height
+                    rows.append({
+                        "task": task["id"], "method": method, "device": device,
+                        "rmse": scores["mean"]["rmse"], "ssim": scores["mean"]["ssim"], "cc": scores["mean"]["cc"],
+                        "ergas": scores["ergas"], "sam": scores["sam_deg"],
+                        "coverage95": (scores.get("coverage") or {}).get("0.95"),
+                        "seconds": timing["seconds"], "mpx_per_s": pixels / 1e6 / max(timing["seconds"], 1e-9),
+                        "peak_mb": timing["peak_mb"],
+                    })
+                    print(f"{task['id']:28s} {method:20s} {device:4s} rmse {rows[-1]['rmse']:.5f} ssim {rows[-1]['ssim']:.4f} "
+                          f"{timing['seconds']:7.2f} s  {timing['peak_mb']:7.0f} MB", flush=True)
+    scenes: list[dict[str, Any]] = []
+    for device in devices:
+        for size in sizes:
+            for method in ("starfm", "estarfm", "fsdaf", "fitfc"):
+                result = _run_child(["scene", str(size), "6", method, device])
+                scenes.append({"size": size, "bands": 6, "method": method, "device": device, "seconds": result["seconds"],
+                               "mpx_per_s": size * size / 1e6 / max(result["seconds"], 1e-9), "peak_mb": result["peak_mb"]})
+                print(f"scene {size}x{size}x6 {method:8s} {device:4s} {result['seconds']:7.2f} s {scenes[-1]['mpx_per_s']:.3f} Mpx/s {result['peak_mb']:.0f} MB", flush=True)
+    return {"machine": machine_description(), "date": dt.date.today().isoformat(), "tasks": rows, "scenes": scenes}
+
+
+REFERENCE = """Reference implementations on the same 2-core machine (from the project's issues; not re-run here):
+
+| estarfm-real task | method | RMSE | SSIM | seconds |
+|---|---|---|---|---|
+| 1pair-early | copy the pair's fine image | 0.0209 | 0.784 | 0 |
+| 1pair-early | fine_t1 + (coarse_t2 - coarse_t1) | 0.0124 | 0.791 | 0 |
+| 1pair-early | starfm4py (window 31) | 0.0119 | 0.802 | ~390 |
+| 1pair-early | FSDAF.py (half-window 20) | 0.0116 | 0.799 | ~90 |
+| 2pair | ESTARFM.py (half-window 25) | 0.0076 | 0.884 | ~290 |
+"""
+
+
+def to_markdown(report: dict[str, Any], command: str) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {report['date']} with `{command}` on: {report['machine']}.",
+        "Scores are the mean over bands of the project's metrics (equal to `../shared/benchmarks/score.py`, tested);",
+        "RMSE in reflectance units. Seconds are wall time of the whole local-file run (read, predict, write COG) in a",
+        "fresh process; Mpx/s = million output 30 m pixels per second (all bands); peak MB = that process's max RSS.",
+        "",
+        "## Shared benchmark tasks",
+        "",
+        "| task | method | device | RMSE | SSIM | CC | ERGAS | SAM (deg) | 95% coverage | seconds | Mpx/s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["tasks"]:
+        cov = "" if r["coverage95"] is None or r["method"] in BASELINES else f"{r['coverage95']:.1%}"
+        lines.append(f"| {r['task']} | {r['method']} | {r['device']} | {r['rmse']:.5f} | {r['ssim']:.4f} | {r['cc']:.4f} | {r['ergas']:.3f} | "
+                     f"{r['sam']:.3f} | {cov} | {r['seconds']:.2f} | {r['mpx_per_s']:.3f} | {r['peak_mb']:.0f} |")
+    lines += ["", REFERENCE, "## Generated scenes (prior only, in memory, 6 bands)", "",
+              "| size | method | device | seconds | Mpx/s | peak MB |", "|---|---|---|---|---|---|"]
+    for s in report["scenes"]:
+        lines.append(f"| {s['size']} x {s['size']} | {s['method']} | {s['device']} | {s['seconds']:.2f} | {s['mpx_per_s']:.3f} | {s['peak_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        kind, rest = argv[1], argv[2:]
+        if kind == "task":
+            task, root, method, out, device = json.loads(rest[0]), Path(rest[1]), rest[2], Path(rest[3]), rest[4]
+            result = _child_task(task, root, method, out, device)
+        else:
+            result = _child_scene(int(rest[0]), int(rest[1]), rest[2], rest[3])
+        result["peak_mb"] = _peak_rss_mb()
+        print(json.dumps(result))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--benchmarks", type=Path, default=DEFAULT_BENCHMARKS)
+    parser.add_argument("--sizes", default="1000,2000", help="generated scene sizes (pixels per side)")
+    args = parser.parse_args(argv)
+    if not (args.benchmarks / "MANIFEST.json").exists():
+        sys.exit(f"benchmarks not found at {args.benchmarks}; pass --benchmarks DIR")
+    import torch
+
+    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    report = run(args.benchmarks, [int(s) for s in args.sizes.split(",") if s], devices)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(to_markdown(report, "make bench"))
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
