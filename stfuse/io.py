@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import rasterio
@@ -175,62 +175,91 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
         raise
 
 
+def _blocks(array, block: int) -> Iterator[tuple[tuple[slice, slice], Any]]:
+    """Yield ((row slice, col slice), lazy-or-numpy block) over a (C, H, W) array in chunk order."""
+    _, height, width = array.shape
+    if hasattr(array, "chunks") and not isinstance(array, np.ndarray):
+        row_edges = np.cumsum((0, *array.chunks[1]))
+        col_edges = np.cumsum((0, *array.chunks[2]))
+    else:
+        row_edges = np.arange(0, height + block, block).clip(max=height)
+        col_edges = np.arange(0, width + block, block).clip(max=width)
+    for r0, r1 in zip(row_edges[:-1], row_edges[1:]):
+        for c0, c1 in zip(col_edges[:-1], col_edges[1:]):
+            if r1 > r0 and c1 > c0:
+                rows, cols = slice(int(r0), int(r1)), slice(int(c0), int(c1))
+                yield (rows, cols), array[:, rows, cols]
+
+
+def compute_blocks(array, *, batch: int = 4, block: int = 2048, progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[tuple[slice, slice], np.ndarray]]:
+    """Compute a (C, H, W) numpy/dask array block by block, ``batch`` blocks at a time.
+
+    Works with any dask scheduler, including a distributed cluster: results come back to
+    this process, so memory here is bounded by ``batch`` blocks.
+    """
+    import dask
+
+    pending = list(_blocks(array, block))
+    total = len(pending)
+    done = 0
+    for i in range(0, total, batch):
+        group = pending[i : i + batch]
+        values = dask.compute(*[blk for _, blk in group]) if hasattr(group[0][1], "dask") else [blk for _, blk in group]
+        for (window, _), value in zip(group, values):
+            done += 1
+            yield window, np.asarray(value, dtype=np.float32)
+            if progress:
+                progress(done, total)
+
+
 def write_prediction_cog(
     path: str | os.PathLike[str],
-    mean: np.ndarray,
-    sigma: np.ndarray,
+    mean: Any,
+    sigma: Any,
     *,
     band_names: Sequence[str],
     crs: CRS | None,
     transform: Affine,
     tags: Mapping[str, Any] | None = None,
-    extra_bands: Mapping[str, np.ndarray] | None = None,
+    extra_bands: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write a float32 Cloud-Optimized GeoTIFF: reflectance bands, then ``<band>_sigma`` bands.
 
-    ``mean`` and ``sigma`` are (B, H, W) reflectance / standard deviation; NaN is nodata.
+    ``mean`` and ``sigma`` are (B, H, W) reflectance / standard deviation, numpy or dask
+    (computed tile by tile, so a full Landsat scene never sits in memory); NaN is nodata.
     ``extra_bands`` (name -> (H, W) array) are appended after the sigma bands (e.g. quality).
     Tags (method, inputs, version...) are stored as GeoTIFF metadata; values that are not
     strings are JSON-encoded. The file appears at ``path`` only when complete.
     """
-    mean = np.asarray(mean, dtype=np.float32)
-    sigma = np.asarray(sigma, dtype=np.float32)
-    bands = [*mean, *sigma]
-    descriptions = [*band_names, *(f"{b}_sigma" for b in band_names)]
-    for name, extra in (extra_bands or {}).items():
-        bands.append(np.asarray(extra, dtype=np.float32))
-        descriptions.append(name)
-    stack = np.stack(bands)
+    import dask.array as da
+
+    layers = [mean, sigma, *[(e[None] if e.ndim == 2 else e) for e in (extra_bands or {}).values()]]
+    lazy = any(isinstance(getattr(a, "data", a), da.Array) for a in layers)
+    arrays = [getattr(a, "data", a) for a in layers]
+    stack = da.concatenate([da.asarray(a, dtype=np.float32) for a in arrays]) if lazy else np.concatenate([np.asarray(a, np.float32) for a in arrays])
+    descriptions = [*band_names, *(f"{b}_sigma" for b in band_names), *(extra_bands or {})]
     count, height, width = stack.shape
-    blocksize = 256 if min(height, width) >= 256 else 128 if min(height, width) >= 128 else 16
-    profile = dict(
-        driver="COG",
-        width=width,
-        height=height,
-        count=count,
-        dtype="float32",
-        crs=crs,
-        transform=transform,
-        nodata=float("nan"),
-        compress="DEFLATE",
-        predictor=3 if min(height, width) >= 16 else 1,
-        blocksize=blocksize,
-        overview_resampling="average",
-        BIGTIFF="IF_SAFER",
-    )
+    blocksize = 512 if min(height, width) >= 512 else 256 if min(height, width) >= 256 else 128 if min(height, width) >= 128 else 16
+    base = dict(width=width, height=height, count=count, dtype="float32", crs=crs, transform=transform, nodata=float("nan"))
+    cog = dict(driver="COG", compress="DEFLATE", predictor=3 if min(height, width) >= 16 else 1, blocksize=blocksize,
+               overview_resampling="average", BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        # The COG driver can only create by copying: write a plain GTiff in memory first.
-        mem_profile = {k: v for k, v in profile.items() if k not in ("driver", "compress", "predictor", "blocksize", "overview_resampling", "BIGTIFF")}
-        with rasterio.MemoryFile() as memfile:
-            with memfile.open(driver="GTiff", **mem_profile) as mem:
-                mem.write(stack)
+        # The COG driver creates by copying: stage a tiled GTiff beside the target first.
+        stage = tmp.with_name(tmp.name + ".stage.tif")
+        try:
+            tiled = dict(driver="GTiff", tiled=True, blockxsize=max(blocksize, 16), blockysize=max(blocksize, 16), compress="ZSTD", ZSTD_LEVEL=1, BIGTIFF="IF_SAFER")
+            with rasterio.open(stage, "w", **base, **tiled) as dst:
+                for (rows, cols), block in compute_blocks(stack, progress=progress):
+                    dst.write(block, window=((rows.start, rows.stop), (cols.start, cols.stop)))
                 for i, description in enumerate(descriptions, start=1):
-                    mem.set_band_description(i, description)
-                mem.update_tags(**{k: _tag_value(v) for k, v in (tags or {}).items()})
-            with memfile.open() as mem:
-                rasterio.shutil.copy(mem, tmp, **profile)
+                    dst.set_band_description(i, description)
+                dst.update_tags(**{k: _tag_value(v) for k, v in (tags or {}).items()})
+            rasterio.shutil.copy(stage, tmp, **cog)
+        finally:
+            stage.unlink(missing_ok=True)
     return path
 
 

@@ -101,3 +101,19 @@ def test_stac_item_for_georeferenced_and_plain_grids(tmp_path):
 
 def test_safe_filename_strips_traversal():
     assert "/" not in safe_filename("../../etc/passwd") and not safe_filename("../x").startswith(".")
+
+
+def test_cog_from_dask_blocks_equals_numpy(tmp_path):
+    import dask.array as da
+
+    rng = np.random.default_rng(3)
+    mean = rng.random((3, 333, 517), dtype=np.float32)
+    sigma = mean / 10
+    seen = []
+    out = write_prediction_cog(tmp_path / "d.tif", da.from_array(mean, chunks=(3, 128, 200)), da.from_array(sigma, chunks=(3, 128, 200)),
+                               band_names=["a", "b", "c"], crs=None, transform=Affine(30, 0, 0, 0, -30, 0),
+                               progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (9, 9)
+    with rasterio.open(out) as src:
+        np.testing.assert_array_equal(src.read(), np.concatenate([mean, sigma]))
+    assert cog_validate(str(out))[0]
