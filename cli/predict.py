@@ -28,10 +28,17 @@ from .progress import progress_reporter
 @click.option("--min-clear", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="Minimum clear fraction for a Landsat image to serve as a pair.")
 @click.option("--max-gap", "max_gap_days", type=int, help="Ignore pairs more than this many days from the target.")
 @click.option("--crs", help="Output CRS (default: the Landsat items' UTM zone).")
+@click.option("--format", "formats", default="cog", show_default=True, help="Catalog mode outputs: cog, zarr or cog,zarr.")
+@click.option("--resume", is_flag=True, help="Skip days already complete in the outputs; recompute incomplete ones.")
+@click.option("--tile", type=click.IntRange(64), default=1024, show_default=True, help="Tile side in pixels (plus the method's halo) for dask.")
+@click.option("--scheduler", help="Dask scheduler: 'local' for a LocalCluster, or tcp://HOST:PORT of an existing cluster (default: threads).")
+@click.option("--workers", type=int, help="LocalCluster worker processes (with --scheduler local).")
+@click.option("--threads", type=int, help="Threads (per worker).")
+@click.option("--memory-limit", help="Memory per LocalCluster worker, e.g. 4GB.")
 @device_opt
 @overwrite_opt
 @quiet_opt
-def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, device, overwrite, quiet) -> None:
+def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, formats, resume, tile, scheduler, workers, threads, memory_limit, device, overwrite, quiet) -> None:
     """Predict daily 30 m reflectance with a per-pixel uncertainty band.
 
     \b
@@ -69,10 +76,16 @@ def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, o
         outputs = run_catalog(
             catalog=catalog, bbox=bbox or None, aoi=aoi, start=start, end=end, bands=bands, out_dir=output,
             method=method, max_pairs=max_pairs, min_clear=min_clear, max_gap_days=max_gap_days, crs=crs,
-            device=device, options=options, overwrite=overwrite, progress=progress,
+            device=device, options=options, formats=[f.strip() for f in formats.split(",") if f.strip()],
+            overwrite=overwrite, resume=resume, tile=tile, scheduler=scheduler, workers=workers, threads=threads,
+            memory_limit=memory_limit, progress=progress,
         )
     if not quiet:
-        click.echo(f"wrote {len(outputs)} daily COGs ({outputs[0].name} .. {outputs[-1].name}) with STAC items to {output}/")
+        cogs = [p for p in outputs if p.suffix == ".tif"]
+        if cogs:
+            click.echo(f"wrote {len(cogs)} daily COGs ({cogs[0].name} .. {cogs[-1].name}) with STAC items to {output}/")
+        for store in (p for p in outputs if p.suffix == ".zarr"):
+            click.echo(f"wrote Zarr store {store}")
 
 
 def _resolve_device(device: str) -> str:

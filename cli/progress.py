@@ -27,7 +27,8 @@ def progress_reporter(description: str, *, quiet: bool = False) -> Iterator[Call
             yield update
         return
 
-    def log_line(done: int, total: int, label: str) -> None:
-        click.echo(f"[{done}/{total}] {description} {label}", err=True)
+    def log_line(done: float, total: int, label: str) -> None:
+        if float(done).is_integer():  # plain logs: one line per finished unit, not per tile
+            click.echo(f"[{int(done)}/{total}] {description} {label}", err=True)
 
     yield log_line

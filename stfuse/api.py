@@ -152,6 +152,15 @@ def predict_files(
     return out
 
 
+def _prior_fn(method: str, device: str, options: dict[str, Any]):
+    """A picklable ``fn(fine, coarse, target) -> (mean, variance)`` for tiles."""
+    from functools import partial
+
+    from .prior import predict as prior_predict
+
+    return partial(prior_predict, method=method, device=device, **options)
+
+
 def predict(
     *,
     catalog: PathLike | None = None,
@@ -168,23 +177,38 @@ def predict(
     crs: str | None = None,
     device: str = "cpu",
     options: dict[str, Any] | None = None,
+    formats: Sequence[str] = ("cog",),
     overwrite: bool = False,
+    resume: bool = False,
+    tile: int = 1024,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    memory_limit: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> list[Path]:
-    """Catalog mode: predict every day from ``start`` to ``end`` and write one COG per day.
+    """Catalog mode: predict every day from ``start`` to ``end`` and write the outputs.
 
     ``catalog``: a static catalog path, a STAC API URL or provider name (default: the
-    bundled ``sample_scenes``; with it, bbox/dates default to the sample's extent).
-    ``bbox``: lon/lat; or ``aoi``: a GeoJSON geometry dict or file. Outputs go to
-    ``out_dir/stfuse_YYYY-MM-DD.tif`` with a STAC item ``.json`` beside each. Returns the
-    COG paths in date order.
+    bundled ``sample_scenes``; with it, area/dates default to the sample's extent).
+    ``bbox``: lon/lat; or ``aoi``: a GeoJSON geometry dict or file. ``formats``: ``cog``
+    (``out_dir/stfuse_YYYY-MM-DD.tif`` + a STAC item ``.json`` each) and/or ``zarr``
+    (``out_dir/stfuse.zarr``, dims time, band, y, x). Work is tiled (``tile`` pixels plus the
+    method's halo) and run on ``scheduler`` (see :func:`stfuse.tiling.dask_scheduler`).
+    ``resume`` skips days already complete. Returns the written paths (COGs in date order,
+    then the Zarr store).
     """
     from . import catalog as cat
     from .cube import load_coarse, load_fine
     from .pairs import date_range, plan_days, usable_pair_days
+    from .prior import choose_method, halo as prior_halo
     from .sensors import PROVIDERS
+    from .tiling import dask_scheduler, predict_tiled
 
     bands = check_bands(bands or BANDS)
+    unknown_formats = set(formats) - {"cog", "zarr"}
+    if unknown_formats or not formats:
+        raise InputError(f"unknown output format {sorted(unknown_formats) or formats}; use cog and/or zarr")
     start_date = cat.parse_date(start, name="start") if start is not None else None
     end_date = cat.parse_date(end, name="end") if end is not None else None
     if start_date and end_date and end_date < start_date:
@@ -194,18 +218,29 @@ def predict(
     provider = PROVIDERS.get(str(catalog)) if catalog is not None else None
     fine_id = str(provider["fine"]) if provider else "landsat-c2-l2"
     coarse_id = str(provider["coarse"]) if provider and provider["coarse"] else "modis-43A4-061"
-    found = cat.search(catalog, query, [fine_id, coarse_id])
-    fine_items = cat.require_items(found, fine_id, catalog, query)
-    coarse_items = cat.require_items(found, coarse_id, catalog, query)
+    # Pairs may lie outside the target range: search fine/coarse items with a margin.
+    margin = dt.timedelta(days=max_gap_days or 48)
+    wide = cat.Query(start=start_date - margin if start_date else None, end=end_date + margin if end_date else None,
+                     bbox=query.bbox, aoi=query.aoi)
+    found = cat.search(catalog, wide, [fine_id, coarse_id])
+    fine_items = cat.require_items(found, fine_id, catalog, wide)
+    coarse_items = cat.require_items(found, coarse_id, catalog, wide)
 
     fine = load_fine(fine_items, bands=bands, bbox=query.bbox, aoi=query.aoi, crs=crs)
     if fine.sizes["x"] == 0 or fine.sizes["y"] == 0:
         raise DataUnavailableError("the area does not overlap the fine images; check --bbox / --aoi")
-    coarse = load_coarse(coarse_items, geobox=fine.odc.geobox, bands=bands)
+    geobox = fine.odc.geobox
+    coarse = load_coarse(coarse_items, geobox=geobox, bands=bands)
     fine_days = [d.astype("datetime64[D]").item() for d in fine.time.values]
     coarse_days = [d.astype("datetime64[D]").item() for d in coarse.time.values]
     fine_clear = dict(zip(fine_days, fine.clear_fraction.values.tolist()))
+    coarse_clear = dict(zip(coarse_days, coarse.clear_fraction.values.tolist()))
     pair_days = usable_pair_days(fine_clear, coarse_days, min_clear=min_clear)
+    if not pair_days:
+        raise InputError(
+            f"no clear fine/coarse pair: the {len(fine_days)} Landsat images found have clear fractions "
+            f"{', '.join(f'{c:.0%}' for c in fine_clear.values())} (need >= {min_clear:.0%}); widen the dates or lower --min-clear"
+        )
     first = start_date or min(coarse_days)
     last = end_date or max(coarse_days)
     targets = [d for d in date_range(first, last) if d in set(coarse_days)]
@@ -214,63 +249,96 @@ def predict(
     plans = plan_days(targets, pair_days, max_pairs=max_pairs, max_gap_days=max_gap_days)
 
     out_dir = Path(out_dir)
-    outputs: list[Path] = []
-    fine_cache: dict[dt.date, xr.DataArray] = {}
-    coarse_cache: dict[dt.date, xr.DataArray] = {}
-
-    def fine_day(day: dt.date) -> xr.DataArray:
-        if day not in fine_cache:
-            fine_cache[day] = fine.reflectance.sel(time=np.datetime64(day)).compute()
-        return fine_cache[day]
-
-    def coarse_day(day: dt.date) -> xr.DataArray:
-        if day not in coarse_cache:
-            coarse_cache[day] = coarse.reflectance.sel(time=np.datetime64(day)).compute()
-        return coarse_cache[day]
-
-    geobox = fine.odc.geobox
+    cog_paths = {p.target: out_dir / f"stfuse_{p.target.isoformat()}.tif" for p in plans}
+    zarr_path = out_dir / "stfuse.zarr"
+    done_cog = {d for d, path in cog_paths.items() if path.exists() and path.with_suffix(".json").exists()} if resume else set()
+    if "cog" in formats and not (overwrite or resume):
+        existing = [path for path in cog_paths.values() if path.exists()]
+        if existing:
+            raise OutputError(f"{existing[0]} already exists; pass --overwrite to replace or --resume to continue")
     from rasterio.crs import CRS as RioCRS
 
-    out_crs = RioCRS.from_wkt(geobox.crs.to_wkt())
-    for done, plan in enumerate(plans, start=1):
-        out = out_dir / f"stfuse_{plan.target.isoformat()}.tif"
-        if out.exists() and not overwrite:
-            raise OutputError(f"{out} already exists; pass --overwrite to replace it")
-        pair_fine = xr.concat([fine_day(d) for d in plan.pairs], dim="pair")
-        pair_coarse = xr.concat([coarse_day(d) for d in plan.pairs], dim="pair")
-        target = coarse_day(plan.target)
-        result = fuse(pair_fine, pair_coarse, target, method=method, device=device, options=options)
-        tags = _provenance(
-            result.method,
-            {
-                "target_date": plan.target.isoformat(),
-                "pair_dates": [d.isoformat() for d in plan.pairs],
-                "fine_items": [str(fine.item_id.sel(time=np.datetime64(d)).item()) for d in plan.pairs],
-                "coarse_items": [str(coarse.item_id.sel(time=np.datetime64(d)).item()) for d in (*plan.pairs, plan.target)],
-                "catalog": str(catalog) if catalog is not None else "sample_scenes",
-                "options": options or {},
-            },
-        )
-        from .io import write_prediction_cog, write_stac_item
+    from .io import (create_zarr_output, mark_zarr_day_complete, write_prediction_cog, write_stac_item, write_zarr_tile,
+                     zarr_completed_days, compute_blocks)
 
-        write_prediction_cog(out, result.mean.values, result.sigma.values, band_names=list(bands), crs=out_crs, transform=geobox.transform, tags=tags, overwrite=overwrite)
-        write_stac_item(
-            out.with_suffix(".json"),
-            item_id=out.stem,
-            asset_path=out,
-            datetime=dt.datetime.combine(plan.target, dt.time(12), tzinfo=dt.timezone.utc),
-            band_names=list(bands),
-            crs=out_crs,
-            transform=geobox.transform,
-            shape=(geobox.height, geobox.width),
-            properties={"stfuse:method": result.method, "stfuse:pair_dates": tags["pair_dates"], "stfuse:version": __version__},
-            overwrite=True,
-        )
-        outputs.append(out)
-        for day in list(fine_cache):
-            if all(day not in p.pairs for p in plans[done:done + 1]):
-                fine_cache.pop(day)
-        coarse_cache.pop(plan.target, None) if plan.target not in plan.pairs else None
-        if progress:
-            progress(done, len(plans), plan.target.isoformat())
+    out_crs = RioCRS.from_wkt(geobox.crs.to_wkt())
+    if "zarr" in formats:
+        if resume and zarr_path.exists():
+            done_zarr = zarr_completed_days(zarr_path)
+        else:
+            create_zarr_output(zarr_path, days=[p.target for p in plans], band_names=bands, crs=out_crs, transform=geobox.transform,
+                               shape=(geobox.height, geobox.width), chunk=tile, overwrite=overwrite,
+                               attrs={"stfuse_version": __version__, "method": method})
+            done_zarr = set()
+    day_index = {p.target: i for i, p in enumerate(plans)}
+    todo = [p for p in plans if ("cog" in formats and p.target not in done_cog) or ("zarr" in formats and p.target not in done_zarr)]
+    if len(todo) < len(plans):
+        log.info("resuming: %d of %d days already complete", len(plans) - len(todo), len(plans))
+
+    options = dict(options or {})
+    outputs: list[Path] = []
+    with dask_scheduler(scheduler, workers=workers, threads=threads, memory_limit=memory_limit, device=device):
+        for done, plan in enumerate(todo, start=1):
+            day_method = choose_method(len(plan.pairs)) if method == "auto" else method
+            if day_method == "estarfm" and len(plan.pairs) != 2:
+                day_method = "starfm"  # ESTARFM needs a pair on each side; documented fallback
+            times = [np.datetime64(d) for d in plan.pairs]
+            pair_fine = fine.reflectance.sel(time=times).rename(time="pair")
+            pair_coarse = coarse.reflectance.sel(time=times).rename(time="pair")
+            target = coarse.reflectance.sel(time=np.datetime64(plan.target))
+            result = predict_tiled(pair_fine, pair_coarse, target, predict_fn=_prior_fn(day_method, device, options),
+                                   halo=prior_halo(day_method, **options), tile=tile)
+            sigma = np.sqrt(result["variance"].clip(min=0))
+            quality = {"coarse_clear_fraction": round(coarse_clear[plan.target], 4), "max_pair_gap_days": plan.max_gap_days}
+            tags = _provenance(
+                day_method,
+                {
+                    "target_date": plan.target.isoformat(),
+                    "pair_dates": [d.isoformat() for d in plan.pairs],
+                    "fine_items": [str(fine.item_id.sel(time=t).item()) for t in times],
+                    "coarse_items": [str(coarse.item_id.sel(time=t).item()) for t in (*times, np.datetime64(plan.target))],
+                    "catalog": str(catalog) if catalog is not None else "sample_scenes",
+                    "options": options,
+                    "quality": quality,
+                },
+            )
+            label = plan.target.isoformat()
+            report = (lambda d, t, label=label, n=done: progress(n - 1 + d / t, len(todo), label)) if progress else None
+            cog = cog_paths[plan.target]
+            if "cog" in formats and plan.target not in done_cog:
+                write_prediction_cog(cog, result["mean"].data, sigma.data, band_names=list(bands), crs=out_crs,
+                                     transform=geobox.transform, tags=tags, overwrite=True, progress=report)
+                write_stac_item(
+                    cog.with_suffix(".json"), item_id=cog.stem, asset_path=cog,
+                    datetime=dt.datetime.combine(plan.target, dt.time(12), tzinfo=dt.timezone.utc),
+                    band_names=list(bands), crs=out_crs, transform=geobox.transform, shape=(geobox.height, geobox.width),
+                    properties={"stfuse:method": day_method, "stfuse:pair_dates": tags["pair_dates"],
+                                "stfuse:quality": quality, "stfuse:version": __version__},
+                    overwrite=True,
+                )
+            if "zarr" in formats and plan.target not in done_zarr:
+                index = day_index[plan.target]
+                if "cog" in formats:
+                    import rasterio
+                    from rasterio.windows import Window
+
+                    with rasterio.open(cog) as src:  # reuse the COG just written instead of recomputing
+                        for _, window in src.block_windows(1):
+                            block = src.read(window=window)
+                            rows = slice(window.row_off, window.row_off + window.height)
+                            cols = slice(window.col_off, window.col_off + window.width)
+                            write_zarr_tile(zarr_path, index, (rows, cols), block[: len(bands)], block[len(bands):])
+                else:
+                    import dask.array as da
+
+                    stack = da.concatenate([result["mean"].data, sigma.data])
+                    for window, block in compute_blocks(stack, progress=report):
+                        write_zarr_tile(zarr_path, index, window, block[: len(bands)], block[len(bands):])
+                mark_zarr_day_complete(zarr_path, index)
+            if progress:
+                progress(done, len(todo), label)
+    if "cog" in formats:
+        outputs += [cog_paths[p.target] for p in plans]
+    if "zarr" in formats:
+        outputs.append(zarr_path)
     return outputs

@@ -350,3 +350,91 @@ def write_stac_item(
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(item.to_dict(include_self_link=False), indent=1))
     return path
+
+
+# --------------------------------------------------------------------------- Zarr
+
+
+def create_zarr_output(
+    path: str | os.PathLike[str],
+    *,
+    days: Sequence[dt.date],
+    band_names: Sequence[str],
+    crs: CRS | None,
+    transform: Affine,
+    shape: tuple[int, int],
+    chunk: int = 1024,
+    attrs: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Create (metadata only) a Zarr store for a region: ``reflectance`` and ``sigma``
+    (time, band, y, x) float32 NaN-filled, and ``complete`` (time,) bool, all False.
+
+    The CRS is stored CF-style in a ``spatial_ref`` coordinate (rioxarray/odc-geo read it).
+    Days and tiles are then filled in any order by :func:`write_zarr_tile`; a day counts as
+    done only once :func:`mark_zarr_day_complete` ran after all of its tiles.
+    """
+    import dask.array as da
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it or --resume to continue it")
+    height, width = shape
+    n_days, n_bands = len(days), len(band_names)
+    xs = transform.c + transform.a * (np.arange(width) + 0.5)
+    ys = transform.f + transform.e * (np.arange(height) + 0.5)
+    chunks = (1, n_bands, min(chunk, height), min(chunk, width))
+    empty = da.full((n_days, n_bands, height, width), np.nan, dtype=np.float32, chunks=chunks)
+    dims = ("time", "band", "y", "x")
+    ds = xr.Dataset(
+        {
+            "reflectance": (dims, empty, {"units": "1", "long_name": "surface reflectance"}),
+            "sigma": (dims, empty, {"units": "1", "long_name": "1-sigma uncertainty of reflectance"}),
+            "complete": (("time",), da.zeros(n_days, dtype=bool, chunks=n_days)),
+        },
+        coords={"time": np.array([np.datetime64(d, "ns") for d in days]), "band": np.array(list(band_names), dtype=object), "y": ys, "x": xs},
+        attrs=dict(attrs or {}),
+    )
+    if crs is not None:
+        ds = ds.rio.write_crs(crs.to_wkt()).rio.write_transform(transform)
+        for name in ("reflectance", "sigma"):  # CF grid_mapping goes in encoding so it round-trips
+            ds[name].encoding["grid_mapping"] = ds[name].attrs.pop("grid_mapping", "spatial_ref")
+            ds[name].encoding["coordinates"] = "spatial_ref"
+    ds.attrs = {k: _tag_value(v) for k, v in ds.attrs.items()}
+    try:
+        ds.to_zarr(path, mode="w", compute=False, consolidated=False)
+    except OSError as err:
+        raise OutputError(f"cannot create Zarr store {path}: {err}") from None
+    return path
+
+
+def write_zarr_tile(path: str | os.PathLike[str], day_index: int, window: tuple[slice, slice], mean: np.ndarray, sigma: np.ndarray) -> None:
+    """Write one (B, h, w) tile of reflectance and sigma for day ``day_index``."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    rows, cols = window
+    group["reflectance"][day_index, :, rows, cols] = mean
+    group["sigma"][day_index, :, rows, cols] = sigma
+
+
+def mark_zarr_day_complete(path: str | os.PathLike[str], day_index: int) -> None:
+    """Flag day ``day_index`` complete (call only after all its tiles are written)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    group["complete"][day_index] = True
+
+
+def zarr_completed_days(path: str | os.PathLike[str]) -> set[dt.date]:
+    """Days marked complete in an existing stfuse Zarr store (empty set if none)."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        return set()
+    group = zarr.open_group(str(path), mode="r")
+    complete = np.asarray(group["complete"][:])
+    times = xr.open_zarr(path, consolidated=False)["time"].values
+    return {np.datetime64(t, "D").item() for t, done in zip(times, complete) if done}

@@ -14,8 +14,10 @@ from a memory budget.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable
+import os
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import xarray as xr
@@ -86,3 +88,65 @@ def predict_tiled(
     mean = xr.DataArray(result[0], dims=("band", "y", "x"), coords=coords)
     variance = xr.DataArray(result[1], dims=("band", "y", "x"), coords=coords)
     return xr.Dataset({"mean": mean, "variance": variance})
+
+
+@contextlib.contextmanager
+def dask_scheduler(
+    scheduler: str | None = None,
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+    device: str = "cpu",
+) -> Iterator[Any]:
+    """Run the enclosed dask computations on the chosen scheduler; yields the Client or None.
+
+    - ``None`` (default): dask's threaded scheduler with one thread per core (no start-up
+      cost; torch limited to 1 thread per task so cores are not oversubscribed);
+    - ``"local"``: a ``distributed.LocalCluster`` of ``workers`` processes x ``threads``
+      threads with ``memory_limit`` per worker (spills instead of exhausting RAM);
+    - ``"tcp://HOST:PORT"`` (or any address): an existing dask.distributed scheduler.
+    """
+    import dask
+    import torch
+
+    if scheduler is None:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with dask.config.set(scheduler="threads", num_workers=threads or os.cpu_count() or 1):
+                yield None
+        finally:
+            torch.set_num_threads(previous)
+        return
+    from distributed import Client, LocalCluster
+
+    from .errors import RemoteServiceError
+
+    if scheduler == "local":
+        n_workers = workers or max(1, (os.cpu_count() or 1) // (threads or 1))
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads or 1, memory_limit=memory_limit or "auto",
+                               dashboard_address=":0", processes=True)
+        client = Client(cluster)
+        try:
+            client.run(_limit_torch_threads)
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+        return
+    try:
+        client = Client(scheduler, timeout="15s")
+    except (OSError, TimeoutError) as err:
+        raise RemoteServiceError(f"cannot reach the dask scheduler at {scheduler}: {err}; is it running?") from None
+    try:
+        client.run(_limit_torch_threads)
+        yield client
+    finally:
+        client.close()
+
+
+def _limit_torch_threads() -> None:
+    import torch
+
+    torch.set_num_threads(1)
