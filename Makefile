@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: install demo test sample bench clean
+.PHONY: install demo test sample bench region regions clean
+REGIONS := $(basename $(notdir $(wildcard regions/*.yaml)))
 
 install: $(STAMP)
 
@@ -27,6 +28,13 @@ sample: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m stfuse.bench --out docs/benchmarks.md
+
+region: $(STAMP)
+	@test -n "$(REGION)" || { echo "usage: make region REGION=name   (one of: $(REGIONS))"; exit 2; }
+	$(BIN)/stfuse region regions/$(REGION).yaml -o out/regions/$(REGION)
+
+regions: $(STAMP)
+	@for r in $(REGIONS); do $(BIN)/stfuse region regions/$$r.yaml -o out/regions/$$r || exit 1; done
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -38,8 +38,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-from . import evaluate, predict, sample  # noqa: E402  (commands register themselves)
+from . import evaluate, predict, region, sample  # noqa: E402
 
 cli.add_command(predict.predict)
 cli.add_command(sample.sample)
 cli.add_command(evaluate.evaluate)
+cli.add_command(region.region)
