@@ -27,6 +27,9 @@ from .sensors import BANDS, check_bands
 log = logging.getLogger("stfuse")
 
 PathLike = str | os.PathLike[str]
+IN_MEMORY_BYTES = 2 * 2**30
+"""Cubes smaller than this (fine + coarse, bytes) are read into memory once; larger stay lazy."""
+
 ProgressCallback = Callable[[int, int, str], None]
 """Called as ``progress(done, total, label)`` after each unit of work."""
 
@@ -152,6 +155,16 @@ def predict_files(
     return out
 
 
+def _blocks_of(src, tile: int):
+    """Yield ((rows, cols), (C, h, w) array) windows of ``tile`` pixels from an open raster."""
+    from rasterio.windows import Window
+
+    for row in range(0, src.height, tile):
+        for col in range(0, src.width, tile):
+            window = Window(col, row, min(tile, src.width - col), min(tile, src.height - row))
+            yield (slice(row, row + window.height), slice(col, col + window.width)), src.read(window=window)
+
+
 def _prior_fn(method: str, device: str, options: dict[str, Any]):
     """A picklable ``fn(fine, coarse, target) -> (mean, variance)`` for tiles."""
     from functools import partial
@@ -231,6 +244,11 @@ def predict(
         raise DataUnavailableError("the area does not overlap the fine images; check --bbox / --aoi")
     geobox = fine.odc.geobox
     coarse = load_coarse(coarse_items, geobox=geobox, bands=bands)
+    if fine.reflectance.nbytes + coarse.reflectance.nbytes <= IN_MEMORY_BYTES:
+        # Small cubes: read every COG once instead of once per target day.
+        import dask
+
+        fine, coarse = dask.compute(fine, coarse)
     fine_days = [d.astype("datetime64[D]").item() for d in fine.time.values]
     coarse_days = [d.astype("datetime64[D]").item() for d in coarse.time.values]
     fine_clear = dict(zip(fine_days, fine.clear_fraction.values.tolist()))
@@ -258,7 +276,7 @@ def predict(
             raise OutputError(f"{existing[0]} already exists; pass --overwrite to replace or --resume to continue")
     from rasterio.crs import CRS as RioCRS
 
-    from .io import (create_zarr_output, mark_zarr_day_complete, write_prediction_cog, write_stac_item, write_zarr_tile,
+    from .io import (create_zarr_output, mark_zarr_day_complete, write_prediction_cog, write_stac_item, write_zarr_tiles,
                      zarr_completed_days, compute_blocks)
 
     out_crs = RioCRS.from_wkt(geobox.crs.to_wkt())
@@ -318,22 +336,18 @@ def predict(
                 )
             if "zarr" in formats and plan.target not in done_zarr:
                 index = day_index[plan.target]
+                n = len(bands)
                 if "cog" in formats:
                     import rasterio
-                    from rasterio.windows import Window
 
                     with rasterio.open(cog) as src:  # reuse the COG just written instead of recomputing
-                        for _, window in src.block_windows(1):
-                            block = src.read(window=window)
-                            rows = slice(window.row_off, window.row_off + window.height)
-                            cols = slice(window.col_off, window.col_off + window.width)
-                            write_zarr_tile(zarr_path, index, (rows, cols), block[: len(bands)], block[len(bands):])
+                        blocks = _blocks_of(src, tile)
+                        write_zarr_tiles(zarr_path, index, ((w, b[:n], b[n:]) for w, b in blocks))
                 else:
                     import dask.array as da
 
                     stack = da.concatenate([result["mean"].data, sigma.data])
-                    for window, block in compute_blocks(stack, progress=report):
-                        write_zarr_tile(zarr_path, index, window, block[: len(bands)], block[len(bands):])
+                    write_zarr_tiles(zarr_path, index, ((w, b[:n], b[n:]) for w, b in compute_blocks(stack, block=tile, progress=report)))
                 mark_zarr_day_complete(zarr_path, index)
             if progress:
                 progress(done, len(todo), label)

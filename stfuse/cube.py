@@ -99,7 +99,11 @@ def _load(items: Sequence[pystac.Item], meta: Collection, bands: Sequence[str], 
 
 
 def _harmonise(raw: xr.Dataset, items: Sequence[pystac.Item], meta: Collection, bands: Sequence[str]) -> xr.Dataset:
-    """DNs + QA -> float32 reflectance (NaN masked), valid mask and clear fraction."""
+    """DNs + QA -> float32 reflectance (NaN masked), valid mask and clear fraction.
+
+    ``time`` becomes the acquisition (solar) day at 00:00, so days select by date.
+    """
+    raw = raw.assign_coords(time=raw.time.values.astype("datetime64[D]").astype("datetime64[ns]"))
     layers = []
     bad_any = None
     for band in bands:

@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import rasterio
@@ -371,7 +371,7 @@ def create_zarr_output(
     (time, band, y, x) float32 NaN-filled, and ``complete`` (time,) bool, all False.
 
     The CRS is stored CF-style in a ``spatial_ref`` coordinate (rioxarray/odc-geo read it).
-    Days and tiles are then filled in any order by :func:`write_zarr_tile`; a day counts as
+    Days and tiles are then filled in any order by :func:`write_zarr_tiles`; a day counts as
     done only once :func:`mark_zarr_day_complete` ran after all of its tiles.
     """
     import dask.array as da
@@ -409,14 +409,15 @@ def create_zarr_output(
     return path
 
 
-def write_zarr_tile(path: str | os.PathLike[str], day_index: int, window: tuple[slice, slice], mean: np.ndarray, sigma: np.ndarray) -> None:
-    """Write one (B, h, w) tile of reflectance and sigma for day ``day_index``."""
+def write_zarr_tiles(path: str | os.PathLike[str], day_index: int, tiles: Iterable[tuple[tuple[slice, slice], np.ndarray, np.ndarray]]) -> None:
+    """Write ``(window, mean, sigma)`` tiles — (B, h, w) each — of day ``day_index``."""
     import zarr
 
     group = zarr.open_group(str(path), mode="r+")
-    rows, cols = window
-    group["reflectance"][day_index, :, rows, cols] = mean
-    group["sigma"][day_index, :, rows, cols] = sigma
+    reflectance, sigma_array = group["reflectance"], group["sigma"]
+    for (rows, cols), mean, sigma in tiles:
+        reflectance[day_index, :, rows, cols] = mean
+        sigma_array[day_index, :, rows, cols] = sigma
 
 
 def mark_zarr_day_complete(path: str | os.PathLike[str], day_index: int) -> None:
