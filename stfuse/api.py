@@ -212,7 +212,7 @@ def predict(
     then the Zarr store).
     """
     from . import catalog as cat
-    from .cube import load_coarse, load_fine
+    from .cube import load_coarse, load_fine, read_errors
     from .pairs import date_range, plan_days, usable_pair_days
     from .prior import choose_method, halo as prior_halo
     from .sensors import PROVIDERS
@@ -248,11 +248,13 @@ def predict(
         # Small cubes: read every COG once instead of once per target day.
         import dask
 
-        fine, coarse = dask.compute(fine, coarse)
+        with read_errors():
+            fine, coarse = dask.compute(fine, coarse)
     fine_days = [d.astype("datetime64[D]").item() for d in fine.time.values]
     coarse_days = [d.astype("datetime64[D]").item() for d in coarse.time.values]
-    fine_clear = dict(zip(fine_days, fine.clear_fraction.values.tolist()))
-    coarse_clear = dict(zip(coarse_days, coarse.clear_fraction.values.tolist()))
+    with read_errors():
+        fine_clear = dict(zip(fine_days, fine.clear_fraction.values.tolist()))
+        coarse_clear = dict(zip(coarse_days, coarse.clear_fraction.values.tolist()))
     pair_days = usable_pair_days(fine_clear, coarse_days, min_clear=min_clear)
     if not pair_days:
         raise InputError(
@@ -295,7 +297,7 @@ def predict(
 
     options = dict(options or {})
     outputs: list[Path] = []
-    with dask_scheduler(scheduler, workers=workers, threads=threads, memory_limit=memory_limit, device=device):
+    with dask_scheduler(scheduler, workers=workers, threads=threads, memory_limit=memory_limit, device=device), read_errors():
         for done, plan in enumerate(todo, start=1):
             day_method = choose_method(len(plan.pairs)) if method == "auto" else method
             if day_method == "estarfm" and len(plan.pairs) != 2:

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import pystac
 
-from .errors import DataUnavailableError, InputError, MissingFileError, RemoteServiceError
+from .errors import EmptySearchError, InputError, MissingFileError, RemoteServiceError
 from .sensors import PROVIDERS
 
 Bbox = tuple[float, float, float, float]
@@ -141,13 +141,15 @@ def open_static_catalog(source: str | Path | None) -> pystac.Catalog:
 def _in_query(item: pystac.Item, query: Query, geometry) -> bool:
     from shapely.geometry import shape
 
-    when = item.datetime or item.common_metadata.start_datetime
-    if when is None:
+    # Like a STAC API: the item's [start_datetime, end_datetime] interval (else its datetime)
+    # must intersect the query's days (MCD43A4 items span their 16-day retrieval window).
+    first = item.common_metadata.start_datetime or item.datetime
+    last = item.common_metadata.end_datetime or item.datetime
+    if first is None or last is None:
         return False
-    day = when.date()
-    if query.start and day < query.start:
+    if query.start and last.date() < query.start:
         return False
-    if query.end and day > query.end:
+    if query.end and first.date() > query.end:
         return False
     if geometry is not None and item.geometry is not None and not shape(item.geometry).intersects(geometry):
         return False
@@ -170,8 +172,24 @@ def search_static(catalog: pystac.Catalog, query: Query, collections: Iterable[s
     return found
 
 
-def open_api(source: str, *, timeout: float = 30.0, retries: int = 4, backoff: float = 0.5):
+@dataclass
+class RetryPolicy:
+    """HTTP policy for STAC API requests: per-request ``timeout`` (s), ``retries`` on
+    429/5xx/connection errors with exponential ``backoff`` (s x 2^n)."""
+
+    timeout: float = 30.0
+    retries: int = 4
+    backoff: float = 0.5
+
+
+RETRY = RetryPolicy()
+"""The policy in force (tests shorten it)."""
+
+
+def open_api(source: str, *, policy: RetryPolicy | None = None):
     """A pystac-client ``Client`` for a provider name or URL, with timeout and retry policy."""
+    policy = policy or RETRY
+    timeout, retries, backoff = policy.timeout, policy.retries, policy.backoff
     from pystac_client import Client
     from pystac_client.stac_api_io import StacApiIO
     from urllib3.util.retry import Retry
@@ -196,7 +214,7 @@ def open_api(source: str, *, timeout: float = 30.0, retries: int = 4, backoff: f
         modifier = planetary_computer.sign_inplace
     try:
         stac_io = StacApiIO(timeout=timeout, max_retries=retry)
-        return Client.open(url, stac_io=stac_io, modifier=modifier)
+        return Client.open(url, stac_io=stac_io, modifier=modifier, timeout=timeout)  # open() re-applies timeout
     except Exception as err:
         raise RemoteServiceError(f"could not open STAC API {redact(url)}: {redact(str(err))}") from None
 
@@ -232,11 +250,11 @@ def search(source: str | Path | None, query: Query, collections: Iterable[str]) 
 
 
 def require_items(found: dict[str, list[pystac.Item]], collection_id: str, source: Any, query: Query) -> list[pystac.Item]:
-    """The items of ``collection_id``; :class:`DataUnavailableError` describing the search if none."""
+    """The items of ``collection_id``; :class:`EmptySearchError` describing the search if none."""
     items = found.get(collection_id) or []
     if not items:
         where = f"bbox {list(query.bbox)}" if query.bbox else ("the AOI" if query.aoi else "anywhere")
-        raise DataUnavailableError(
+        raise EmptySearchError(
             f"no {collection_id} items in {source or 'sample_scenes'} for {where} between "
             f"{query.start or '..'} and {query.end or '..'}; widen the dates or the area"
         )

@@ -18,7 +18,10 @@ computed.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+import logging
+import re
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pystac
@@ -74,6 +77,16 @@ def fine_geobox(items: Sequence[pystac.Item], *, bbox: tuple[float, float, float
     return GeoBox.from_bbox(region.boundingbox, out_crs, resolution=resolution, anchor=anchor)
 
 
+GDAL_HTTP_OPTIONS = {
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
+    "GDAL_HTTP_TIMEOUT": "30",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
+}
+"""GDAL settings for remote COG reads: bounded retries with delay, a timeout, no directory listing."""
+
+
 def _load(items: Sequence[pystac.Item], meta: Collection, bands: Sequence[str], geobox, *, chunks: dict[str, int] | None, resampling: str) -> xr.Dataset:
     import odc.stac
 
@@ -87,6 +100,7 @@ def _load(items: Sequence[pystac.Item], meta: Collection, bands: Sequence[str], 
         item_id, asset = missing[0]
         raise InputError(f"item {item_id} of {meta.id} has no asset {asset!r}; it cannot be loaded as {meta.id}")
     resample = {a: resampling for a in band_assets} | {a: "nearest" for a in qa_assets}
+    odc.stac.configure_rio(**GDAL_HTTP_OPTIONS)
     return odc.stac.load(
         items,
         bands=assets,
@@ -157,3 +171,48 @@ def load_coarse(items: Sequence[pystac.Item], *, geobox, bands: Sequence[str] = 
     meta = collection(items[0].collection_id or "modis-43A4-061")
     raw = _load(items, meta, bands, geobox, chunks=chunks, resampling=resampling)
     return _harmonise(raw, items, meta, bands)
+
+
+class _FailedURLs(logging.Handler):
+    """Collects the asset URLs odc-stac's reader reports as failed (its exceptions omit them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.urls: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = re.search(r"Failed to load (\S+)", record.getMessage())
+        if match:
+            self.urls.append(match.group(1).rstrip(":0123456789").rstrip(":"))
+
+
+@contextlib.contextmanager
+def read_errors() -> Iterator[None]:
+    """Turn raster read failures raised while computing cubes into :mod:`stfuse.errors` types.
+
+    Messages name the failing asset's URL or path (which holds the item id and asset key);
+    signed-URL tokens are stripped from them.
+    """
+    from rasterio.errors import RasterioError
+
+    from .catalog import redact
+    from .errors import CorruptFileError, RemoteServiceError, StfuseError
+
+    failed = _FailedURLs()
+    reader_log = logging.getLogger("odc.loader._rio")
+    reader_log.addHandler(failed)
+    try:
+        yield
+    except StfuseError:
+        raise
+    except (RasterioError, OSError, RuntimeError) as err:
+        where = f" ({redact(failed.urls[-1])})" if failed.urls else ""
+        text = redact(str(err)) + where
+        remote = "http" in text.lower() or "curl" in text.lower()
+        if "404" in text or "No such file" in text or "does not exist" in text:
+            raise DataUnavailableError(f"an asset is missing: {text}; the catalog points at a file that is not there") from None
+        if remote:
+            raise RemoteServiceError(f"reading a remote asset failed after retries: {text}") from None
+        raise CorruptFileError(f"an asset could not be read (corrupt or truncated?): {text}") from None
+    finally:
+        reader_log.removeHandler(failed)

@@ -66,6 +66,10 @@ class DataUnavailableError(StfuseError, LookupError):
     exit_code = 3
 
 
+class EmptySearchError(InputError, LookupError):
+    """A search found no items for the area/dates asked (exit code 2: change the query)."""
+
+
 class RemoteServiceError(StfuseError, ConnectionError):
     """A STAC API or asset server failed after retries (exit code 4)."""
 
@@ -92,6 +96,7 @@ __all__ = [
     "BandError",
     "OutputError",
     "DataUnavailableError",
+    "EmptySearchError",
     "RemoteServiceError",
     "CheckpointError",
     "QualityError",

@@ -151,7 +151,7 @@ MODIS_43A4 = Collection(
     dtype="int16",
     qa=QARule(asset="BRDF_Albedo_Band_Mandatory_Quality_Band1", good_max=1, per_band=True),
     qa_assets={b: f"BRDF_Albedo_Band_Mandatory_Quality_Band{n}" for b, n in _MCD43_BAND.items()},
-    sensor_by_platform={"terra": "MODIS", "aqua": "MODIS", "terra+aqua": "MODIS"},
+    sensor_by_platform={"terra": "MODIS", "aqua": "MODIS", "terra+aqua": "MODIS", "terra,aqua": "MODIS"},
     pixel_size=463.312716528,
 )
 

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,3 +202,60 @@ def serve_stac_api(item_files: Iterable[str | os.PathLike[str]], *, timeout_s: f
             proc.kill()
 
     return Server(url, close)
+
+
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    """Forwards to ``target`` (rewriting its URL in bodies to ours), injecting :class:`Faults`."""
+
+    target: str
+    own_url: str
+    faults: Faults
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _forward(self) -> None:
+        self.faults.requests += 1
+        if self.faults.delay_s:
+            time.sleep(self.faults.delay_s)
+        if self.faults.requests <= self.faults.fail_first:
+            self.send_error(self.faults.fail_status, "injected fault")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        if body is not None:
+            body = body.replace(self.own_url.encode(), self.target.encode())
+        request = urllib.request.Request(self.target + self.path, data=body, method=self.command,
+                                         headers={k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, headers, payload = response.status, response.headers, response.read()
+        except urllib.error.HTTPError as err:
+            status, headers, payload = err.code, err.headers, err.read()
+        payload = payload.replace(self.target.encode(), self.own_url.encode())
+        self.send_response(status)
+        for key, value in headers.items():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _forward
+
+
+def serve_proxy(target: str, *, faults: Faults | None = None) -> Server:
+    """A loopback HTTP proxy in front of ``target`` (e.g. a rustac STAC API) that injects faults."""
+    faults = faults or Faults()
+    port = free_port()
+    own_url = f"http://127.0.0.1:{port}"
+    handler = type("Proxy", (_ProxyHandler,), {"target": target.rstrip("/"), "own_url": own_url, "faults": faults})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def close() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return Server(own_url, close, faults)
