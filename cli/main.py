@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import click
@@ -16,12 +17,35 @@ class StfuseGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        except ValueError:  # not the main thread (embedded use): leave signals alone
+            previous = None
+        try:
             return super().invoke(ctx)
         except StfuseError as err:
-            if ctx.obj and ctx.obj.get("debug"):
+            if _debug(ctx):
                 raise
             click.echo(f"Error: {err}", err=True)
             sys.exit(err.exit_code)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as err:  # a bug: say so in one line, traceback with --debug
+            if _debug(ctx):
+                raise
+            click.echo(f"Error: internal error ({type(err).__name__}: {err}); rerun with --debug and report it", err=True)
+            sys.exit(1)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool(ctx.obj and ctx.obj.get("debug")) or "--debug" in sys.argv
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM: unwind like Ctrl-C so temporary files are removed; finished outputs stay."""
+    raise KeyboardInterrupt("terminated (SIGTERM)")
 
 
 @click.group(cls=StfuseGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -243,7 +243,7 @@ def write_prediction_cog(
     count, height, width = stack.shape
     blocksize = 512 if min(height, width) >= 512 else 256 if min(height, width) >= 256 else 128 if min(height, width) >= 128 else 16
     base = dict(width=width, height=height, count=count, dtype="float32", crs=crs, transform=transform, nodata=float("nan"))
-    cog = dict(driver="COG", compress="DEFLATE", predictor=3 if min(height, width) >= 16 else 1, blocksize=blocksize,
+    cog = dict(driver="COG", compress="ZSTD", level=1, predictor=3 if min(height, width) >= 16 else 1, blocksize=blocksize,
                overview_resampling="average", BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp:

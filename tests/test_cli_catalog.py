@@ -1,0 +1,148 @@
+"""`stfuse predict` in catalog mode on the bundled sample_scenes, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+import xarray as xr
+from click.testing import CliRunner
+from rio_cogeo.cogeo import cog_validate
+
+from stfuse_cli.main import cli
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_scenes"
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def truth_item(day: str) -> pystac.Item:
+    catalog = pystac.Catalog.from_file(str(SAMPLE / "catalog.json"))
+    return next(i for i in catalog.get_items(recursive=True) if i.collection_id == "stfuse-truth" and i.datetime.date().isoformat() == day)
+
+
+def test_predict_sample_days_with_truth_check(tmp_path):
+    out = tmp_path / "out"
+    result = run("predict", "--start", "2023-06-13", "--end", "2023-06-14", "--bands", "red,nir08", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    tifs = sorted(out.glob("stfuse_*.tif"))
+    assert [p.name for p in tifs] == ["stfuse_2023-06-13.tif", "stfuse_2023-06-14.tif"]
+    path = tifs[1]
+    assert cog_validate(str(path))[0]
+    with rasterio.open(path) as src:
+        assert src.crs.to_epsg() == 32614 and src.res == (30.0, 30.0) and np.isnan(src.nodata)
+        assert src.descriptions == ("red", "nir08", "red_sigma", "nir08_sigma")
+        tags = src.tags()
+        assert json.loads(tags["pair_dates"]) == ["2023-06-06", "2023-06-22"]
+        pred, sigma = src.read()[:2], src.read()[2:]
+        bounds = src.bounds
+    item = pystac.Item.from_file(str(path.with_suffix(".json")))
+    assert item.datetime.date().isoformat() == "2023-06-14" and item.properties["stfuse:pair_dates"] == ["2023-06-06", "2023-06-22"]
+
+    # accuracy against the simulator's truth for that day (a truth item of the sample)
+    truth = truth_item("2023-06-14")
+    with rasterio.open(truth.assets["reflectance"].get_absolute_href()) as src:
+        assert tuple(src.bounds) == tuple(bounds)
+        names = list(src.descriptions)
+        scale, offset = src.scales[0], src.offsets[0]
+        t = src.read([names.index("red") + 1, names.index("nir08") + 1]).astype(np.float32) * scale + offset
+    ok = np.isfinite(pred)
+    rmse = float(np.sqrt(np.mean((pred[ok] - t[ok]) ** 2)))
+    assert ok.mean() > 0.95 and rmse < 0.03
+    assert (sigma[np.isfinite(sigma)] >= 0).all()
+
+
+def test_zarr_output_opens_with_crs(tmp_path):
+    out = tmp_path / "z"
+    result = run("predict", "--start", "2023-06-20", "--end", "2023-06-21", "--bands", "red", "--format", "zarr", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    ds = xr.open_zarr(out / "stfuse.zarr")
+    assert ds.reflectance.dims == ("time", "band", "y", "x") and ds.sizes["time"] == 2
+    assert bool(ds.complete.all()) and np.isfinite(ds.reflectance.values).mean() > 0.95
+    import rioxarray  # noqa: F401
+
+    assert ds.rio.crs.to_epsg() == 32614
+
+
+@pytest.mark.parametrize(
+    "args, code, match",
+    [
+        (["--start", "2023-06-20", "--end", "2023-06-10"], 2, "reversed"),
+        (["--start", "20230610"], 2, "not an ISO 8601 date"),
+        (["--bbox", "10", "10", "10.1", "10.1"], 2, "no landsat-c2-l2 items"),
+        (["--bbox", "10", "95", "11", "96"], 2, "not within lon -180..180"),
+        (["--min-clear", "0.99", "--start", "2023-06-10", "--end", "2023-06-11"], 2, "no clear fine/coarse pair"),
+        (["--bands", "red,purple"], 2, "unknown band 'purple'"),
+        (["--format", "netcdf"], 2, "unknown output format"),
+        (["--catalog", "nowhere/catalog.json"], 2, "catalog not found"),
+    ],
+)
+def test_catalog_mode_bad_input(tmp_path, args, code, match):
+    out = tmp_path / "out"
+    result = run("predict", *args, "-o", out, "-q")
+    assert result.exit_code == code, result.output
+    assert match in result.output and "Traceback" not in result.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_existing_outputs_refused_then_overwritten(tmp_path):
+    out = tmp_path / "out"
+    args = ["predict", "--start", "2023-06-10", "--end", "2023-06-10", "--bands", "red", "-o", out, "-q"]
+    assert run(*args).exit_code == 0
+    first = (out / "stfuse_2023-06-10.tif").stat().st_mtime_ns
+    again = run(*args)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert (out / "stfuse_2023-06-10.tif").stat().st_mtime_ns == first
+    assert run(*args, "--overwrite").exit_code == 0
+
+
+def _cli_process(out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "stfuse_cli", "predict", "--start", "2023-06-08", "--end", "2023-06-13", "--bands", "red,nir08",
+           "--format", "cog,zarr", "-o", str(out), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _read_all(out: Path) -> dict[str, np.ndarray]:
+    arrays = {p.name: rasterio.open(p).read() for p in sorted(out.glob("stfuse_*.tif"))}
+    arrays["zarr"] = xr.open_zarr(out / "stfuse.zarr").reflectance.values
+    return arrays
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    reference, interrupted = tmp_path / "ref", tmp_path / "int"
+    proc = _cli_process(reference, "-q")
+    assert proc.wait(300) == 0, proc.stderr.read().decode()
+
+    proc = _cli_process(interrupted)
+    deadline = time.monotonic() + 300
+    while not list(interrupted.glob("stfuse_*.tif")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    finished = sorted(interrupted.glob("stfuse_*.tif"))
+    assert 0 < len(finished) < 6, "the kill should land mid-run"
+    for path in finished:  # anything that looks complete is complete
+        assert cog_validate(str(path))[0]
+    complete = xr.open_zarr(interrupted / "stfuse.zarr").complete.values
+    assert not complete.all()
+
+    proc = _cli_process(interrupted, "--resume", "-q")
+    assert proc.wait(300) == 0, proc.stderr.read().decode()
+    assert not list(interrupted.glob(".*partial*"))  # a later run leaves no temporaries of its own
+    ref, got = _read_all(reference), _read_all(interrupted)
+    assert ref.keys() == got.keys() and len(ref) == 7
+    for name in ref:
+        np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
