@@ -35,10 +35,11 @@ from .progress import progress_reporter
 @click.option("--workers", type=int, help="LocalCluster worker processes (with --scheduler local).")
 @click.option("--threads", type=int, help="Threads (per worker).")
 @click.option("--memory-limit", help="Memory per LocalCluster worker, e.g. 4GB.")
+@click.option("--strict", is_flag=True, help="Refuse days that fail a quality gate (mostly masked coarse image, far pairs, large change) instead of flagging them.")
 @device_opt
 @overwrite_opt
 @quiet_opt
-def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, formats, resume, tile, scheduler, workers, threads, memory_limit, device, overwrite, quiet) -> None:
+def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, formats, resume, tile, scheduler, workers, threads, memory_limit, strict, device, overwrite, quiet) -> None:
     """Predict daily 30 m reflectance with a per-pixel uncertainty band.
 
     \b
@@ -51,7 +52,8 @@ def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, o
       stfuse predict --pair L_0524.tif M_0524.tif --coarse M_0711.tif -o pred.tif
 
     Outputs are float32 COGs: reflectance bands first, then <band>_sigma bands
-    (1-sigma uncertainty), with a STAC item (.json) beside each file.
+    (1-sigma uncertainty), then a `quality` band of bit flags (1 coarse missing,
+    2 all pairs cloudy, 4 large change), with a STAC item (.json) beside each file.
     """
     from stfuse.api import predict as run_catalog, predict_files
     from stfuse.catalog import parse_date
@@ -78,7 +80,7 @@ def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, o
             method=method, max_pairs=max_pairs, min_clear=min_clear, max_gap_days=max_gap_days, crs=crs,
             device=device, options=options, formats=[f.strip() for f in formats.split(",") if f.strip()],
             overwrite=overwrite, resume=resume, tile=tile, scheduler=scheduler, workers=workers, threads=threads,
-            memory_limit=memory_limit, progress=progress,
+            memory_limit=memory_limit, strict=strict, progress=progress,
         )
     if not quiet:
         cogs = [p for p in outputs if p.suffix == ".tif"]

@@ -198,6 +198,8 @@ def predict(
     workers: int | None = None,
     threads: int | None = None,
     memory_limit: str | None = None,
+    strict: bool = False,
+    thresholds: "Thresholds | None" = None,
     progress: ProgressCallback | None = None,
 ) -> list[Path]:
     """Catalog mode: predict every day from ``start`` to ``end`` and write the outputs.
@@ -208,13 +210,15 @@ def predict(
     (``out_dir/stfuse_YYYY-MM-DD.tif`` + a STAC item ``.json`` each) and/or ``zarr``
     (``out_dir/stfuse.zarr``, dims time, band, y, x). Work is tiled (``tile`` pixels plus the
     method's halo) and run on ``scheduler`` (see :func:`stfuse.tiling.dask_scheduler`).
-    ``resume`` skips days already complete. Returns the written paths (COGs in date order,
-    then the Zarr store).
+    ``resume`` skips days already complete. Doubtful days (see :mod:`stfuse.quality`) are
+    written with warnings in their tags and a per-pixel ``quality`` band; ``strict`` refuses
+    them instead. Returns the written paths (COGs in date order, then the Zarr store).
     """
     from . import catalog as cat
     from .cube import load_coarse, load_fine, read_errors
     from .pairs import date_range, plan_days, usable_pair_days
     from .prior import choose_method, halo as prior_halo
+    from .quality import QUALITY_BITS, Thresholds, assess, quality_band
     from .sensors import PROVIDERS
     from .tiling import dask_scheduler, predict_tiled
 
@@ -296,6 +300,7 @@ def predict(
         log.info("resuming: %d of %d days already complete", len(plans) - len(todo), len(plans))
 
     options = dict(options or {})
+    thresholds = thresholds or Thresholds()
     outputs: list[Path] = []
     with dask_scheduler(scheduler, workers=workers, threads=threads, memory_limit=memory_limit, device=device), read_errors():
         for done, plan in enumerate(todo, start=1):
@@ -309,7 +314,12 @@ def predict(
             result = predict_tiled(pair_fine, pair_coarse, target, predict_fn=_prior_fn(day_method, device, options),
                                    halo=prior_halo(day_method, **options), tile=tile)
             sigma = np.sqrt(result["variance"].clip(min=0))
-            quality = {"coarse_clear_fraction": round(coarse_clear[plan.target], 4), "max_pair_gap_days": plan.max_gap_days}
+            flags = quality_band(pair_fine, pair_coarse, target, change_threshold=thresholds.change_threshold)
+            changed = float(((flags & QUALITY_BITS["large_change"]) > 0).mean())
+            warnings = assess(day=plan.target.isoformat(), coarse_clear=coarse_clear[plan.target], max_gap_days=plan.max_gap_days,
+                              changed_fraction=changed, thresholds=thresholds, strict=strict)
+            quality = {"coarse_clear_fraction": round(coarse_clear[plan.target], 4), "max_pair_gap_days": plan.max_gap_days,
+                       "changed_fraction": round(changed, 4), "warnings": warnings, "bits": QUALITY_BITS}
             tags = _provenance(
                 day_method,
                 {
@@ -327,14 +337,15 @@ def predict(
             cog = cog_paths[plan.target]
             if "cog" in formats and plan.target not in done_cog:
                 write_prediction_cog(cog, result["mean"].data, sigma.data, band_names=list(bands), crs=out_crs,
-                                     transform=geobox.transform, tags=tags, overwrite=True, progress=report)
+                                     transform=geobox.transform, tags=tags, extra_bands={"quality": flags.data},
+                                     overwrite=True, progress=report)
                 write_stac_item(
                     cog.with_suffix(".json"), item_id=cog.stem, asset_path=cog,
                     datetime=dt.datetime.combine(plan.target, dt.time(12), tzinfo=dt.timezone.utc),
                     band_names=list(bands), crs=out_crs, transform=geobox.transform, shape=(geobox.height, geobox.width),
                     properties={"stfuse:method": day_method, "stfuse:pair_dates": tags["pair_dates"],
                                 "stfuse:quality": quality, "stfuse:version": __version__},
-                    overwrite=True,
+                    extra_bands=("quality",), overwrite=True,
                 )
             if "zarr" in formats and plan.target not in done_zarr:
                 index = day_index[plan.target]

@@ -293,6 +293,7 @@ def write_stac_item(
     transform: Affine,
     shape: tuple[int, int],
     properties: Mapping[str, Any] | None = None,
+    extra_bands: Sequence[str] = (),
     overwrite: bool = False,
 ) -> Path:
     """Write a STAC item (JSON) describing one prediction COG, with proj/raster/eo fields.
@@ -333,7 +334,7 @@ def write_stac_item(
     ]
     path = Path(path)
     rel = os.path.relpath(Path(asset_path).resolve(), path.parent.resolve())
-    names = [*band_names, *(f"{b}_sigma" for b in band_names)]
+    names = [*band_names, *(f"{b}_sigma" for b in band_names), *extra_bands]
     item.add_asset(
         "data",
         pystac.Asset(
@@ -342,7 +343,7 @@ def write_stac_item(
             roles=["data"],
             title="fused reflectance and uncertainty",
             extra_fields={
-                "raster:bands": [{"name": n, "data_type": "float32", "nodata": "nan", "unit": "reflectance" if "_sigma" not in n else "reflectance (1 sigma)"} for n in names],
+                "raster:bands": [{"name": n, "data_type": "float32", "nodata": "nan", "unit": "reflectance (1 sigma)" if n.endswith("_sigma") else ("bit flags" if n in extra_bands else "reflectance")} for n in names],
                 "eo:bands": [{"name": n} for n in names],
             },
         ),

@@ -43,10 +43,11 @@ def test_predict_sample_days_with_truth_check(tmp_path):
     assert cog_validate(str(path))[0]
     with rasterio.open(path) as src:
         assert src.crs.to_epsg() == 32614 and src.res == (30.0, 30.0) and np.isnan(src.nodata)
-        assert src.descriptions == ("red", "nir08", "red_sigma", "nir08_sigma")
+        assert src.descriptions == ("red", "nir08", "red_sigma", "nir08_sigma", "quality")
         tags = src.tags()
         assert json.loads(tags["pair_dates"]) == ["2023-06-06", "2023-06-22"]
-        pred, sigma = src.read()[:2], src.read()[2:]
+        assert json.loads(tags["quality"])["bits"] == {"coarse_missing": 1, "fine_missing": 2, "large_change": 4}
+        pred, sigma, flags = src.read()[:2], src.read()[2:4], src.read(5)
         bounds = src.bounds
     item = pystac.Item.from_file(str(path.with_suffix(".json")))
     assert item.datetime.date().isoformat() == "2023-06-14" and item.properties["stfuse:pair_dates"] == ["2023-06-06", "2023-06-22"]
@@ -62,6 +63,7 @@ def test_predict_sample_days_with_truth_check(tmp_path):
     rmse = float(np.sqrt(np.mean((pred[ok] - t[ok]) ** 2)))
     assert ok.mean() > 0.95 and rmse < 0.03
     assert (sigma[np.isfinite(sigma)] >= 0).all()
+    assert set(np.unique(flags)) <= {0, 1, 2, 3, 4, 5, 6, 7} and (flags == 0).mean() > 0.5
 
 
 def test_zarr_output_opens_with_crs(tmp_path):
