@@ -240,8 +240,8 @@ def predict(
     wide = cat.Query(start=start_date - margin if start_date else None, end=end_date + margin if end_date else None,
                      bbox=query.bbox, aoi=query.aoi)
     found = cat.search(catalog, wide, [fine_id, coarse_id])
-    fine_items = cat.require_items(found, fine_id, catalog, wide)
-    coarse_items = cat.require_items(found, coarse_id, catalog, wide)
+    fine_items = cat.require_items(found, fine_id, catalog, query, searched=wide)
+    coarse_items = cat.require_items(found, coarse_id, catalog, query, searched=wide)
 
     fine = load_fine(fine_items, bands=bands, bbox=query.bbox, aoi=query.aoi, crs=crs)
     if fine.sizes["x"] == 0 or fine.sizes["y"] == 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -216,7 +217,7 @@ def open_api(source: str, *, policy: RetryPolicy | None = None):
         stac_io = StacApiIO(timeout=timeout, max_retries=retry)
         return Client.open(url, stac_io=stac_io, modifier=modifier, timeout=timeout)  # open() re-applies timeout
     except Exception as err:
-        raise RemoteServiceError(f"could not open STAC API {redact(url)}: {redact(str(err))}") from None
+        raise RemoteServiceError(f"could not open STAC API {redact(url)}: {_describe(err, policy)}") from None
 
 
 def search_api(client, query: Query, collections: Iterable[str], *, max_items: int | None = 5000) -> dict[str, list[pystac.Item]]:
@@ -234,11 +235,29 @@ def search_api(client, query: Query, collections: Iterable[str], *, max_items: i
             items = list(client.search(**params).items())
         except Exception as err:
             raise RemoteServiceError(
-                f"STAC search of {collection_id!r} at {redact(str(client.self_href))} failed: {redact(str(err))}"
+                f"STAC search of {collection_id!r} at {redact(str(client.self_href))} failed: {_describe(err, RETRY)}"
             ) from None
         items.sort(key=lambda i: (i.datetime, i.id))
         found[collection_id] = items
     return found
+
+
+def _describe(err: Exception, policy: RetryPolicy) -> str:
+    """A one-line reason for a failed STAC request, with what was tried."""
+    text = redact(str(err))
+    tries = policy.retries + 1
+    status = getattr(err, "status_code", None)  # pystac_client.exceptions.APIError
+    if status:
+        return f"the server answered HTTP {status} ({tries} tries); try again later or check the URL"
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return f"timed out after {policy.timeout:g} s per request ({tries} tries); the server is slow or unreachable, try again later"
+    match = re.search(r"too many (\d{3}) error responses|(\d{3}) (?:Server|Client) Error", text)
+    if match:
+        code = match.group(1) or match.group(2)
+        return f"the server answered HTTP {code} ({tries} tries); try again later or check the URL"
+    if "Connection refused" in text or "Failed to establish" in text:
+        return f"connection refused ({tries} tries); is the URL right and the server up?"
+    return text
 
 
 def search(source: str | Path | None, query: Query, collections: Iterable[str]) -> dict[str, list[pystac.Item]]:
@@ -249,20 +268,24 @@ def search(source: str | Path | None, query: Query, collections: Iterable[str]) 
     return search_static(open_static_catalog(source), query, collections)
 
 
-def require_items(found: dict[str, list[pystac.Item]], collection_id: str, source: Any, query: Query) -> list[pystac.Item]:
-    """The items of ``collection_id``; :class:`EmptySearchError` describing the search if none."""
+def require_items(found: dict[str, list[pystac.Item]], collection_id: str, source: Any, query: Query, *, searched: Query | None = None) -> list[pystac.Item]:
+    """The items of ``collection_id``; :class:`EmptySearchError` describing the search if none.
+
+    ``query`` is what the user asked; ``searched`` the (wider) query actually sent, if any.
+    """
     items = found.get(collection_id) or []
     if not items:
         where = f"bbox {list(query.bbox)}" if query.bbox else ("the AOI" if query.aoi else "anywhere")
+        wider = ""
+        if searched is not None and (searched.start, searched.end) != (query.start, query.end):
+            wider = f" (pairs searched from {searched.start or '..'} to {searched.end or '..'})"
         raise EmptySearchError(
             f"no {collection_id} items in {source or 'sample_scenes'} for {where} between "
-            f"{query.start or '..'} and {query.end or '..'}; widen the dates or the area"
+            f"{query.start or '..'} and {query.end or '..'}{wider}; widen the dates or the area"
         )
     return items
 
 
 def redact(text: str) -> str:
     """Strip query strings (signed-URL tokens such as SAS ``sig=``) from URLs in ``text``."""
-    import re
-
     return re.sub(r"(https?://[^\s?'\"]+)\?[^\s'\"]*", r"\1?<redacted>", text)

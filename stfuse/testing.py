@@ -106,6 +106,15 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """Loopback server that does not print tracebacks when a client hangs up mid-response."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 @dataclass
 class Server:
     """A running loopback server: ``url`` and ``close()``."""
@@ -125,7 +134,7 @@ def serve_files(root: str | os.PathLike[str], *, faults: Faults | None = None) -
     """Serve ``root`` over HTTP on 127.0.0.1 with range requests; returns a :class:`Server`."""
     faults = faults or Faults()
     handler = type("Handler", (_RangeHandler,), {"faults": faults})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: handler(*a, directory=str(root), **k))
+    server = _QuietServer(("127.0.0.1", 0), lambda *a, **k: handler(*a, directory=str(root), **k))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 
@@ -250,7 +259,7 @@ def serve_proxy(target: str, *, faults: Faults | None = None) -> Server:
     port = free_port()
     own_url = f"http://127.0.0.1:{port}"
     handler = type("Proxy", (_ProxyHandler,), {"target": target.rstrip("/"), "own_url": own_url, "faults": faults})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server = _QuietServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 

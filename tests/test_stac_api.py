@@ -16,34 +16,14 @@ import pytest
 from stfuse import catalog as cat
 from stfuse.cube import load_coarse, load_fine, read_errors
 from stfuse.errors import DataUnavailableError, EmptySearchError, RemoteServiceError
-from stfuse.sample import write_sample_catalog
-from stfuse.synth import SceneSpec, simulate
-from stfuse.testing import Faults, http_items, rustac_executable, serve_files, serve_proxy, serve_stac_api
+from stfuse.synth import simulate
+from stfuse.testing import Faults, rustac_executable, serve_files, serve_proxy
 
-SPEC = SceneSpec(height=64, width=64, n_days=24, seed=7, cloud_fraction=0.15, change_day=12)
+from conftest import MINI_SPEC as SPEC
+
 COLLECTIONS = ["landsat-c2-l2", "modis-43A4-061"]
 
 pytestmark = pytest.mark.skipif(rustac_executable() is None, reason="rustac not installed (pip install rustac)")
-
-
-@pytest.fixture(scope="module")
-def mini_catalog(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("mini")
-    write_sample_catalog(root, SPEC, overwrite=True)
-    return root
-
-
-@pytest.fixture(scope="module")
-def files(mini_catalog):
-    with serve_files(mini_catalog) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def api(mini_catalog, files, tmp_path_factory):
-    paths = http_items(mini_catalog / "catalog.json", files.url, mini_catalog, tmp_path_factory.mktemp("items"))
-    with serve_stac_api(paths) as server:
-        yield server
 
 
 @pytest.fixture()

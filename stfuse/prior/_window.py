@@ -1,0 +1,240 @@
+"""Shared, vectorised moving-window machinery for the STARFM-family priors.
+
+Every STARFM-like method needs, for each output pixel ``c``, a sum over the pixels ``n``
+of a square window centred on ``c`` of a quantity that depends on both the centre and
+the neighbour (the neighbour is used only if it is *spectrally similar* to the centre).
+Materialising all neighbourhoods at once (``unfold``) costs ``(2r+1)**2`` times the image
+in memory, so the methods here instead:
+
+1. cut the image into **row blocks** of ``block_rows`` rows (:func:`row_blocks`) and give
+   each block a NaN-filled **halo** of ``r`` pixels (:func:`halo_block`), so peak memory
+   depends on the block size, never on the image size;
+2. loop in Python over the **window offsets** ``(dy, dx)`` (:func:`window_offsets`; a few
+   hundred iterations, each one a handful of whole-block tensor operations, never a
+   per-pixel loop) and take the neighbour image for that offset as a *view* of the halo
+   block (:func:`shifted`), accumulating weighted sums in place.
+
+Neighbours outside the image or missing (NaN) are excluded automatically: a comparison
+with NaN is false, so their similarity mask is 0 (:func:`similar_mask`).
+
+Everything works on the device and dtype of its inputs (CPU or CUDA, float32), and is
+deterministic (no atomics, no random numbers).
+
+Conventions: images are ``(..., H, W)`` tensors; ``radius`` ``r`` is the half window, the
+window is ``2r+1`` pixels wide; distances are in pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "Offset",
+    "window_offsets",
+    "row_blocks",
+    "halo_block",
+    "shifted",
+    "centre",
+    "inverse_distance_weight",
+    "box_sum",
+    "local_std",
+    "global_std",
+    "similar_mask",
+    "default_block_rows",
+]
+
+
+@dataclass(frozen=True)
+class Offset:
+    """One neighbour position relative to the window centre.
+
+    Attributes:
+        dy: row offset in pixels (positive = below the centre).
+        dx: column offset in pixels (positive = right of the centre).
+        distance: Euclidean distance ``sqrt(dy**2 + dx**2)`` in pixels.
+    """
+
+    dy: int
+    dx: int
+    distance: float
+
+
+def window_offsets(radius: int, stride: int = 1) -> list[Offset]:
+    """Offsets of a square ``(2*radius+1)``-pixel window, optionally subsampled.
+
+    With ``stride`` s > 1 only offsets whose row and column offsets are multiples of s are
+    kept (a regular sparse sample of the window that always contains the centre ``(0, 0)``);
+    the number of offsets drops from ``(2r+1)**2`` to about ``(2r/s+1)**2``.
+
+    Args:
+        radius: half window ``r`` in pixels (>= 0).
+        stride: sampling step in pixels (>= 1).
+
+    Returns:
+        The offsets, row-major, centre included.
+    """
+    if radius < 0 or stride < 1:
+        raise ValueError(f"need radius >= 0 and stride >= 1, got radius={radius}, stride={stride}")
+    steps = list(range(-(radius // stride) * stride, radius + 1, stride))
+    return [Offset(dy, dx, math.hypot(dy, dx)) for dy in steps for dx in steps]
+
+
+def default_block_rows(width: int, planes: int, target_elements: int = 1 << 19) -> int:
+    """A row-block height that keeps one block plane set near ``target_elements`` floats.
+
+    ``planes`` is the number of (band x pair x quantity) planes the caller accumulates per
+    pixel; blocks of about half a million float32 elements (2 MiB) per working tensor keep
+    the per-offset operations cache-friendly while amortising the per-op overhead.
+    """
+    return max(8, min(512, target_elements // max(1, width * max(1, planes))))
+
+
+def row_blocks(height: int, block_rows: int) -> Iterator[tuple[int, int]]:
+    """Yield ``(y0, y1)`` half-open row ranges of at most ``block_rows`` rows covering ``height``."""
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    for y0 in range(0, height, block_rows):
+        yield y0, min(height, y0 + block_rows)
+
+
+def halo_block(x: torch.Tensor, y0: int, y1: int, radius: int, fill: float = float("nan")) -> torch.Tensor:
+    """Rows ``y0:y1`` of ``x`` with a ``radius``-pixel halo on all four sides.
+
+    Args:
+        x: ``(..., H, W)`` image.
+        y0, y1: the block's half-open row range.
+        radius: halo width ``r`` in pixels.
+        fill: value outside the image (NaN: excluded as neighbour downstream).
+
+    Returns:
+        A new contiguous ``(..., y1-y0+2r, W+2r)`` tensor; element ``[..., i, j]`` is
+        ``x[..., y0-r+i, j-r]`` where that lies inside the image, ``fill`` elsewhere.
+    """
+    height = x.shape[-2]
+    top, bottom = max(0, y0 - radius), min(height, y1 + radius)
+    core = x[..., top:bottom, :]
+    pad = (radius, radius, top - (y0 - radius), (y1 + radius) - bottom)
+    if not any(pad):
+        return core.contiguous()
+    # F.pad on a non-float or >4-D tensor with constant mode is fine for all shapes here.
+    return F.pad(core, pad, mode="constant", value=fill)
+
+
+def shifted(xh: torch.Tensor, radius: int, dy: int, dx: int) -> torch.Tensor:
+    """View of a halo block shifted by ``(dy, dx)``: the neighbour image for that offset.
+
+    ``shifted(xh, r, dy, dx)[..., i, j]`` is the value at block pixel ``(i+dy, j+dx)``;
+    the result has the block's inner shape ``(..., rows, W)`` (no copy).
+    """
+    rows = xh.shape[-2] - 2 * radius
+    width = xh.shape[-1] - 2 * radius
+    return xh[..., radius + dy : radius + dy + rows, radius + dx : radius + dx + width]
+
+
+def centre(xh: torch.Tensor, radius: int) -> torch.Tensor:
+    """The inner (non-halo) part of a halo block, as a view."""
+    return shifted(xh, radius, 0, 0)
+
+
+def inverse_distance_weight(distance: float, scale: float) -> float:
+    """STARFM's relative spatial weight ``1 / D`` with ``D = 1 + d / A`` (Gao et al. 2006, eq. 7).
+
+    Args:
+        distance: distance ``d`` from the centre, pixels.
+        scale: ``A``, the distance (pixels) at which the weight halves; ``inf`` disables it.
+    """
+    return 1.0 / (1.0 + distance / scale)
+
+
+def box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Sum over the ``(2r+1)**2`` window of each *inner* pixel of a halo block.
+
+    Args:
+        x: ``(..., rows+2r, W+2r)`` halo block without NaN (zero-fill missing values first).
+        radius: ``r``.
+
+    Returns:
+        ``(..., rows, W)`` window sums in float64: a cumulative sum along each full row
+        (O(1) per pixel), then a direct sum of ``2r+1`` rows in a fixed order. The result at a
+        pixel depends only on its window, never on where the row block starts, so row-block
+        processing reproduces whole-image processing exactly.
+    """
+    k = 2 * radius + 1
+    c = F.pad(x.to(torch.float64).cumsum(-1), (1, 0))
+    h = c[..., :, k:] - c[..., :, :-k]  # (..., rows+2r, W) horizontal window sums
+    rows = x.shape[-2] - 2 * radius
+    out = h[..., 0:rows, :].clone()
+    for i in range(1, k):
+        out += h[..., i : i + rows, :]
+    return out
+
+
+def local_std(xh: torch.Tensor, radius: int) -> torch.Tensor:
+    """NaN-aware population standard deviation over each inner pixel's window.
+
+    Args:
+        xh: ``(..., rows+2r, W+2r)`` halo block, NaN = missing.
+        radius: ``r``.
+
+    Returns:
+        ``(..., rows, W)`` standard deviation of the valid window values (0 where fewer
+        than two are valid).
+    """
+    valid = torch.isfinite(xh)
+    v = valid.to(xh.dtype)
+    z = torch.where(valid, xh, torch.zeros((), dtype=xh.dtype, device=xh.device))
+    n = box_sum(v, radius)
+    s1 = box_sum(z, radius)
+    s2 = box_sum(z.to(torch.float64) ** 2, radius)
+    mean = s1 / n.clamp_min(1.0)
+    var = (s2 / n.clamp_min(1.0) - mean * mean).clamp_min(0.0)
+    var = torch.where(n >= 2, var, torch.zeros((), dtype=var.dtype, device=var.device))
+    return var.sqrt().to(xh.dtype)
+
+
+def global_std(x: torch.Tensor) -> torch.Tensor:
+    """Population standard deviation of the finite values of each ``(H, W)`` plane.
+
+    Args:
+        x: ``(..., H, W)``.
+
+    Returns:
+        ``(...)`` standard deviations (0 for planes without finite values).
+    """
+    valid = torch.isfinite(x)
+    n = valid.sum((-2, -1)).to(torch.float64)
+    z = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device)).to(torch.float64)
+    mean = z.sum((-2, -1)) / n.clamp_min(1.0)
+    var = (z * z).sum((-2, -1)) / n.clamp_min(1.0) - mean * mean
+    return var.clamp_min(0.0).sqrt().to(x.dtype)
+
+
+def similar_mask(
+    neighbour: torch.Tensor,
+    centre_value: torch.Tensor,
+    threshold: torch.Tensor,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """Spectral-similarity mask ``|F(n) - F(c)| <= threshold`` as a float 0/1 tensor, in place.
+
+    A float mask is both faster to build than a bool one and directly usable in
+    ``addcmul_``. NaN on either side gives 0 (the neighbour is excluded); ``<=`` makes the
+    centre similar to itself even where the threshold is 0 (a uniform window).
+
+    Args:
+        neighbour: ``(..., rows, W)`` neighbour values (a :func:`shifted` view).
+        centre_value: ``(..., rows, W)`` centre values.
+        threshold: broadcastable to ``(..., rows, W)``: similarity threshold (same units).
+        out: preallocated float ``(..., rows, W)`` tensor receiving the mask.
+
+    Returns:
+        ``out``.
+    """
+    torch.sub(neighbour, centre_value, out=out)
+    out.abs_()
+    return torch.le(out, threshold, out=out)

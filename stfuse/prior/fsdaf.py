@@ -1,0 +1,598 @@
+"""FSDAF: Flexible Spatiotemporal DAta Fusion as vectorised torch.
+
+Zhu, X., Helmer, E. H., Gao, F., Liu, D., Chen, J., Lefsky, M. A. (2016). A flexible spatiotemporal
+method for fusing satellite images with different resolutions. *Remote Sensing of Environment* 172,
+165-177. doi:10.1016/j.rse.2015.11.016
+
+Notation as in the paper: ``F1`` fine image of the pair (t1), ``C1``/``C2`` coarse images at t1 and
+the target date t2, ``(xi, yi)`` a coarse pixel, ``(xij, yij)`` the ``j``-th of its ``m`` fine pixels,
+``c`` a land-cover class, ``b`` a band. Coarse pixels are the ``coarse_factor x coarse_factor``
+blocks of the fine grid (the inputs are coarse images already resampled to the fine grid; their
+block means are the coarse-pixel values). Steps and the paper's equations:
+
+1. **Classify F1** (paper: ISODATA). Here: k-means on the bands of F1 (``n_classes``, k-means++
+   initialisation from ``seed``, Lloyd iterations on a fixed-size sample, then every pixel is
+   assigned to its nearest centre).
+2. **Class fractions and temporal change of each class.** ``f_c(xi, yi)`` = fraction of the fine
+   pixels of class ``c`` in the coarse pixel. The coarse change is the fraction-weighted class
+   change, ``dC(xi, yi, b) = sum_c f_c(xi, yi) dF(c, b)``; it is solved for ``dF(c, b)`` by
+   constrained least squares over the ``n_pure`` purest coarse pixels of each class, with
+   ``min dC(b) <= dF(c, b) <= max dC(b)`` (batched over bands; accelerated projected gradient).
+3. **Temporal prediction**: ``F2_TP(xij, yij, b) = F1(xij, yij, b) + dF(c, b)`` and the coarse
+   residual ``R(xi, yi, b) = dC(xi, yi, b) - (1/m) sum_j [F2_TP(xij, yij, b) - F1(xij, yij, b)]``.
+4. **Thin-plate-spline spatial prediction** ``F2_SP``: the coarse image at t2 interpolated to the
+   fine grid by TPS. A global TPS costs O(n^3) in the number of coarse pixels, so a *local* TPS
+   is used: every coarse pixel is interpolated from the TPS through its
+   ``(2 tps_neighbours + 1)^2`` neighbouring coarse-pixel centres. On the regular coarse grid that
+   TPS is the same linear map for every coarse pixel, so it is precomputed once (an exact solve of
+   the TPS system) and applied to all coarse pixels as one batched matrix product. Borders use
+   replicated coarse pixels.
+5. **Residual distribution.** ``E_ho = F2_SP - F2_TP`` (homogeneous landscape),
+   ``E_he = R`` (heterogeneous), homogeneity index ``HI(xij, yij)`` = share of the fine pixels in a
+   coarse-pixel-sized window that have the class of ``(xij, yij)``;
+   ``CW = E_ho HI + E_he (1 - HI)``, ``W = CW / sum_j CW`` and ``r = m R W``
+   (``residual="paper"``; weights of the opposite sign to ``R`` are set to zero, as in the
+   authors' code, so that ``W >= 0`` and ``mean_j r = R`` exactly). The total change is
+   ``dF(xij, yij, b) = r(xij, yij, b) + dF(c, b)``.
+6. **Final prediction with neighbourhood information**: the ``n_similar`` pixels spectrally most
+   similar to ``(xij, yij)`` in F1 (sum of squared band differences) within a
+   ``(2 window + 1)^2`` window, weighted by ``w_k = (1/D_k) / sum (1/D_k)``,
+   ``D_k = 1 + d_k / (window / 2)`` (``d_k`` the distance in fine pixels), give
+   ``F2(xij, yij, b) = F1(xij, yij, b) + sum_k w_k dF(x_k, y_k, b)``.
+
+Deviations, all options (defaults tuned on the shared benchmarks, see ``fsdaf`` below):
+
+- ``residual``: ``"paper"`` is step 5 as published. The default ``"uniform"`` gives every fine
+  pixel of a coarse pixel the coarse residual ``R`` (``HI = 0`` everywhere) and leaves the spatial
+  distribution to the neighbourhood step 6: with MODIS-like coarse images, blurred and misregistered
+  relative to the fine sensor, ``E_ho`` (which relies on the TPS of the coarse image) adds more error
+  than it removes (benchmark: 0.0123 vs 0.0117 RMSE). ``"none"`` drops the residual (``F2 = F2_TP``
+  smoothed).
+- ``residual_weight="auto"`` (not in the paper) shrinks ``R`` by ``1 - nugget / variance`` of its
+  semivariogram on the coarse grid (per band): the part of the coarse residual that is spatially
+  uncorrelated at the coarse-pixel scale is treated as coarse-sensor noise. A float gives a fixed
+  weight (``1.0`` = paper).
+- Step 6 searches a ``(2 window + 1)^2`` window (paper: ``window=20``; default 10 with
+  ``window_stride=2``, i.e. every second pixel, to bound the cost: 121 candidates).
+- ``F2_TP`` and the result are clipped to ``[min(0, min F1), max(1, max F1)]``.
+
+Variance: the weighted variance of the similar pixels' ``dF`` in step 6 (the spread of the
+neighbourhood predictions), plus the squared (weighted) coarse residual averaged over a
+coarse-pixel window (the part of the change the class model did not explain), plus the
+unmixing misfit of the class changes.
+
+Several pairs: each pair is predicted on its own and the predictions are combined by inverse
+variance per pixel and band (``combine="ivw"``), or only the pair with the smallest mean absolute
+coarse change is used (``combine="nearest"``).
+
+Missing data: NaN fine pixels of a pair get no class and do not count in fractions; they are
+predicted from the TPS of the coarse target (bias-corrected by the mean fine-minus-coarse
+difference at t1) with a variance equal to the local misfit of that coarse-based prediction at
+t1. NaN coarse pixels are left out of the unmixing; their coarse values/residuals are filled from
+neighbouring coarse pixels. A pixel is NaN only if nothing can be predicted (e.g. the coarse
+target is entirely missing).
+
+Tiling: k-means (step 1) and the unmixing (step 2) are global over the input; every other step is
+local with radius :func:`halo`. Tiles therefore agree with the untiled result only up to the
+differences in classes and class changes; tiles should start on multiples of ``coarse_factor``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as Fn
+
+from ..errors import InputError
+
+__all__ = ["fsdaf", "halo"]
+
+Residual = Literal["paper", "uniform", "none"]
+Combine = Literal["ivw", "nearest"]
+
+_VAR_FLOOR = 1e-10
+
+
+# ----------------------------------------------------------------------------------------------
+# Private helpers (shared with fitfc.py)
+# ----------------------------------------------------------------------------------------------
+
+def _check_inputs(fine, coarse, coarse_target):
+    """Validate shapes, return float32 tensors on the device of ``fine``."""
+    for name, t, nd in (("fine", fine, 4), ("coarse", coarse, 4), ("coarse_target", coarse_target, 3)):
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"{name} must be a torch tensor, got {type(t).__name__}")
+        if t.ndim != nd:
+            raise InputError(f"{name} must have {nd} dimensions, got shape {tuple(t.shape)}")
+    if fine.shape != coarse.shape:
+        raise InputError(f"fine {tuple(fine.shape)} and coarse {tuple(coarse.shape)} must have the same shape")
+    if tuple(coarse_target.shape) != tuple(fine.shape[1:]):
+        raise InputError(f"coarse_target {tuple(coarse_target.shape)} must be (B, H, W) = {tuple(fine.shape[1:])}")
+    if fine.shape[0] < 1 or fine.shape[1] < 1 or fine.shape[2] < 1 or fine.shape[3] < 1:
+        raise InputError(f"empty input: fine has shape {tuple(fine.shape)}")
+    dev = fine.device
+    f = lambda t: t.to(device=dev, dtype=torch.float32)  # noqa: E731
+    return f(fine), f(coarse), f(coarse_target)
+
+
+def _check_factor(coarse_factor):
+    if not isinstance(coarse_factor, int) or isinstance(coarse_factor, bool) or coarse_factor < 1:
+        raise InputError(f"coarse_factor must be a positive int (fine pixels per coarse pixel), got {coarse_factor!r}")
+
+
+def _box_sum(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Sum over the (2r+1)^2 window around each pixel of (C, H, W) ``x`` (outside = 0).
+
+    Separable running sums in float64 (exact enough for any radius; cost independent of ``r``).
+    """
+    if r <= 0:
+        return x.clone()
+    out = x.to(torch.float64)
+    for dim in (-2, -1):
+        n = out.shape[dim]
+        c = torch.cumsum(out, dim)
+        zero = torch.zeros_like(c.narrow(dim, 0, 1))
+        c = torch.cat([zero, c], dim)
+        idx = torch.arange(n, device=x.device)
+        hi = (idx + r + 1).clamp(max=n)
+        lo = (idx - r).clamp(min=0)
+        out = c.index_select(dim, hi) - c.index_select(dim, lo)
+    return out.to(x.dtype)
+
+
+def _box_mean(x: torch.Tensor, r: int, weight: torch.Tensor | None = None):
+    """NaN-aware (optionally weighted) mean over the (2r+1)^2 window; returns (mean, weight sum)."""
+    ok = torch.isfinite(x)
+    w = ok.to(x.dtype) if weight is None else torch.where(ok, weight, 0.0)
+    s = _box_sum(torch.where(ok, x, 0.0) * w, r)
+    n = _box_sum(w, r)
+    return s / n, n
+
+
+def _block_mean(x: torch.Tensor, f: int):
+    """NaN-aware mean of (C, H, W) ``x`` over f x f blocks -> ((C, Hc, Wc) mean, valid count)."""
+    C, H, W = x.shape
+    Hc, Wc = -(-H // f), -(-W // f)
+    xp = Fn.pad(x, (0, Wc * f - W, 0, Hc * f - H), value=float("nan"))
+    ok = torch.isfinite(xp)
+    s = torch.where(ok, xp, 0.0).reshape(C, Hc, f, Wc, f).sum((2, 4))
+    n = ok.reshape(C, Hc, f, Wc, f).sum((2, 4)).to(x.dtype)
+    return s / n, n
+
+
+def _block_expand(xc: torch.Tensor, f: int, H: int, W: int) -> torch.Tensor:
+    """Nearest (block) expansion of (C, Hc, Wc) to (C, H, W)."""
+    return xc.repeat_interleave(f, -2).repeat_interleave(f, -1)[..., :H, :W]
+
+
+def _fill_nan(x: torch.Tensor, max_iter: int | None = None) -> torch.Tensor:
+    """Fill NaNs of (C, h, w) by repeated 3x3 means of the valid neighbours (grows into gaps)."""
+    x = x.clone()
+    it = 0
+    limit = max_iter if max_iter is not None else max(x.shape[-2:]) + 1
+    while it < limit:
+        bad = ~torch.isfinite(x)
+        if not bool(bad.any()):
+            break
+        m, n = _box_mean(x, 1)
+        grow = bad & (n > 0)
+        if not bool(grow.any()):
+            break
+        x = torch.where(grow, m, x)
+        it += 1
+    return x
+
+
+_TPS_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def _tps_operator(f: int, m: int, device, dtype) -> torch.Tensor:
+    """(f*f, (2m+1)^2) map from the coarse values around a coarse pixel to its f x f fine pixels.
+
+    Exact interpolating thin-plate spline (phi(r) = r^2 log r, affine term) through the
+    (2m+1)^2 coarse-pixel centres, evaluated at the fine-pixel centres of the central coarse pixel.
+    """
+    key = (f, m, str(device), dtype)
+    M = _TPS_CACHE.get(key)
+    if M is not None:
+        return M
+    g = torch.arange(-m, m + 1, dtype=torch.float64)
+    py, px = torch.meshgrid(g, g, indexing="ij")
+    p = torch.stack([py.reshape(-1), px.reshape(-1)], 1)
+    n = p.shape[0]
+
+    def phi(a, b):
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return torch.where(d2 > 0, 0.5 * d2 * torch.log(torch.where(d2 > 0, d2, 1.0)), 0.0)
+
+    P = torch.cat([torch.ones(n, 1, dtype=torch.float64), p], 1)
+    L = torch.zeros(n + 3, n + 3, dtype=torch.float64)
+    L[:n, :n] = phi(p, p)
+    L[:n, n:] = P
+    L[n:, :n] = P.T
+    s = (torch.arange(f, dtype=torch.float64) - (f - 1) / 2) / f
+    qy, qx = torch.meshgrid(s, s, indexing="ij")
+    q = torch.stack([qy.reshape(-1), qx.reshape(-1)], 1)
+    E = torch.cat([phi(q, p), torch.ones(f * f, 1, dtype=torch.float64), q], 1)
+    M = (E @ torch.linalg.solve(L, torch.eye(n + 3, dtype=torch.float64)[:, :n])).to(device=device, dtype=dtype)
+    _TPS_CACHE[key] = M
+    return M
+
+
+def _tps_upsample(xc: torch.Tensor, f: int, H: int, W: int, m: int = 3) -> torch.Tensor:
+    """Local thin-plate-spline interpolation of NaN-free (C, Hc, Wc) coarse values to (C, H, W)."""
+    C, Hc, Wc = xc.shape
+    if f == 1:
+        return xc[:, :H, :W].clone()
+    M = _tps_operator(f, m, xc.device, xc.dtype)
+    xp = Fn.pad(xc.unsqueeze(0), (m, m, m, m), mode="replicate")[0]
+    cols = Fn.unfold(xp.unsqueeze(1), 2 * m + 1)  # (C, (2m+1)^2, Hc*Wc)
+    out = torch.matmul(M, cols)  # (C, f*f, Hc*Wc)
+    out = out.reshape(C, f, f, Hc, Wc).permute(0, 3, 1, 4, 2).reshape(C, Hc * f, Wc * f)
+    return out[:, :H, :W].contiguous()
+
+
+def _kmeans(x: torch.Tensor, k: int, *, seed: int, iters: int = 20, sample: int = 65536,
+            chunk: int = 1 << 20) -> torch.Tensor:
+    """Deterministic k-means of (N, D) finite ``x``: k-means++ init + Lloyd on a sample.
+
+    Returns labels (N,) in 0..k'-1 (k' <= k distinct centres, ordered by centre band sum).
+    """
+    N = x.shape[0]
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    if N > sample:
+        xs = x[torch.randperm(N, generator=g)[:sample].to(x.device)]
+    else:
+        xs = x
+    xs64 = xs.to(torch.float64)
+    c = xs64[torch.randint(xs.shape[0], (1,), generator=g).to(x.device)]
+    for _ in range(1, k):
+        d = torch.cdist(xs64, c).min(1).values ** 2
+        tot = float(d.sum())
+        if tot <= 0:
+            break  # fewer distinct values than k
+        j = torch.multinomial((d / tot).cpu(), 1, generator=g).to(x.device)
+        c = torch.cat([c, xs64[j]], 0)
+    for _ in range(iters):
+        a = torch.cdist(xs64, c).argmin(1)
+        oh = Fn.one_hot(a, c.shape[0]).to(torch.float64)
+        cnt = oh.sum(0)
+        newc = (oh.T @ xs64) / cnt.clamp_min(1)[:, None]
+        newc = torch.where(cnt[:, None] > 0, newc, c)
+        if torch.equal(newc, c):
+            break
+        c = newc
+    c = c[torch.argsort(c.sum(1), stable=True)].to(x.dtype)
+    labels = torch.empty(N, dtype=torch.long, device=x.device)
+    for i in range(0, N, chunk):
+        labels[i:i + chunk] = torch.cdist(x[i:i + chunk], c).argmin(1)
+    return labels
+
+
+def _box_qp(G: torch.Tensor, h: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, iters: int = 300):
+    """Batched min 0.5 x'Gx - h'x s.t. lo <= x <= hi (accelerated projected gradient); G (B,K,K)."""
+    G64, h64, lo64, hi64 = (t.to(torch.float64) for t in (G, h, lo, hi))
+    L = torch.linalg.eigvalsh(G64)[..., -1].clamp_min(1e-12)[:, None]
+    x = torch.minimum(torch.maximum(torch.linalg.solve(G64, h64.unsqueeze(-1)).squeeze(-1), lo64), hi64)
+    y, t = x.clone(), 1.0
+    for _ in range(iters):
+        grad = (G64 @ y.unsqueeze(-1)).squeeze(-1) - h64
+        xn = torch.minimum(torch.maximum(y - grad / L, lo64), hi64)
+        tn = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        y = xn + ((t - 1.0) / tn) * (xn - x)
+        x, t = xn, tn
+    return x.to(G.dtype)
+
+
+def _similar_filter(ref: torch.Tensor, vals: torch.Tensor, window: int, n_similar: int, *, stride: int = 1,
+                    block_elems: int = 1 << 24, want_var: bool = True):
+    """Distance-weighted mean (and variance) of ``vals`` over the ``n_similar`` pixels most similar to
+    each pixel in ``ref`` (sum of squared band differences) within a (2 window + 1)^2 window.
+
+    Weights 1 / (1 + d / (window / 2)) (d = distance in pixels); ties at the n-th distance are all
+    kept. ``ref`` (B, H, W), ``vals`` (C, H, W); pixels with NaN ``ref`` or ``vals`` are never
+    similar pixels. Rows are processed in blocks of at most ``block_elems`` candidate distances.
+    Returns (mean, variance, weight sum); mean is NaN where no similar pixel exists.
+    """
+    B, H, W = ref.shape
+    C = vals.shape[0]
+    w = int(window)
+    if w <= 0:
+        ok = torch.isfinite(vals) & torch.isfinite(ref).all(0)
+        z = torch.zeros_like(vals)
+        return torch.where(ok, vals, float("nan")), z, ok.to(vals.dtype)[0:1].expand(C, -1, -1)
+    s = max(1, int(stride))
+    offs = [(dy, dx) for dy in range(-w, w + 1, s) for dx in range(-w, w + 1, s)]
+    if (0, 0) not in offs:
+        offs.append((0, 0))
+    K = len(offs)
+    sw = [1.0 / (1.0 + math.hypot(dy, dx) / (w / 2.0)) for dy, dx in offs]
+    valid_ref = torch.isfinite(ref).all(0) & torch.isfinite(vals).all(0)
+    refz = torch.where(valid_ref, ref, 0.0)
+    refp = Fn.pad(refz.unsqueeze(0), (w, w, w, w))[0]
+    validp = Fn.pad(valid_ref[None, None].to(ref.dtype), (w, w, w, w))[0, 0] > 0
+    valp = Fn.pad(torch.where(valid_ref, vals, 0.0).unsqueeze(0), (w, w, w, w))[0]
+    rows = max(1, min(H, block_elems // max(1, K * W)))
+    k = min(int(n_similar), K)
+    mean = torch.empty_like(vals)
+    var = torch.empty_like(vals) if want_var else None
+    wsum = torch.empty((H, W), dtype=vals.dtype, device=vals.device)
+    inf = torch.tensor(float("inf"), dtype=ref.dtype, device=ref.device)
+    for r0 in range(0, H, rows):
+        r1 = min(H, r0 + rows)
+        h = r1 - r0
+        cen = refz[:, r0:r1]
+        D = torch.empty((K, h, W), dtype=ref.dtype, device=ref.device)
+        for i, (dy, dx) in enumerate(offs):
+            sl = (slice(r0 + w + dy, r1 + w + dy), slice(w + dx, w + dx + W))
+            d = refp[(slice(None),) + sl] - cen
+            d = (d * d).sum(0)
+            D[i] = torch.where(validp[sl], d, inf)
+        tau = torch.topk(D, k, dim=0, largest=False).values[-1]
+        num = torch.zeros((C, h, W), dtype=vals.dtype, device=vals.device)
+        num2 = torch.zeros_like(num) if want_var else None
+        den = torch.zeros((h, W), dtype=vals.dtype, device=vals.device)
+        for i, (dy, dx) in enumerate(offs):
+            sel = (D[i] <= tau) & torch.isfinite(D[i])
+            wt = sel.to(vals.dtype) * sw[i]
+            v = valp[:, r0 + w + dy:r1 + w + dy, w + dx:w + dx + W]
+            wv = wt * v
+            num += wv
+            if want_var:
+                num2 += wv * v
+            den += wt
+        mu = num / den
+        mean[:, r0:r1] = mu
+        if want_var:
+            var[:, r0:r1] = (num2 / den - mu * mu).clamp_min(0.0)
+        wsum[r0:r1] = den
+    return mean, var, wsum
+
+
+def _variogram_weight(R: torch.Tensor) -> torch.Tensor:
+    """Per-band weight 1 - nugget / variance of (B, h, w) coarse residuals, in [0, 1].
+
+    Semivariances at lags 1 and 2 coarse pixels (rows and columns pooled); the nugget is their
+    linear extrapolation to lag 0, ``2 gamma(1) - gamma(2)``, floored at 0.
+    """
+    B = R.shape[0]
+    out = torch.ones(B, dtype=R.dtype, device=R.device)
+    if min(R.shape[-2:]) < 3:
+        return out
+
+    def gamma(L):
+        a = R[:, :, L:] - R[:, :, :-L]
+        b = R[:, L:, :] - R[:, :-L, :]
+        a = a.reshape(B, -1)
+        b = b.reshape(B, -1)
+        d = torch.cat([a, b], 1)
+        ok = torch.isfinite(d)
+        return 0.5 * torch.where(ok, d * d, 0.0).sum(1) / ok.sum(1).clamp_min(1)
+
+    g1, g2 = gamma(1), gamma(2)
+    flat = R.reshape(B, -1)
+    ok = torch.isfinite(flat)
+    n = ok.sum(1).clamp_min(1)
+    mu = torch.where(ok, flat, 0.0).sum(1) / n
+    v = torch.where(ok, (flat - mu[:, None]) ** 2, 0.0).sum(1) / n
+    nug = (2 * g1 - g2).clamp_min(0.0)
+    wgt = torch.where(v > 1e-12, (1.0 - nug / v.clamp_min(1e-30)).clamp(0.0, 1.0), torch.ones_like(v))
+    return wgt
+
+
+def _combine_pairs(means: list[torch.Tensor], variances: list[torch.Tensor]):
+    """Inverse-variance combination per pixel and band (NaN predictions are left out)."""
+    if len(means) == 1:
+        return means[0], variances[0]
+    num = torch.zeros_like(means[0])
+    den = torch.zeros_like(means[0])
+    for m, v in zip(means, variances):
+        ok = torch.isfinite(m) & torch.isfinite(v)
+        iv = torch.where(ok, 1.0 / (v.clamp_min(0.0) + _VAR_FLOOR), 0.0)
+        num += torch.where(ok, m, 0.0) * iv
+        den += iv
+    mean = torch.where(den > 0, num / den, float("nan"))
+    var = torch.where(den > 0, (1.0 / den - _VAR_FLOOR).clamp_min(0.0), float("nan"))
+    return mean, var
+
+
+def _nearest_pair(coarse: torch.Tensor, coarse_target: torch.Tensor) -> int:
+    """Index of the pair whose coarse image is closest (mean |dC|) to the target's."""
+    d = (coarse - coarse_target.unsqueeze(0)).abs()
+    ok = torch.isfinite(d)
+    score = torch.where(ok, d, 0.0).sum((1, 2, 3)) / ok.sum((1, 2, 3)).clamp_min(1)
+    score = torch.where(ok.any((1, 2, 3)), score, torch.full_like(score, float("inf")))
+    return int(torch.argmin(score))
+
+
+def _value_range(F1: torch.Tensor):
+    """Per-band clipping range [min(0, min F1), max(1, max F1)] as (B, 1, 1) tensors."""
+    B = F1.shape[0]
+    flat = F1.reshape(B, -1)
+    ok = torch.isfinite(flat)
+    lo = torch.where(ok, flat, float("inf")).min(1).values.clamp(max=0.0)
+    hi = torch.where(ok, flat, float("-inf")).max(1).values.clamp(min=1.0)
+    lo = torch.where(torch.isfinite(lo), lo, torch.zeros_like(lo))
+    hi = torch.where(torch.isfinite(hi), hi, torch.ones_like(hi))
+    return lo[:, None, None], hi[:, None, None]
+
+
+def _coarse_fallback(F1, c1, c2, f, H, W, tps_m, radius):
+    """Prediction for pixels without a valid fine value: bias-corrected TPS of the coarse target,
+    with the local mean squared misfit of the same prediction at t1 as its variance."""
+    sp1 = _tps_upsample(_fill_nan(c1), f, H, W, tps_m)
+    sp2 = _tps_upsample(_fill_nan(c2), f, H, W, tps_m)
+    diff = F1 - sp1
+    B = F1.shape[0]
+    ok = torch.isfinite(diff)
+    bias = torch.where(ok, diff, 0.0).sum((1, 2)) / ok.sum((1, 2)).clamp_min(1)
+    gvar = torch.where(ok, (diff - bias[:, None, None]) ** 2, 0.0).sum((1, 2)) / ok.sum((1, 2)).clamp_min(1)
+    lvar, n = _box_mean((diff - bias[:, None, None]) ** 2, radius)
+    lvar = torch.where(n > 0, lvar, gvar[:, None, None].expand(B, H, W))
+    return sp2 + bias[:, None, None], lvar
+
+
+# ----------------------------------------------------------------------------------------------
+# FSDAF
+# ----------------------------------------------------------------------------------------------
+
+def halo(*, coarse_factor: int = 16, window: int = 10, tps_neighbours: int = 3, **_options) -> int:
+    """Neighbourhood radius in fine pixels of the local steps (TPS, homogeneity, similar pixels).
+
+    k-means and the class unmixing are global (see the module docstring).
+    """
+    f = int(coarse_factor)
+    return int(window) + (int(tps_neighbours) + 1) * f + f // 2
+
+
+def fsdaf(
+    fine: torch.Tensor,
+    coarse: torch.Tensor,
+    coarse_target: torch.Tensor,
+    *,
+    coarse_factor: int = 16,
+    n_classes: int = 4,
+    n_pure: int = 100,
+    residual: Residual = "uniform",
+    residual_weight: float | Literal["auto"] = "auto",
+    window: int = 10,
+    window_stride: int = 2,
+    n_similar: int = 20,
+    tps_neighbours: int = 3,
+    kmeans_iters: int = 20,
+    seed: int = 0,
+    combine: Combine = "ivw",
+    block_elems: int = 1 << 24,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FSDAF prediction of the fine image on the date of ``coarse_target`` (see module docstring).
+
+    Args:
+        fine, coarse: (P, B, H, W) float reflectance of the P pairs (NaN = missing).
+        coarse_target: (B, H, W) coarse image of the target date on the fine grid.
+        coarse_factor: fine pixels per coarse pixel (16: MODIS 500 m on a 30 m grid).
+        n_classes: k-means classes of the fine image (paper: ISODATA, 4-6).
+        n_pure: purest coarse pixels per class used in the unmixing.
+        residual: residual distribution, ``"uniform"`` (default), ``"paper"`` or ``"none"``.
+        residual_weight: ``"auto"`` (semivariogram nugget shrinkage) or a fixed factor.
+        window, window_stride: half-size and stride of the similar-pixel search (fine pixels).
+        n_similar: similar pixels per pixel.
+        tps_neighbours: radius (coarse pixels) of the local thin-plate spline.
+        kmeans_iters, seed: k-means iterations and seed (the result is deterministic).
+        combine: ``"ivw"`` (inverse-variance combination of per-pair predictions) or ``"nearest"``.
+        block_elems: row-block size of the similar-pixel search, in candidate distances.
+
+    Returns:
+        (mean, variance), both (B, H, W) float32 on the input device.
+    """
+    fine, coarse, coarse_target = _check_inputs(fine, coarse, coarse_target)
+    _check_factor(coarse_factor)
+    if residual not in ("paper", "uniform", "none"):
+        raise InputError(f"residual must be 'paper', 'uniform' or 'none', got {residual!r}")
+    if combine not in ("ivw", "nearest"):
+        raise InputError(f"combine must be 'ivw' or 'nearest', got {combine!r}")
+    if not (residual_weight == "auto" or isinstance(residual_weight, (int, float))):
+        raise InputError(f"residual_weight must be 'auto' or a number, got {residual_weight!r}")
+    if int(n_classes) < 1 or int(n_similar) < 1 or int(window) < 0 or int(n_pure) < 1:
+        raise InputError("n_classes, n_similar and n_pure must be >= 1 and window >= 0")
+    opts = dict(f=int(coarse_factor), k=int(n_classes), n_pure=int(n_pure), residual=residual,
+                residual_weight=residual_weight, window=int(window), stride=int(window_stride),
+                n_similar=int(n_similar), tps_m=int(tps_neighbours), iters=int(kmeans_iters), seed=int(seed),
+                block_elems=int(block_elems))
+    pairs = range(fine.shape[0])
+    if combine == "nearest" and fine.shape[0] > 1:
+        pairs = [_nearest_pair(coarse, coarse_target)]
+    with torch.no_grad():
+        outs = [_fsdaf_pair(fine[p], coarse[p], coarse_target, **opts) for p in pairs]
+        mean, var = _combine_pairs([o[0] for o in outs], [o[1] for o in outs])
+    return mean.contiguous(), var.contiguous()
+
+
+def _fsdaf_pair(F1, C1, C2, *, f, k, n_pure, residual, residual_weight, window, stride, n_similar, tps_m,
+                iters, seed, block_elems):
+    B, H, W = F1.shape
+    dev, dt = F1.device, F1.dtype
+    nan = float("nan")
+    c1, _ = _block_mean(C1, f)
+    c2, _ = _block_mean(C2, f)
+    if not bool(torch.isfinite(c2).any()):
+        full = torch.full((B, H, W), nan, dtype=dt, device=dev)
+        return full, full.clone()
+    valid = torch.isfinite(F1).all(0)
+    lo, hi = _value_range(F1)
+    fb_mean, fb_var = _coarse_fallback(F1, c1, c2, f, H, W, tps_m, f // 2)
+    if not bool(valid.any()) or not bool(torch.isfinite(c1).any()):
+        return fb_mean.clamp(lo, hi), fb_var
+
+    # 1. classify F1
+    labels = _kmeans(F1.permute(1, 2, 0)[valid], k, seed=seed, iters=iters)
+    kk = int(labels.max()) + 1
+    cls = torch.zeros((H, W), dtype=torch.long, device=dev)
+    cls[valid] = labels
+    onehot = Fn.one_hot(cls, kk).permute(2, 0, 1).to(dt)
+    onehot = torch.where(valid, onehot, nan)
+
+    # 2. fractions and class changes (constrained least squares over the purest coarse pixels)
+    frac, nfine = _block_mean(onehot, f)  # (kk, Hc, Wc)
+    Hc, Wc = c1.shape[1:]
+    dC = c2 - c1
+    A = frac.reshape(kk, -1).T  # (Nc, kk)
+    y = dC.reshape(B, -1).T  # (Nc, B)
+    okc = torch.isfinite(A).all(1) & torch.isfinite(y).all(1)
+    sel = torch.zeros(A.shape[0], dtype=torch.bool, device=dev)
+    if bool(okc.any()):
+        Aok = torch.where(okc[:, None], A, -1.0)
+        for c in range(kk):
+            npc = min(n_pure, int((Aok[:, c] > 0).sum()))
+            if npc > 0:
+                sel[torch.topk(Aok[:, c], npc).indices] = True
+        sel &= okc
+    if bool(sel.any()):
+        As, ys = A[sel], y[sel]
+        G = (As.T @ As).unsqueeze(0).expand(B, kk, kk) + 1e-6 * torch.eye(kk, device=dev, dtype=dt)
+        hvec = (As.T @ ys).T
+        lo_c = ys.min(0).values[:, None].expand(B, kk)
+        hi_c = ys.max(0).values[:, None].expand(B, kk)
+        dFc = _box_qp(G, hvec, lo_c, hi_c)  # (B, kk)
+        misfit = ((As @ dFc.T - ys) ** 2).mean(0)  # (B,)
+    else:  # no usable coarse pixel: the mean coarse change for every class
+        mch = torch.nanmean(dC.reshape(B, -1), 1)
+        dFc = torch.nan_to_num(mch)[:, None].expand(B, kk).contiguous()
+        misfit = torch.zeros(B, dtype=dt, device=dev)
+
+    # 3. temporal prediction and coarse residual
+    dF_cls = dFc[:, cls]  # (B, H, W)
+    F2TP = torch.minimum(torch.maximum(F1 + dF_cls, lo), hi)
+    dTP, _ = _block_mean(torch.where(valid, F2TP - F1, nan), f)
+    R = _fill_nan(dC - dTP)
+    R = torch.where(torch.isfinite(R), R, 0.0)
+    rw = _variogram_weight(R) if residual_weight == "auto" else torch.full((B,), float(residual_weight), dtype=dt, device=dev)
+    R = R * rw[:, None, None]
+    Rf = _block_expand(R, f, H, W)
+
+    # 4.-5. spatial prediction and residual distribution
+    if residual == "paper":
+        F2SP = _tps_upsample(_fill_nan(c2), f, H, W, tps_m)
+        ohm, _ = _box_mean(onehot, f // 2)
+        HI = torch.gather(torch.nan_to_num(ohm), 0, cls.unsqueeze(0)).squeeze(0)
+        CW = (F2SP - F2TP) * HI + Rf * (1.0 - HI)
+        CW = torch.where(valid & (CW * Rf > 0), CW, 0.0)
+        cw_mean, _ = _block_mean(torch.where(valid, CW, nan), f)
+        cw_mean = _block_expand(cw_mean, f, H, W)
+        r = torch.where(cw_mean != 0, Rf * CW / torch.where(cw_mean != 0, cw_mean, 1.0), Rf)
+    elif residual == "uniform":
+        r = Rf
+    else:
+        r = torch.zeros_like(Rf)
+    dF = torch.where(valid, dF_cls + r, nan)
+
+    # 6. neighbourhood: similar pixels in F1
+    sm, sv, _ = _similar_filter(F1, dF, window, n_similar, stride=stride, block_elems=block_elems)
+    mean = torch.minimum(torch.maximum(F1 + sm, lo), hi)
+    res2, _ = _box_mean(torch.where(valid, r * r, nan), f // 2)
+    var = sv + torch.nan_to_num(res2) + misfit[:, None, None]
+    ok = valid.unsqueeze(0) & torch.isfinite(mean)
+    mean = torch.where(ok, mean, torch.minimum(torch.maximum(fb_mean, lo), hi))
+    var = torch.where(ok, var, fb_var)
+    return mean, var.clamp_min(0.0)

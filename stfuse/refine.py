@@ -1,0 +1,1316 @@
+"""Learned refinement of a physics prior: a small residual CNN with a heteroscedastic head.
+
+A prior (STARFM-family, :mod:`stfuse.prior`) predicts the fine image of a target day from
+a pair (fine + coarse image of one day) and the coarse image of the target day. The
+:class:`Refiner` looks at the prior's prediction together with the inputs and returns
+
+- a **correction** added to the prior's mean, and
+- a per-pixel **log-variance** (aleatoric uncertainty, trained with a Gaussian NLL),
+
+with ``Dropout2d`` layers kept active at inference for Monte Carlo sampling (epistemic
+uncertainty)::
+
+    mean     = (1/N) sum_n mu_n                      (N = mc_samples forward passes)
+    variance = s * [ (1/N) sum_n exp(logv_n)  +  Var_n(mu_n) ]
+                     ^ aleatoric               ^ epistemic
+    (s: the model's post-hoc variance scale, see stfuse.uncertainty.fit_variance_scale)
+
+**Band agnostic.** The network sees one band at a time with shared weights: all inputs of
+band ``b`` are standardised by the mean ``m_b`` and standard deviation ``s_b`` of that
+band in the pair's fine image (``s_b`` clamped to [0.005, 0.5]), outputs are de-standardised
+the same way. Spectral context enters through a DeepSets-style mean over bands of hidden
+features, so one set of weights serves 1..N bands in any order (3-band green/red/NIR
+benchmarks and 6-band scenes alike). The per-band input channels (:data:`FEATURES`):
+prior mean, pair fine, pair coarse, target coarse, coarse change, prior change, log prior
+variance, fine detail (fine - 17x17 box mean), coarse-vs-fine residual at the pair date,
+local spread of the coarse change, local regression slope of target coarse on pair coarse
+(33x33, minus 1) and that slope times the fine detail, absolute reflectance, and four
+validity masks. NaN inputs are filled (prior -> fine + coarse change -> fine -> coarse
+target -> band mean) and flagged in the masks; outputs are NaN where the prior is NaN.
+
+**Pairs.** The model refines *single-pair* predictions. With P pairs,
+:func:`refine` takes one prior per pair (``prior_mean`` of shape (P, B, H, W)), refines each
+with its own pair and combines the P refined Gaussians by inverse variance
+(:func:`stfuse.uncertainty.combine_inverse_variance`, with an assumed error correlation,
+default 0.3, because all members share the target's coarse image). A single multi-pair
+prior (B, H, W) with P > 1 pairs is refined once per pair and the results are averaged as
+an equal-weight mixture.
+
+**Training.**
+
+- :func:`train_synthetic` pretrains on scenes of :mod:`stfuse.synth` (random land cover,
+  phenology, sensor noise, misregistration, random band subsets); this makes the shipped
+  weights ``stfuse/weights/refiner.pt`` (see :func:`make_shipped_weights`).
+- :func:`train_self_supervised` adapts a model to one scene using only its pairs: with
+  pairs at dates A and B the prior predicts B from A (and A from B) and the refiner learns
+  from the fine image of B (of A); random 48x48 patches with flips/rotations, early stopping
+  on held-out tiles, and a variance scale fitted on the held-out tiles. With one pair there
+  is nothing to learn across time: the model is returned unchanged (shipped weights).
+- :func:`predict_hybrid` does it all for a scene: prior per pair, self-supervision (P >= 2),
+  refinement, combination.
+
+Every trainer is bit-for-bit reproducible on CPU for a given seed (deterministic algorithms,
+fixed thread count, seeded generators).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CheckpointError, InputError
+
+log = logging.getLogger("stfuse.refine")
+
+try:  # torch is a hard dependency of stfuse, but keep `import stfuse.refine` cheap to fail clearly
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+except ImportError as exc:  # pragma: no cover
+    raise ImportError("stfuse.refine needs torch (pip install torch)") from exc
+
+PriorFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""A single-pair prior: ``prior_fn(fine (1,B,H,W), coarse (1,B,H,W), coarse_target (B,H,W)) -> (mean, var)``."""
+
+FEATURES: tuple[str, ...] = (
+    "prior",  # (mu - m) / s
+    "fine",  # (f - m) / s
+    "coarse",  # (c - m) / s
+    "coarse_target",  # (ct - m) / s
+    "coarse_change",  # (ct - c) / s
+    "prior_change",  # (mu - f) / s
+    "log_prior_var",  # log(v / s^2), clipped to [-14, 4]
+    "fine_detail",  # (f - box17(f)) / s
+    "coarse_residual",  # (c - box17(f)) / s
+    "change_spread",  # local std (17x17) of (ct - c) / s
+    "change_slope",  # local regression slope (33x33) of ct on c, minus 1, clipped to [-1.5, 1.5]
+    "slope_detail",  # change_slope * fine_detail
+    "scene_change_std",  # std over the image of coarse_change (constant per band)
+    "scene_residual_std",  # std over the image of coarse_residual (constant per band)
+    "level",  # 4 * f (absolute reflectance)
+    "valid_fine",
+    "valid_coarse",
+    "valid_target",
+    "valid_prior",
+)
+N_FEATURES = len(FEATURES)
+BOX = 17
+"""Box window (fine pixels) of the coarse-scale features: about one 500 m MODIS pixel."""
+REG_BOX = 33
+"""Window of the local regression slope feature."""
+MIN_SCALE, MAX_SCALE = 0.005, 0.5
+"""Clamp of the per-band standardisation scale ``s_b`` (reflectance)."""
+ARCH_VERSION = 1
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "refiner.pt"
+THREADS = 2
+"""Torch intra-op threads used by the trainers (bit-for-bit reproducibility needs a fixed count)."""
+
+
+# ------------------------------------------------------------------------------------------
+# Stand-in prior
+# ------------------------------------------------------------------------------------------
+
+
+def additive_prior(
+    fine: np.ndarray, coarse: np.ndarray, coarse_target: np.ndarray, *, window: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
+    """The simplest prior: ``fine + (coarse_target - coarse)`` per pair (a stand-in for STARFM).
+
+    ``fine``, ``coarse``: (P, B, H, W) reflectance, NaN = missing; ``coarse_target`` (B, H, W).
+    Variance per pair: the local (``window`` x ``window``) variance of ``fine - coarse`` (how
+    much fine detail the coarse change cannot describe) plus ``0.002^2``. With P > 1 the
+    pairs are combined by inverse variance. Returns float32 ``(mean, variance)`` (B, H, W).
+    """
+    from scipy.ndimage import uniform_filter
+
+    from .uncertainty import combine_inverse_variance
+
+    fine = np.asarray(fine, np.float32)
+    coarse = np.asarray(coarse, np.float32)
+    ct = np.asarray(coarse_target, np.float32)
+    if fine.ndim != 4 or fine.shape != coarse.shape or ct.shape != fine.shape[1:]:
+        raise InputError(
+            f"additive_prior: fine {fine.shape} and coarse {coarse.shape} must be (P, B, H, W) and "
+            f"coarse_target {ct.shape} (B, H, W)"
+        )
+    means, variances = [], []
+    for k in range(fine.shape[0]):
+        mean = fine[k] + (ct - coarse[k])
+        r = fine[k] - coarse[k]
+        ok = np.isfinite(r)
+        r0 = np.where(ok, r, 0.0).astype(np.float64)
+        n = uniform_filter(ok.astype(np.float64), (1, window, window), mode="nearest")
+        m1 = uniform_filter(r0, (1, window, window), mode="nearest")
+        m2 = uniform_filter(r0 * r0, (1, window, window), mode="nearest")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.maximum(m2 / n - (m1 / n) ** 2, 0.0) + 0.002**2
+        means.append(mean)
+        variances.append(np.where(np.isfinite(mean), var, np.nan))
+    if len(means) == 1:
+        return means[0].astype(np.float32), variances[0].astype(np.float32)
+    return combine_inverse_variance(np.stack(means), np.stack(variances))
+
+
+def resolve_prior(prior_fn: PriorFn | str | None, **options: Any) -> PriorFn:
+    """A callable single-pair prior from a callable, a method name of :mod:`stfuse.prior`
+    (``"starfm"``, ``"fitfc"``, ...) or ``"additive"`` / None (:func:`additive_prior`)."""
+    if prior_fn is None or prior_fn == "additive":
+        return lambda f, c, t: additive_prior(f, c, t, **options)
+    if isinstance(prior_fn, str):
+        from . import prior as _prior
+
+        method = prior_fn
+        _prior.method_function(method)  # raises InputError for unknown names
+        return lambda f, c, t: _prior.predict(f, c, t, method=method, **options)
+    if callable(prior_fn):
+        return prior_fn
+    raise InputError(f"prior_fn must be a callable, a method name or 'additive'; got {prior_fn!r}")
+
+
+def _prior_name(prior_fn: PriorFn | str | None) -> str:
+    if prior_fn is None:
+        return "additive"
+    if isinstance(prior_fn, str):
+        return prior_fn
+    return getattr(prior_fn, "__name__", type(prior_fn).__name__)
+
+
+# ------------------------------------------------------------------------------------------
+# Features
+# ------------------------------------------------------------------------------------------
+
+
+def _box_1d(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """Window sum of width k (odd) along ``dim`` (zero outside), via a float64 cumulative sum."""
+    p = k // 2
+    n = x.shape[dim]
+    pad = [0, 0] * (x.dim() - 1 - (dim % x.dim())) + [p + 1, p]
+    cs = torch.cumsum(F.pad(x.double(), pad), dim=dim)
+    return (cs.narrow(dim, k, n) - cs.narrow(dim, 0, n)).to(x.dtype)
+
+
+def _box(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean over a k x k window (k odd), shrinking at the border; x (N, H, W)."""
+    h, w = x.shape[-2:]
+    ones_h = _box_1d(torch.ones((1, h, 1), dtype=x.dtype), k, 1)
+    ones_w = _box_1d(torch.ones((1, 1, w), dtype=x.dtype), k, 2)
+    return _box_1d(_box_1d(x, k, 2), k, 1) / (ones_h * ones_w)
+
+
+def _masked_box(x: torch.Tensor, m: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean of x over valid pixels (m) in a k x k window; the plain mean where no pixel is valid."""
+    num = _box(x * m, k)
+    den = _box(m, k)
+    return torch.where(den > 1e-6, num / den.clamp_min(1e-6), _box(x, k))
+
+
+def band_stats(fine: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-band standardisation ``(m_b, s_b)`` of a fine image (B, H, W): mean and std over
+    finite pixels, ``s_b`` clamped to [MIN_SCALE, MAX_SCALE]; (0.1, 0.05) for an empty band."""
+    f = torch.as_tensor(np.asarray(fine, np.float32)) if isinstance(fine, np.ndarray) else fine.float()
+    ok = torch.isfinite(f)
+    n = ok.sum(dim=(1, 2)).double()
+    f0 = torch.where(ok, f, torch.zeros(())).double()
+    mean = f0.sum(dim=(1, 2)) / n.clamp_min(1)
+    var = (torch.where(ok, (f.double() - mean[:, None, None]) ** 2, torch.zeros((), dtype=torch.float64))).sum(
+        dim=(1, 2)
+    ) / n.clamp_min(1)
+    std = var.sqrt().clamp(MIN_SCALE, MAX_SCALE)
+    mean = torch.where(n > 0, mean, torch.full_like(mean, 0.1))
+    std = torch.where(n > 0, std, torch.full_like(std, 0.05))
+    return mean.float(), std.float()
+
+
+@dataclass
+class Features:
+    """Network input of one single-pair prediction. x: (B, C, H, W); center/scale: (B,);
+    base: (B, H, W) the filled prior (reflectance) the correction is added to;
+    prior_valid: (B, H, W) bool."""
+
+    x: torch.Tensor
+    center: torch.Tensor
+    scale: torch.Tensor
+    base: torch.Tensor
+    prior_valid: torch.Tensor
+
+
+def build_features(
+    prior_mean: np.ndarray | torch.Tensor,
+    prior_var: np.ndarray | torch.Tensor,
+    fine: np.ndarray | torch.Tensor,
+    coarse: np.ndarray | torch.Tensor,
+    coarse_target: np.ndarray | torch.Tensor,
+    *,
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Features:
+    """Per-band input channels (:data:`FEATURES`) of one single-pair prediction.
+
+    All arguments (B, H, W) reflectance (variance in reflectance^2), NaN = missing.
+    ``stats``: optional ``(center, scale)`` (B,) overriding :func:`band_stats` of ``fine``
+    (give the whole scene's stats when processing tiles of it). The two ``scene_*`` channels
+    are statistics over the whole array given (a tile gives slightly different values).
+    """
+    t = lambda a: (a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a, np.float32))).float()
+    mu, var, f, c, ct = map(t, (prior_mean, prior_var, fine, coarse, coarse_target))
+    shape = f.shape
+    for name, a in (("prior_mean", mu), ("prior_var", var), ("coarse", c), ("coarse_target", ct)):
+        if a.shape != shape:
+            raise InputError(f"{name} has shape {tuple(a.shape)}; expected {tuple(shape)} like the fine image")
+    center, scale = stats if stats is not None else band_stats(f)
+    cb, sb = center[:, None, None], scale[:, None, None]
+    vf, vc, vt, vp = (torch.isfinite(a) for a in (f, c, ct, mu))
+    vp = vp & torch.isfinite(var)
+    zero = torch.zeros(())
+    # fill chain for the fine image and both coarse images
+    f0 = torch.where(vf, f, torch.where(vc, c, torch.where(vt, ct, cb.expand(shape))))
+    c0 = torch.where(vc, c, f0)
+    t0 = torch.where(vt, ct, c0)
+    base = torch.where(vp, mu, f0 + (t0 - c0))
+    fn, cn, tn, bn = ((a - cb) / sb for a in (f0, c0, t0, base))
+    dc = tn - cn
+    lv = torch.where(vp & (var > 0), torch.log(var.clamp_min(1e-12) / sb**2), torch.full((), 4.0)).clamp(-14.0, 4.0)
+    mf = vf.float()
+    box_f = _masked_box(fn, mf, BOX)
+    detail = (fn - box_f) * mf
+    resid = (cn - box_f) * (vc.float())
+    mdc = (vc & vt).float()
+    m1 = _masked_box(dc, mdc, BOX)
+    m2 = _masked_box(dc * dc, mdc, BOX)
+    spread = (m2 - m1 * m1).clamp_min(0).sqrt()
+    # local regression slope of ct on c
+    ac, at_ = _box(cn, REG_BOX), _box(tn, REG_BOX)
+    cov = _box(cn * tn, REG_BOX) - ac * at_
+    vv = _box(cn * cn, REG_BOX) - ac * ac
+    slope = (cov / (vv + 0.05)).clamp(-0.5, 2.5) - 1.0
+
+    def image_std(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        n = m.sum(dim=(1, 2)).clamp_min(1.0)
+        mu_ = (a * m).sum(dim=(1, 2)) / n
+        sd = (((a - mu_[:, None, None]) ** 2) * m).sum(dim=(1, 2)) / n
+        return sd.sqrt().clamp(0, 10)[:, None, None].expand(shape)
+
+    scene_dc = image_std(dc, mdc)
+    scene_res = image_std(resid, (vc & vf).float())
+    x = torch.stack(
+        [
+            bn,
+            fn,
+            cn,
+            tn,
+            dc,
+            bn - fn,
+            lv,
+            detail,
+            resid,
+            spread,
+            slope,
+            slope * detail,
+            scene_dc,
+            scene_res,
+            4.0 * (f0.clamp(-0.1, 1.5)),
+            mf,
+            vc.float(),
+            vt.float(),
+            vp.float(),
+        ],
+        dim=1,
+    )
+    x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-50, 50)
+    del zero
+    return Features(x=x.contiguous(), center=center, scale=scale, base=base, prior_valid=vp)
+
+
+# ------------------------------------------------------------------------------------------
+# Network
+# ------------------------------------------------------------------------------------------
+
+
+class _CrossBand(nn.Module):
+    """Concatenate each band's features with their mean over the bands (DeepSets context)."""
+
+    def forward(self, h: torch.Tensor, n_bands: int) -> torch.Tensor:
+        nb, c, hh, ww = h.shape
+        g = h.view(nb // n_bands, n_bands, c, hh, ww)
+        ctx = g.mean(dim=1, keepdim=True).expand_as(g)
+        return torch.cat([g, ctx], dim=2).view(nb, 2 * c, hh, ww)
+
+
+class Refiner(nn.Module):
+    """Residual CNN refining one band-standardised single-pair prediction (band agnostic).
+
+    Input ``x``: (N, B, C, H, W) with C = :data:`N_FEATURES` channels per band (see
+    :func:`build_features`); N independent images of B bands each (shared weights over
+    bands; spectral context via the mean over bands of hidden features). Output:
+    (N, B, 2, H, W): channel 0 the correction of the standardised prior, channel 1 the
+    log-variance of the standardised target (aleatoric), soft-clamped to (-10, 6).
+
+    Layout (``width`` channels, SiLU): conv3x3 -> [cross-band] conv3x3 -> dropout ->
+    conv3x3 (dilation 2) -> dropout -> conv3x3 (dilation 4) -> [cross-band] conv1x1 ->
+    dropout -> conv1x1 -> 2. Receptive field 17 x 17 pixels (plus the 33 x 33 windows of
+    the input features). Dropout is channel dropout (``Dropout2d``, rate ``dropout``): random
+    in training mode, off in eval mode, or given explicitly as ``masks`` (Monte Carlo
+    sampling with masks shared by all tiles of an image). The last layer starts at zero: an
+    untrained model returns the prior mean with log-variance ``init_logvar``.
+    About 44k parameters with ``width=32``.
+    """
+
+    def __init__(self, width: int = 32, dropout: float = 0.1, init_logvar: float = -2.5) -> None:
+        super().__init__()
+        self.width, self.dropout_p = width, dropout
+        w = width
+        self.conv1 = nn.Conv2d(N_FEATURES, w, 3, padding=1)
+        self.cross = _CrossBand()
+        self.conv2 = nn.Conv2d(2 * w, w, 3, padding=1)
+        self.conv3 = nn.Conv2d(w, w, 3, padding=2, dilation=2)
+        self.conv4 = nn.Conv2d(w, w, 3, padding=4, dilation=4)
+        self.conv5 = nn.Conv2d(2 * w, w, 1)
+        self.head = nn.Conv2d(w, 2, 1)
+        self.act = nn.SiLU()
+        nn.init.zeros_(self.head.weight)
+        with torch.no_grad():
+            self.head.bias.copy_(torch.tensor([0.0, init_logvar + 2.0]))
+        self.register_buffer("variance_scale", torch.tensor(1.0))
+
+    def _drop(self, z: torch.Tensor, i: int, masks: Sequence[torch.Tensor] | None) -> torch.Tensor:
+        if masks is not None:
+            return z * masks[i]
+        return F.dropout2d(z, self.dropout_p, training=self.training) if self.dropout_p > 0 else z
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Layers before the first dropout: (N, B, C, H, W) -> (N*B, width, H, W)."""
+        n, b, c, h, w = x.shape
+        z = self.act(self.conv1(x.reshape(n * b, c, h, w)))
+        return self.act(self.conv2(self.cross(z, b)))
+
+    def rest(self, z: torch.Tensor, n_bands: int, masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Layers from the first dropout on: (N*B, width, H, W) -> (N, B, 2, H, W)."""
+        z = self._drop(z, 0, masks)
+        z = self.act(self.conv3(z))
+        z = self._drop(z, 1, masks)
+        z = self.act(self.conv4(z))
+        z = self.act(self.conv5(self.cross(z, n_bands)))
+        z = self._drop(z, 2, masks)
+        out = self.head(z)
+        logv = 8.0 * torch.tanh(out[:, 1:] / 8.0) - 2.0  # soft clamp to (-10, 6)
+        nb, _, h, w = out.shape
+        return torch.cat([out[:, :1], logv], dim=1).view(nb // n_bands, n_bands, 2, h, w)
+
+    def forward(self, x: torch.Tensor, masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        return self.rest(self.trunk(x), x.shape[1], masks)
+
+    def sample_masks(self, n_images: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Explicit dropout masks (3 tensors (n_images, width, 1, 1), scaled by 1 / (1 - p))."""
+        keep = 1.0 - self.dropout_p
+        return [
+            torch.bernoulli(torch.full((n_images, self.width, 1, 1), keep), generator=generator) / keep
+            for _ in range(3)
+        ]
+
+    def config(self) -> dict[str, Any]:
+        return {"width": self.width, "dropout": self.dropout_p, "arch_version": ARCH_VERSION, "features": list(FEATURES)}
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+RECEPTIVE_RADIUS = 1 + 1 + 2 + 4  # conv1, conv2, conv3 (d2), conv4 (d4)
+
+
+def halo() -> int:
+    """Neighbourhood radius (fine pixels) one refined pixel depends on: network receptive field
+    plus the 33x33 feature windows (use it as the tile halo). Band statistics are per image:
+    pass the scene's ``stats`` to :func:`refine` when tiling to avoid seams."""
+    return RECEPTIVE_RADIUS + REG_BOX // 2 + BOX // 2
+
+
+def _forward_tiled(
+    model: Refiner, x: torch.Tensor, tile: int, masks: Sequence[Sequence[torch.Tensor] | None] = (None,)
+) -> list[torch.Tensor]:
+    """``model(x[None], masks=m)[0]`` for each ``m`` in ``masks``, computed on overlapping tiles
+    (halo = receptive radius, so equal to an untiled run) with the trunk shared by all masks.
+    x (B, C, H, W) -> list of (B, 2, H, W)."""
+    b, _, h, w = x.shape
+    r = RECEPTIVE_RADIUS + 1
+    outs = [torch.empty((b, 2, h, w), dtype=x.dtype, device=x.device) for _ in masks]
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            ya, xa = max(y0 - r, 0), max(x0 - r, 0)
+            yb, xb = min(y1 + r, h), min(x1 + r, w)
+            z = model.trunk(x[None, :, :, ya:yb, xa:xb])
+            for out, m in zip(outs, masks):
+                o = model.rest(z, b, m)[0]
+                out[:, :, y0:y1, x0:x1] = o[:, :, y0 - ya : y0 - ya + (y1 - y0), x0 - xa : x0 - xa + (x1 - x0)]
+    return outs
+
+
+def _predict_single(
+    model: Refiner, feats: Features, *, mc_samples: int, seed: int, tile: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Refined (mean, variance) in reflectance units (B, H, W) of one single-pair prediction."""
+    parts = _predict_parts(model, feats, mc_samples=mc_samples, seed=seed, tile=tile)
+    return parts["mean"], parts["aleatoric"] + parts["epistemic"]
+
+
+def _predict_parts(
+    model: Refiner, feats: Features, *, mc_samples: int, seed: int, tile: int = 512
+) -> dict[str, torch.Tensor]:
+    """Refined mean and its aleatoric / epistemic variances (reflectance units, (B, H, W)).
+
+    ``mc_samples`` > 1: Monte Carlo dropout with masks drawn from ``seed``; the mean is the
+    mean of the sample means, aleatoric the mean of the sample variances, epistemic the
+    (unbiased) variance of the sample means. ``mc_samples`` <= 1: dropout off,
+    deterministic, epistemic 0. Both variances include the model's variance scale.
+    """
+    x = feats.x
+    n = max(int(mc_samples), 1)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if n > 1:
+                gen = torch.Generator().manual_seed(int(seed))
+                masks = [[m.to(x.device) for m in model.sample_masks(x.shape[0], gen)] for _ in range(n)]
+            else:
+                masks = [None]
+            outs = _forward_tiled(model, x, tile, masks)
+    finally:
+        model.train(was_training)
+    m = torch.stack([o[:, 0] for o in outs])
+    mean_n = m.mean(0)
+    alea_n = torch.stack([torch.exp(o[:, 1]) for o in outs]).mean(0)
+    epi_n = m.var(0, unbiased=True) if n > 1 else torch.zeros_like(mean_n)
+    s = feats.scale[:, None, None].to(x.device)
+    k = (s * s) * model.variance_scale.to(alea_n)
+    nan = torch.full((), float("nan"), device=x.device)
+    keep = lambda a: torch.where(feats.prior_valid, a, nan)
+    return {"mean": keep(feats.base + s * mean_n), "aleatoric": keep(k * alea_n), "epistemic": keep(k * epi_n)}
+
+
+def mc_predict(
+    model: Refiner,
+    prior_mean: np.ndarray,
+    prior_var: np.ndarray,
+    fine: np.ndarray,
+    coarse: np.ndarray,
+    coarse_target: np.ndarray,
+    *,
+    mc_samples: int = 8,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, np.ndarray]:
+    """One single-pair refinement with its uncertainty parts: ``{"mean", "aleatoric", "epistemic"}``.
+
+    All inputs (B, H, W) (one pair). Outputs (B, H, W) float32: the refined mean, the mean
+    predicted (aleatoric) variance and the variance of the Monte Carlo dropout means
+    (epistemic; 0 with ``mc_samples=1``). The total variance is their sum.
+    """
+    feats = build_features(prior_mean, prior_var, fine, coarse, coarse_target)
+    feats = Features(*(a.to(device) for a in (feats.x, feats.center, feats.scale, feats.base, feats.prior_valid)))
+    parts = _predict_parts(model.to(device), feats, mc_samples=mc_samples, seed=seed)
+    return {k: v.cpu().numpy().astype(np.float32) for k, v in parts.items()}
+
+
+# ------------------------------------------------------------------------------------------
+# Inference
+# ------------------------------------------------------------------------------------------
+
+
+def _check_shapes(prior_mean: np.ndarray, prior_var: np.ndarray, fine: np.ndarray, coarse: np.ndarray, ct: np.ndarray) -> None:
+    if fine.ndim != 4 or coarse.shape != fine.shape:
+        raise InputError(f"fine_pair {fine.shape} and coarse_pair {coarse.shape} must both be (P, B, H, W)")
+    if ct.shape != fine.shape[1:]:
+        raise InputError(f"coarse_target has shape {ct.shape}; expected (B, H, W) = {fine.shape[1:]}")
+    if prior_mean.shape not in (fine.shape, fine.shape[1:]) or prior_var.shape != prior_mean.shape:
+        raise InputError(
+            f"prior_mean {prior_mean.shape} / prior_var {prior_var.shape} must both be (B, H, W) = {fine.shape[1:]} "
+            f"or one prior per pair (P, B, H, W) = {fine.shape}"
+        )
+
+
+def refine(
+    prior_mean: np.ndarray,
+    prior_var: np.ndarray,
+    fine_pair: np.ndarray,
+    coarse_pair: np.ndarray,
+    coarse_target: np.ndarray,
+    *,
+    model: Refiner | str | Path | None = None,
+    mc_samples: int = 8,
+    seed: int = 0,
+    device: str = "cpu",
+    correlation: float = 0.3,
+    stats: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    tile: int = 512,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Refine a prior prediction: returns ``(mean, variance)`` (B, H, W) float32 numpy.
+
+    ``prior_mean``, ``prior_var``: (P, B, H, W) one single-pair prior per pair (preferred),
+    or (B, H, W) one prior (single pair, or a multi-pair prior such as ESTARFM).
+    ``fine_pair``, ``coarse_pair``: (P, B, H, W) the pairs (coarse on the fine grid);
+    ``coarse_target``: (B, H, W). Reflectance 0..1, NaN = missing.
+    ``model``: a :class:`Refiner`, a checkpoint path, or None for the shipped weights.
+    ``mc_samples``: Monte Carlo dropout passes; 1 = deterministic, dropout off (aleatoric
+    variance only). ``seed`` seeds the dropout masks. ``correlation``: assumed error
+    correlation of the per-pair refined predictions when P > 1 (see
+    :func:`stfuse.uncertainty.combine_inverse_variance`). ``stats``: optional per-pair
+    ``(center, scale)`` arrays (B,) for tiled processing (default: from each pair's fine image).
+
+    With P > 1 and per-pair priors: each is refined with its own pair, then combined by inverse
+    variance. With P > 1 and one (B, H, W) prior: refined once with each pair as context and
+    averaged as an equal-weight mixture (mean of means; mean of variances plus the variance
+    of the means).
+    """
+    from .uncertainty import combine_inverse_variance
+
+    mdl = load_model(model) if not isinstance(model, Refiner) else model
+    mdl = mdl.to(device)
+    pm = np.asarray(prior_mean, np.float32)
+    pv = np.asarray(prior_var, np.float32)
+    f = np.asarray(fine_pair, np.float32)
+    c = np.asarray(coarse_pair, np.float32)
+    ct = np.asarray(coarse_target, np.float32)
+    _check_shapes(pm, pv, f, c, ct)
+    n_pairs = f.shape[0]
+    per_pair = pm.ndim == 4
+    means, variances = [], []
+    for k in range(n_pairs):
+        st = None
+        if stats is not None:
+            st = (torch.as_tensor(np.asarray(stats[k][0], np.float32)), torch.as_tensor(np.asarray(stats[k][1], np.float32)))
+        feats = build_features(pm[k] if per_pair else pm, pv[k] if per_pair else pv, f[k], c[k], ct, stats=st)
+        feats = Features(*(a.to(device) for a in (feats.x, feats.center, feats.scale, feats.base, feats.prior_valid)))
+        mean, var = _predict_single(mdl, feats, mc_samples=mc_samples, seed=seed + 7919 * k, tile=tile)
+        means.append(mean.cpu().numpy())
+        variances.append(var.cpu().numpy())
+    if n_pairs == 1:
+        return means[0].astype(np.float32), variances[0].astype(np.float32)
+    m, v = np.stack(means), np.stack(variances)
+    if per_pair:
+        return combine_inverse_variance(m, v, correlation=correlation)
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(m, axis=0)
+        var = np.nanmean(v, axis=0) + np.nanvar(m, axis=0)
+    return mean.astype(np.float32), var.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(model: Refiner, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (weights, architecture config, ``meta``) to ``path`` (a torch zip file).
+
+    ``meta`` keys used on loading: ``bands`` (list of band names the weights are trained
+    for, or None), ``band_agnostic`` (bool, default True: any bands accepted). Also
+    recorded: the normalisation scheme and the feature list. Writes a JSON copy of the
+    metadata beside it (``path`` with suffix ``.json``). Bytes depend only on the weights and
+    ``meta`` (no timestamps), so equal trainings give identical files.
+    """
+    path = Path(path)
+    meta = dict(meta or {})
+    meta.setdefault("band_agnostic", True)
+    meta.setdefault("bands", None)
+    meta["normalisation"] = {
+        "scheme": "per-band standardisation by the pair's fine image: (x - mean_b) / clamp(std_b)",
+        "min_scale": MIN_SCALE,
+        "max_scale": MAX_SCALE,
+        "box": BOX,
+        "reg_box": REG_BOX,
+    }
+    meta["config"] = model.config()
+    meta["variance_scale"] = float(model.variance_scale)
+    meta["n_params"] = model.n_params
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "meta_json": json.dumps(meta, sort_keys=True)}, path)
+    meta_out = dict(meta)
+    meta_out["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps(meta_out, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def load_checkpoint(path: str | Path, *, bands: Sequence[str] | None = None) -> Refiner:
+    """Load a :class:`Refiner` saved by :func:`save_checkpoint`; metadata in ``model.meta``.
+
+    ``bands``: the band names of the data the model will see. A band-specific checkpoint
+    (``meta["band_agnostic"]`` false) whose bands differ is refused with
+    :class:`~stfuse.errors.CheckpointError`; band-agnostic checkpoints accept any bands.
+    A checkpoint of another architecture version or feature list is refused too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"refiner checkpoint {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        meta = json.loads(blob["meta_json"])
+        state = blob["state_dict"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a checkpoint error
+        raise CheckpointError(f"{path} is not a stfuse refiner checkpoint ({exc})") from exc
+    cfg = meta.get("config", {})
+    if cfg.get("arch_version") != ARCH_VERSION or cfg.get("features") != list(FEATURES):
+        raise CheckpointError(
+            f"{path} was made for refiner architecture {cfg.get('arch_version')} with features "
+            f"{cfg.get('features')}; this stfuse expects architecture {ARCH_VERSION} with {list(FEATURES)}. "
+            "Retrain it (stfuse.refine.train_synthetic) or use the shipped weights."
+        )
+    if bands is not None and not meta.get("band_agnostic", True):
+        expected = list(meta.get("bands") or [])
+        found = [str(b) for b in bands]
+        if expected != found:
+            raise CheckpointError(
+                f"{path} is band-specific: trained for bands {expected} but the data has bands {found}. "
+                "Use a checkpoint trained on these bands, or the band-agnostic shipped weights."
+            )
+    model = Refiner(width=int(cfg.get("width", 32)), dropout=float(cfg.get("dropout", 0.1)))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the refiner architecture ({exc})") from exc
+    model.meta = meta  # type: ignore[attr-defined]
+    model.eval()
+    return model
+
+
+_DEFAULT_CACHE: dict[str, Refiner] = {}
+
+
+def load_model(model: Refiner | str | Path | None = None, *, bands: Sequence[str] | None = None) -> Refiner:
+    """A :class:`Refiner`: ``model`` itself, the checkpoint at path ``model``, or (None) the
+    shipped weights ``stfuse/weights/refiner.pt`` (a fresh copy each call)."""
+    if isinstance(model, Refiner):
+        return model
+    if model is None:
+        key = str(DEFAULT_WEIGHTS)
+        if key not in _DEFAULT_CACHE:
+            if not DEFAULT_WEIGHTS.is_file():
+                raise CheckpointError(
+                    f"the shipped refiner weights {DEFAULT_WEIGHTS} are missing; regenerate them with "
+                    "`python -m stfuse.refine` (stfuse.refine.make_shipped_weights)"
+                )
+            _DEFAULT_CACHE[key] = load_checkpoint(DEFAULT_WEIGHTS, bands=bands)
+        m = copy.deepcopy(_DEFAULT_CACHE[key])
+        m.meta = copy.deepcopy(getattr(_DEFAULT_CACHE[key], "meta", {}))  # type: ignore[attr-defined]
+        return m
+    return load_checkpoint(model, bands=bands)
+
+
+# ------------------------------------------------------------------------------------------
+# Training core
+# ------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def deterministic(seed: int, threads: int = THREADS) -> Iterator[None]:
+    """Seeded, deterministic torch on CPU for the duration (restores threads/algorithms/RNG)."""
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(True)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(old_det)
+            torch.set_num_threads(old_threads)
+
+
+@dataclass
+class _Sample:
+    """One single-pair training example on a (B, H, W) scene: features, standardised target
+    (B, H, W), its validity, and the rectangle origins patches may be drawn from."""
+
+    feats: Features
+    target_n: torch.Tensor
+    valid: torch.Tensor
+    allowed: np.ndarray | None = None  # (H, W) bool: pixels patches may cover (None = all)
+
+
+def _make_sample(
+    prior_mean: np.ndarray, prior_var: np.ndarray, fine: np.ndarray, coarse: np.ndarray, ct: np.ndarray, target: np.ndarray,
+    allowed: np.ndarray | None = None,
+) -> _Sample:
+    feats = build_features(prior_mean, prior_var, fine, coarse, ct)
+    tgt = torch.as_tensor(np.asarray(target, np.float32))
+    valid = torch.isfinite(tgt) & feats.prior_valid
+    target_n = torch.where(valid, (tgt - feats.center[:, None, None]) / feats.scale[:, None, None], torch.zeros(()))
+    # learn the correction relative to the filled prior: target_n - base_n
+    base_n = (feats.base - feats.center[:, None, None]) / feats.scale[:, None, None]
+    return _Sample(feats, (target_n - base_n) * valid, valid, allowed)
+
+
+def _loss(out: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, nll_weight: float = 1.0) -> torch.Tensor:
+    """MSE of the correction + Gaussian NLL of the log-variance (mean detached), over valid pixels.
+
+    out (N, B, 2, H, W); target, valid (N, B, H, W); all standardised units.
+    """
+    delta, logv = out[:, :, 0], out[:, :, 1]
+    v = valid.float()
+    n = v.sum().clamp_min(1.0)
+    r = target - delta
+    mse = (r * r * v).sum() / n
+    nll = (0.5 * (logv + (r.detach() ** 2) * torch.exp(-logv)) * v).sum() / n
+    return mse + nll_weight * nll
+
+
+def _augment(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    t = torch.rot90(t, k, dims=(-2, -1))
+    return torch.flip(t, dims=(-1,)) if flip else t
+
+
+def _draw_patch(rng: np.random.Generator, s: _Sample, patch: int, n_bands: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random patch (C, ...) of sample s: x (B, C, p, p), target (B, p, p), valid (B, p, p)."""
+    _, _, h, w = s.feats.x.shape
+    p = min(patch, h, w)
+    for _ in range(50):
+        y0 = int(rng.integers(0, h - p + 1))
+        x0 = int(rng.integers(0, w - p + 1))
+        if s.allowed is None or s.allowed[y0 : y0 + p, x0 : x0 + p].all():
+            break
+    sl = (slice(y0, y0 + p), slice(x0, x0 + p))
+    x = s.feats.x[(slice(None), slice(None), *sl)]
+    tg = s.target_n[(slice(None), *sl)]
+    va = s.valid[(slice(None), *sl)]
+    if n_bands is not None and n_bands < x.shape[0]:
+        idx = torch.as_tensor(np.sort(rng.choice(x.shape[0], size=n_bands, replace=False)))
+        x, tg, va = x[idx], tg[idx], va[idx]
+    k, flip = int(rng.integers(0, 4)), bool(rng.integers(0, 2))
+    return _augment(x, k, flip), _augment(tg, k, flip), _augment(va, k, flip)
+
+
+def _val_loss(model: Refiner, samples: Sequence[_Sample], masks: Sequence[torch.Tensor | None]) -> float:
+    """Mean MSE of the correction over the validation pixels (dropout off)."""
+    tot, cnt = 0.0, 0.0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for s, m in zip(samples, masks):
+            o = _forward_tiled(model, s.feats.x, 512)[0]
+            v = s.valid if m is None else (s.valid & m[None])
+            r = (s.target_n - o[:, 0]) * v
+            tot += float((r * r).sum())
+            cnt += float(v.sum())
+    model.train(was_training)
+    return tot / max(cnt, 1.0)
+
+
+def _train_loop(
+    model: Refiner,
+    samples: Sequence[_Sample],
+    *,
+    steps: int,
+    batch: int,
+    patch: int,
+    lr: float,
+    seed: int,
+    val: tuple[Sequence[_Sample], Sequence[torch.Tensor | None]] | None = None,
+    eval_every: int = 50,
+    patience: int = 4,
+    band_subsets: bool = False,
+    weight_decay: float = 1e-4,
+    time_limit: float | None = None,
+    log_every: int = 0,
+) -> dict[str, Any]:
+    """Adam + cosine schedule on random patches; keeps the best state by validation MSE.
+
+    Batches group samples of equal band count. Returns a history dict.
+    """
+    rng = np.random.default_rng(seed)
+    by_bands: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_bands.setdefault(int(s.feats.x.shape[0]), []).append(i)
+    groups = sorted(by_bands)
+    sizes = np.array([len(by_bands[g]) for g in groups], np.float64)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(steps, 1))))
+    best_state = copy.deepcopy(model.state_dict())
+    best = _val_loss(model, *val) if val is not None else float("inf")
+    hist: dict[str, Any] = {"val": [(0, best)], "train": [], "best_step": 0}
+    bad = 0
+    t0 = time.perf_counter()
+    running = 0.0
+    for step in range(1, steps + 1):
+        model.train()
+        g = groups[int(rng.choice(len(groups), p=sizes / sizes.sum()))]
+        nb = None
+        if band_subsets and g > 1:
+            nb = int(rng.integers(1, g + 1))
+        xs, ts, vs = [], [], []
+        for _ in range(batch):
+            s = samples[by_bands[g][int(rng.integers(0, len(by_bands[g])))]]
+            x, t, v = _draw_patch(rng, s, patch, nb)
+            xs.append(x)
+            ts.append(t)
+            vs.append(v)
+        x, t, v = torch.stack(xs), torch.stack(ts), torch.stack(vs)
+        out = model(x)
+        loss = _loss(out, t, v)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running += float(loss.detach())
+        if log_every and step % log_every == 0:
+            log.info("step %d loss %.4f (%.1fs)", step, running / log_every, time.perf_counter() - t0)
+            hist["train"].append((step, running / log_every))
+            running = 0.0
+        out_of_time = time_limit is not None and time.perf_counter() - t0 > time_limit
+        if val is not None and (step % eval_every == 0 or step == steps or out_of_time):
+            vl = _val_loss(model, *val)
+            hist["val"].append((step, vl))
+            if vl < best - 1e-6:
+                best, bad = vl, 0
+                best_state = copy.deepcopy(model.state_dict())
+                hist["best_step"] = step
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+        if out_of_time:
+            hist["stopped"] = "time_limit"
+            break
+    if val is not None:
+        model.load_state_dict(best_state)
+    else:
+        hist["best_step"] = step
+    hist["best_val"] = best
+    hist["steps"] = step
+    hist["seconds"] = time.perf_counter() - t0
+    model.eval()
+    return hist
+
+
+def _fit_scale_on(model: Refiner, samples: Sequence[_Sample], masks: Sequence[torch.Tensor | None], mc_samples: int, seed: int) -> float:
+    """Variance scale making the refined predictions of ``samples`` calibrated on ``masks``."""
+    from .uncertainty import fit_variance_scale
+
+    old = model.variance_scale.clone()
+    model.variance_scale.fill_(1.0)
+    preds, vars_, truths = [], [], []
+    try:
+        for i, (s, m) in enumerate(zip(samples, masks)):
+            mean, var = _predict_single(model, s.feats, mc_samples=mc_samples, seed=seed + i)
+            base_n = (s.feats.base - s.feats.center[:, None, None]) / s.feats.scale[:, None, None]
+            truth = s.feats.base + s.feats.scale[:, None, None] * s.target_n  # target_n is relative to base
+            del base_n
+            v = s.valid if m is None else (s.valid & m[None])
+            preds.append(mean[v].numpy())
+            vars_.append(var[v].numpy())
+            truths.append(truth[v].numpy())
+    finally:
+        model.variance_scale.copy_(old)
+    if not preds:
+        return 1.0
+    return fit_variance_scale(np.concatenate(preds), np.concatenate(vars_), np.concatenate(truths))
+
+
+def train_supervised(
+    examples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    init: Refiner | str | Path | None = None,
+    steps: int = 200,
+    batch: int = 8,
+    patch: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+    width: int = 32,
+    dropout: float = 0.1,
+    calibrate: bool = False,
+    mc_samples: int = 8,
+    threads: int = THREADS,
+) -> Refiner:
+    """Train a refiner on explicit examples (the building block of the other trainers).
+
+    ``examples``: tuples ``(prior_mean, prior_var, fine, coarse, coarse_target, target)``,
+    each (B, H, W) reflectance (NaN = missing); ``target`` is the fine image the refined
+    prediction should match. ``init``: a :class:`Refiner` or checkpoint path to start from,
+    or None for a fresh model of ``width``/``dropout``. Random ``patch`` px patches with flips
+    and rotations, ``steps`` AdamW steps with cosine decay, no early stopping. With
+    ``calibrate`` the variance scale is fitted on the training examples afterwards.
+    Bit-for-bit reproducible on CPU for a given ``seed``.
+    """
+    with deterministic(seed, threads):
+        model = copy.deepcopy(load_model(init)) if init is not None else Refiner(width=width, dropout=dropout)
+        samples = [_make_sample(*ex) for ex in examples]
+        hist = _train_loop(model, samples, steps=steps, batch=batch, patch=patch, lr=lr, seed=seed)
+        if calibrate:
+            model.variance_scale.fill_(_fit_scale_on(model, samples, [None] * len(samples), mc_samples, seed))
+    model.meta = {"trained": "supervised", "steps": hist["steps"], "seed": seed}  # type: ignore[attr-defined]
+    return model
+
+
+# ------------------------------------------------------------------------------------------
+# Self-supervised training on a scene's own pairs
+# ------------------------------------------------------------------------------------------
+
+
+def _holdout_mask(h: int, w: int, rng: np.random.Generator, frac: float = 0.25, tiles: int = 4) -> np.ndarray:
+    """(H, W) bool: held-out tiles of a ``tiles`` x ``tiles`` grid (at least one)."""
+    ty, tx = np.linspace(0, h, tiles + 1).astype(int), np.linspace(0, w, tiles + 1).astype(int)
+    n = max(1, int(round(frac * tiles * tiles)))
+    pick = rng.choice(tiles * tiles, size=n, replace=False)
+    m = np.zeros((h, w), bool)
+    for p in pick:
+        i, j = divmod(int(p), tiles)
+        m[ty[i] : ty[i + 1], tx[j] : tx[j + 1]] = True
+    return m
+
+
+def train_self_supervised(
+    fine: np.ndarray,
+    coarse: np.ndarray,
+    *,
+    prior_fn: PriorFn | str | None = None,
+    init: Refiner | str | Path | None = None,
+    steps: int = 300,
+    batch: int = 6,
+    patch: int = 48,
+    lr: float = 5e-4,
+    seed: int = 0,
+    device: str = "cpu",
+    holdout: float = 0.25,
+    eval_every: int = 25,
+    patience: int = 4,
+    mc_samples: int = 8,
+    time_limit: float | None = 120.0,
+    calibrate: bool = True,
+    bands: Sequence[str] | None = None,
+    threads: int = THREADS,
+) -> Refiner:
+    """Adapt a refiner to one scene using only its pairs (never the target's fine image).
+
+    ``fine``, ``coarse``: (P, B, H, W) the pairs (coarse on the fine grid), reflectance,
+    NaN = missing. ``prior_fn``: single-pair prior (callable, :mod:`stfuse.prior` method
+    name, or None/"additive" for :func:`additive_prior`). ``init``: starting model (None = the
+    shipped weights; a path = a checkpoint).
+
+    With P >= 2: for every ordered pair (i, j), ``prior_fn(fine[i], coarse[i], coarse[j])``
+    predicts date j and the refiner learns from ``fine[j]`` (MSE of the mean + Gaussian NLL of
+    the variance). Patches (``patch`` px, flips and rotations) come from ~75 % of the scene;
+    the other tiles (``holdout``) measure validation MSE every ``eval_every`` steps: the best
+    state (the initial model included, so fine-tuning never ends worse on held-out tiles)
+    is kept, training stops after ``patience`` evaluations without improvement, after
+    ``steps`` steps or after ``time_limit`` seconds. With ``calibrate`` the variance scale is
+    then fitted on the held-out tiles (MC dropout with ``mc_samples`` as at inference).
+
+    With P = 1 there is no second date to learn from: the initial model is returned unchanged
+    (documented fallback: the shipped, synthetically pretrained weights).
+
+    Returns the adapted model (``model.meta`` has the training record; band-specific when
+    ``bands`` are given).
+    """
+    fine = np.asarray(fine, np.float32)
+    coarse = np.asarray(coarse, np.float32)
+    if fine.ndim != 4 or coarse.shape != fine.shape:
+        raise InputError(f"fine {fine.shape} and coarse {coarse.shape} must both be (P, B, H, W)")
+    base = load_model(init)
+    model = copy.deepcopy(base)
+    model.meta = dict(getattr(base, "meta", {}))  # type: ignore[attr-defined]
+    if fine.shape[0] < 2:
+        log.info("one pair: no self-supervision possible, using the initial (shipped) weights")
+        return model
+    prior = resolve_prior(prior_fn)
+    rng = np.random.default_rng(seed)
+    h, w = fine.shape[-2:]
+    held = _holdout_mask(h, w, rng, frac=holdout)
+    with deterministic(seed, threads):
+        samples: list[_Sample] = []
+        for i in range(fine.shape[0]):
+            for j in range(fine.shape[0]):
+                if i == j:
+                    continue
+                pm, pv = prior(fine[i : i + 1], coarse[i : i + 1], coarse[j])
+                samples.append(_make_sample(pm, pv, fine[i], coarse[i], coarse[j], fine[j], allowed=~held))
+        masks = [torch.as_tensor(held)] * len(samples)
+        model = model.to(device)
+        hist = _train_loop(
+            model, samples, steps=steps, batch=batch, patch=patch, lr=lr, seed=seed, val=(samples, masks),
+            eval_every=eval_every, patience=patience, time_limit=time_limit,
+        )
+        if calibrate:
+            model.variance_scale.fill_(_fit_scale_on(model, samples, masks, mc_samples, seed))
+    model.meta.update(  # type: ignore[attr-defined]
+        {
+            "self_supervised": {
+                "pairs": int(fine.shape[0]),
+                "steps": hist["steps"],
+                "best_step": hist["best_step"],
+                "val_mse": hist["val"],
+                "seconds": round(hist["seconds"], 1),
+                "prior": _prior_name(prior_fn),
+                "seed": seed,
+                "variance_scale": float(model.variance_scale),
+            },
+            "band_agnostic": bands is None,
+            "bands": list(bands) if bands is not None else None,
+        }
+    )
+    log.info(
+        "self-supervised: %d steps (best %d) in %.1fs, val MSE %.4f -> %.4f, variance scale %.3f",
+        hist["steps"], hist["best_step"], hist["seconds"], hist["val"][0][1], hist["best_val"], float(model.variance_scale),
+    )
+    return model
+
+
+# ------------------------------------------------------------------------------------------
+# Synthetic pretraining
+# ------------------------------------------------------------------------------------------
+
+
+def _synthetic_scene(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Landsat-like fine images (N, 6, H, W) (NaN under clouds) and MODIS-like coarse images on
+    the fine grid (N, 6, H, W) at the Landsat dates of one random :mod:`stfuse.synth` scene,
+    with extra sensor perturbations (per-date band gains, persistent and per-date coarse
+    mismatch) drawn from ``seed``."""
+    from .synth import SceneSpec, simulate, upsample_bilinear
+
+    rng = np.random.default_rng([seed, 1])
+    factor = int(rng.choice([12, 16, 16, 16, 20]))
+    size = (size // factor) * factor
+    start_doy = int(rng.integers(60, 250))
+    start = (np.datetime64("2023-01-01") + np.timedelta64(start_doy, "D")).astype(str)
+    spec = SceneSpec(
+        height=size,
+        width=size,
+        n_days=72,
+        start=str(start),
+        seed=int(rng.integers(0, 2**31 - 1)),
+        landsat_revisit=16,
+        landsat_offset=int(rng.integers(0, 16)),
+        coarse_factor=factor,
+        cloud_fraction=float(rng.choice([0.0, 0.0, 0.03, 0.08])),
+        misregistration_px=float(rng.uniform(-0.4, 0.4) * factor),
+        change_day=int(rng.integers(10, 70)) if rng.uniform() < 0.5 else None,
+        change_kind=str(rng.choice(["flood", "harvest"])),  # type: ignore[arg-type]
+        psf_sigma=float(rng.uniform(0.3, 0.8)),
+        field_size_px=float(rng.uniform(8, 45)),
+        landsat_noise=float(rng.uniform(0.002, 0.006)),
+        coarse_noise=float(rng.uniform(0.002, 0.012)),
+        coarse_bias=float(rng.uniform(0.002, 0.012)),
+        coarse_gap_days=0.0,
+        edge_fill=False,
+    )
+    scene = simulate(spec)
+    days = list(scene.landsat_days)
+    fine = np.stack([scene.landsat_reflectance(k) for k in range(len(days))])
+    coarse_native = scene.coarse[days].astype(np.float64)  # (N, 6, h, w)
+    n, b = coarse_native.shape[:2]
+    # extra sensor effects: per-date per-band gain, persistent + per-date relative mismatch
+    gain = 1.0 + rng.normal(0, rng.uniform(0.0, 0.05), size=(n, b, 1, 1))
+    persist = rng.normal(0, rng.uniform(0.0, 0.06), size=(1, b) + coarse_native.shape[2:])
+    per_date = rng.normal(0, rng.uniform(0.0, 0.04), size=coarse_native.shape)
+    coarse_native = coarse_native * gain * (1.0 + persist + per_date)
+    coarse = upsample_bilinear(coarse_native.astype(np.float32), factor)
+    return fine.astype(np.float32), coarse.astype(np.float32), days
+
+
+def _synthetic_samples(
+    seeds: Sequence[int], prior: PriorFn, size: int, max_gap_dates: int = 5
+) -> list[_Sample]:
+    samples = []
+    for sd in seeds:
+        fine, coarse, _ = _synthetic_scene(sd, size)
+        rng = np.random.default_rng([sd, 2])
+        n = fine.shape[0]
+        # band subset of this scene: green/red/nir (benchmark-like) or all 6 or a random subset
+        r = rng.uniform()
+        if r < 0.4:
+            bidx = [1, 2, 3]
+        elif r < 0.7:
+            bidx = list(range(6))
+        else:
+            bidx = sorted(rng.choice(6, size=int(rng.integers(1, 6)), replace=False).tolist())
+        fine, coarse = fine[:, bidx], coarse[:, bidx]
+        pairs = [(i, j) for i in range(n) for j in range(n) if i != j and abs(i - j) <= max_gap_dates]
+        pick = rng.choice(len(pairs), size=min(4, len(pairs)), replace=False)
+        for p in pick:
+            i, j = pairs[int(p)]
+            if np.isnan(fine[i]).mean() > 0.5 or np.isnan(fine[j]).mean() > 0.5:
+                continue
+            pm, pv = prior(fine[i : i + 1], coarse[i : i + 1], coarse[j])
+            samples.append(_make_sample(pm, pv, fine[i], coarse[i], coarse[j], fine[j]))
+    return samples
+
+
+def train_synthetic(
+    n_scenes: int = 96,
+    seed: int = 0,
+    *,
+    prior_fn: PriorFn | str | None = None,
+    steps: int = 2500,
+    batch: int = 8,
+    patch: int = 64,
+    lr: float = 2e-3,
+    size: int = 128,
+    n_val_scenes: int = 8,
+    width: int = 32,
+    dropout: float = 0.1,
+    eval_every: int = 250,
+    patience: int = 100,
+    threads: int = THREADS,
+    mc_samples: int = 8,
+) -> Refiner:
+    """Pretrain a refiner on simulated scenes (:mod:`stfuse.synth`), reproducibly on CPU.
+
+    ``n_scenes`` training scenes of ``size`` x ``size`` px (scene seeds derived from
+    ``seed``), up to 4 single-pair examples each (pair date i -> target date j, |i - j| <= 5
+    Landsat revisits, prior from ``prior_fn``), plus ``n_val_scenes`` validation scenes;
+    AdamW with cosine decay for ``steps`` steps of ``batch`` patches of ``patch`` px with random
+    flips/rotations and random band subsets. The best state by validation MSE is kept, and its
+    variance scale fitted on the validation scenes. Bit-for-bit reproducible on CPU for equal
+    arguments (deterministic algorithms, ``threads`` intra-op threads).
+    """
+    t0 = time.perf_counter()
+    prior = resolve_prior(prior_fn)
+    with deterministic(seed, threads):
+        ss = np.random.SeedSequence(seed)
+        scene_seeds = [int(s.generate_state(1)[0]) for s in ss.spawn(n_scenes + n_val_scenes)]
+        train = _synthetic_samples(scene_seeds[:n_scenes], prior, size)
+        val = _synthetic_samples(scene_seeds[n_scenes:], prior, size)
+        log.info("synthetic: %d train / %d val examples in %.1fs", len(train), len(val), time.perf_counter() - t0)
+        model = Refiner(width=width, dropout=dropout)
+        hist = _train_loop(
+            model, train, steps=steps, batch=batch, patch=patch, lr=lr, seed=seed, val=(val, [None] * len(val)),
+            eval_every=eval_every, patience=patience, band_subsets=True, log_every=50,
+        )
+        model.variance_scale.fill_(_fit_scale_on(model, val, [None] * len(val), mc_samples, seed))
+    model.meta = {  # type: ignore[attr-defined]
+        "trained": "synthetic",
+        "n_scenes": n_scenes,
+        "n_val_scenes": n_val_scenes,
+        "seed": seed,
+        "steps": hist["steps"],
+        "best_step": hist["best_step"],
+        "val_mse": hist["val"],
+        "prior": _prior_name(prior_fn),
+        "size": size,
+        "batch": batch,
+        "patch": patch,
+        "lr": lr,
+        "threads": threads,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "band_agnostic": True,
+        "bands": None,
+    }
+    return model
+
+
+def make_shipped_weights(path: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, **kwargs: Any) -> Path:
+    """Regenerate the shipped weights: ``train_synthetic(seed=seed, **kwargs)`` saved to ``path``
+    with metadata (stfuse and torch versions, the command). ``python -m stfuse.refine``."""
+    from . import __version__
+
+    model = train_synthetic(seed=seed, **kwargs)
+    meta = dict(model.meta)  # type: ignore[attr-defined]
+    meta.update(
+        {
+            "stfuse_version": __version__,
+            "torch_version": torch.__version__,
+            "command": f"python -m stfuse.refine --seed {seed}"
+            + "".join(f" --{k.replace('_', '-')} {v}" for k, v in sorted(kwargs.items())),
+            "function": f"stfuse.refine.make_shipped_weights(seed={seed}"
+            + "".join(f", {k}={v!r}" for k, v in sorted(kwargs.items())) + ")",
+        }
+    )
+    meta.pop("seconds", None)  # keep the file identical between equal runs
+    return save_checkpoint(model, path, meta)
+
+
+# ------------------------------------------------------------------------------------------
+# All together
+# ------------------------------------------------------------------------------------------
+
+
+def predict_hybrid(
+    fine: np.ndarray,
+    coarse: np.ndarray,
+    coarse_target: np.ndarray,
+    *,
+    prior_fn: PriorFn | str | None = None,
+    model: Refiner | str | Path | None = None,
+    self_supervised: bool = True,
+    mc_samples: int = 8,
+    seed: int = 0,
+    device: str = "cpu",
+    correlation: float = 0.3,
+    train_options: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prior + refiner for one target day: returns ``(mean, variance)`` (B, H, W) float32.
+
+    ``fine``, ``coarse``: (P, B, H, W) pairs; ``coarse_target`` (B, H, W); reflectance, NaN =
+    missing. ``prior_fn``: single-pair prior (callable, :mod:`stfuse.prior` method name such as
+    ``"starfm"``, or None for the additive stand-in). ``model``: starting refiner (None =
+    shipped weights). With P >= 2 and ``self_supervised``, the model is first adapted with
+    :func:`train_self_supervised` (``train_options`` passed on); then the prior is run once
+    per pair, each single-pair prediction refined and the P results combined by inverse
+    variance (error ``correlation`` assumed between pairs).
+    """
+    fine = np.asarray(fine, np.float32)
+    coarse = np.asarray(coarse, np.float32)
+    ct = np.asarray(coarse_target, np.float32)
+    mdl = load_model(model)
+    if self_supervised and fine.shape[0] >= 2:
+        mdl = train_self_supervised(fine, coarse, prior_fn=prior_fn, init=mdl, seed=seed, device=device, **(train_options or {}))
+    prior = resolve_prior(prior_fn)
+    pm, pv = zip(*(prior(fine[k : k + 1], coarse[k : k + 1], ct) for k in range(fine.shape[0])))
+    return refine(
+        np.stack(pm), np.stack(pv), fine, coarse, ct, model=mdl, mc_samples=mc_samples, seed=seed, device=device,
+        correlation=correlation,
+    )
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Regenerate the shipped refiner weights (stfuse/weights/refiner.pt).")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(DEFAULT_WEIGHTS))
+    ap.add_argument("--n-scenes", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    a = ap.parse_args(argv)
+    kwargs = {k: v for k, v in (("n_scenes", a.n_scenes), ("steps", a.steps)) if v is not None}
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    path = make_shipped_weights(a.out, seed=a.seed, **kwargs)
+    print(path, path.stat().st_size, "bytes")
+
+
+__all__ = [
+    "FEATURES",
+    "Features",
+    "PriorFn",
+    "Refiner",
+    "additive_prior",
+    "band_stats",
+    "build_features",
+    "deterministic",
+    "halo",
+    "load_checkpoint",
+    "load_model",
+    "make_shipped_weights",
+    "mc_predict",
+    "predict_hybrid",
+    "refine",
+    "resolve_prior",
+    "save_checkpoint",
+    "train_self_supervised",
+    "train_supervised",
+    "train_synthetic",
+]
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,238 @@
+"""Tests of stfuse.refine: the refiner learns, its uncertainty is calibrated, it is reproducible."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter, zoom
+
+from stfuse.errors import CheckpointError, InputError
+from stfuse.refine import (
+    DEFAULT_WEIGHTS,
+    FEATURES,
+    Refiner,
+    additive_prior,
+    build_features,
+    halo,
+    load_checkpoint,
+    load_model,
+    mc_predict,
+    predict_hybrid,
+    refine,
+    save_checkpoint,
+    train_self_supervised,
+    train_supervised,
+)
+from stfuse.uncertainty import coverage
+
+
+def _rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.nanmean((a - b) ** 2)))
+
+
+def _fine(rng: np.random.Generator, bands: int, size: int) -> np.ndarray:
+    """Field-like fine reflectance (B, H, W): blocky classes plus texture."""
+    cls = zoom(rng.integers(0, 4, (bands and 1, size // 8, size // 8)), (1, 8, 8), order=0)[0]
+    levels = rng.uniform(0.05, 0.4, (bands, 4))
+    img = np.stack([levels[b][cls] for b in range(bands)])
+    return (img + 0.01 * rng.standard_normal(img.shape)).astype(np.float32)
+
+
+def _coarse(img: np.ndarray) -> np.ndarray:
+    """A smooth MODIS-like version on the fine grid."""
+    return gaussian_filter(img, (0, 6, 6)).astype(np.float32)
+
+
+def _smooth_change(rng: np.random.Generator, bands: int, size: int, amp: float) -> np.ndarray:
+    return (amp * gaussian_filter(rng.standard_normal((bands, size, size)), (0, 10, 10)) * 10).astype(np.float32)
+
+
+def test_refiner_learns_a_known_residual_from_pairs_alone():
+    """Fine reflectance changes only 40 % as much as the coarse change says; the additive prior
+    over-shoots by 60 % of the coarse change. Self-supervision on two pairs learns to fix it."""
+    rng = np.random.default_rng(0)
+    size, bands = 96, 2
+    f_a = _fine(rng, bands, size)
+    c_a = _coarse(f_a)
+    d_b = _smooth_change(rng, bands, size, 0.03)
+    c_b = c_a + d_b
+    f_b = f_a + 0.4 * d_b
+    fine, coarse = np.stack([f_a, f_b]), np.stack([c_a, c_b])
+    model = train_self_supervised(
+        fine, coarse, init=Refiner(width=16, dropout=0.0), steps=150, batch=6, patch=32, lr=3e-3,
+        eval_every=50, patience=10, time_limit=None, mc_samples=1,
+    )
+    assert model.meta["self_supervised"]["best_step"] > 0
+    # a new target day with another coarse change
+    d_t = _smooth_change(np.random.default_rng(1), bands, size, 0.03)
+    ct, truth = c_a + d_t, f_a + 0.4 * d_t
+    pm, pv = additive_prior(f_a[None], c_a[None], ct)
+    mean, var = refine(pm, pv, f_a[None], c_a[None], ct, model=model, mc_samples=1)
+    before, after = _rmse(pm, truth), _rmse(mean, truth)
+    assert after < 0.5 * before, (before, after)
+    assert mean.shape == var.shape == (bands, size, size) and np.all(var > 0)
+
+
+def test_gaussian_nll_gives_calibrated_sigma():
+    """Heteroscedastic noise: sd 0.002 on dark fields, 0.012 on bright ones."""
+    rng = np.random.default_rng(2)
+    size, bands = 64, 1
+
+    def example(r: np.random.Generator):
+        f = _fine(r, bands, size)
+        c = _coarse(f)
+        ct = c + 0.01
+        pm, pv = additive_prior(f[None], c[None], ct)
+        sd = np.where(f > 0.2, 0.012, 0.002).astype(np.float32)
+        return pm, pv, f, c, ct, (pm + sd * r.standard_normal(pm.shape)).astype(np.float32), sd
+
+    train = [example(rng)[:6] for _ in range(4)]
+    model = train_supervised(train, steps=200, batch=8, patch=32, lr=3e-3, width=16, dropout=0.0)
+    pm, pv, f, c, ct, truth, sd = example(np.random.default_rng(3))
+    mean, var = refine(pm, pv, f[None], c[None], ct, model=model, mc_samples=1)
+    cov = coverage(mean, var, truth, levels=(0.6827, 0.95))
+    assert 0.60 < cov[0.6827] < 0.76, cov
+    assert 0.90 < cov[0.95] < 0.985, cov
+    sigma = np.sqrt(var)
+    assert np.median(sigma[sd > 0.005]) > 3 * np.median(sigma[sd < 0.005])
+
+
+def _random_head(model: Refiner, seed: int = 0) -> Refiner:
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(seed)
+        model.head.weight.copy_(0.3 * torch.randn(model.head.weight.shape, generator=g))
+    return model
+
+
+def _inputs(seed: int = 4, bands: int = 3, size: int = 40):
+    rng = np.random.default_rng(seed)
+    f = _fine(rng, bands, 48)[:, :size, :size]
+    c = _coarse(f)
+    ct = c + 0.02
+    pm, pv = additive_prior(f[None], c[None], ct)
+    return pm, pv, f, c, ct
+
+
+def test_mc_dropout_epistemic_variance_and_deterministic_single_pass():
+    model = _random_head(Refiner(width=16, dropout=0.2))
+    pm, pv, f, c, ct = _inputs()
+    parts = mc_predict(model, pm, pv, f, c, ct, mc_samples=8, seed=0)
+    assert np.all(parts["epistemic"] > 0) and np.all(parts["aleatoric"] > 0)
+    again = mc_predict(model, pm, pv, f, c, ct, mc_samples=8, seed=0)
+    other = mc_predict(model, pm, pv, f, c, ct, mc_samples=8, seed=1)
+    np.testing.assert_array_equal(parts["mean"], again["mean"])
+    assert not np.array_equal(parts["mean"], other["mean"])
+    one = mc_predict(model, pm, pv, f, c, ct, mc_samples=1, seed=0)
+    one_b = mc_predict(model, pm, pv, f, c, ct, mc_samples=1, seed=99)
+    np.testing.assert_array_equal(one["mean"], one_b["mean"])
+    np.testing.assert_array_equal(one["aleatoric"], one_b["aleatoric"])
+    assert np.all(one["epistemic"] == 0)
+    # the total variance of refine() is the sum of the parts
+    mean, var = refine(pm[None], pv[None], f[None], c[None], ct, model=model, mc_samples=8, seed=0)
+    np.testing.assert_allclose(var, parts["aleatoric"] + parts["epistemic"], rtol=1e-5)
+    np.testing.assert_allclose(mean, parts["mean"], rtol=1e-6)
+
+
+def test_tiles_equal_untiled():
+    model = _random_head(Refiner(width=8))
+    pm, pv, f, c, ct = _inputs(size=40)
+    a = refine(pm, pv, f[None], c[None], ct, model=model, mc_samples=3, tile=512)
+    b = refine(pm, pv, f[None], c[None], ct, model=model, mc_samples=3, tile=16)
+    np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-4, atol=1e-10)
+    assert halo() >= 24
+
+
+def test_band_agnostic_and_nan_handling():
+    model = _random_head(Refiner(width=8))
+    for bands in (1, 3, 6):
+        pm, pv, f, c, ct = _inputs(bands=bands)
+        f[0, :5, :5] = np.nan  # a cloud in the pair's fine image
+        pm[-1, 10:12, 10:12] = np.nan  # the prior cannot predict here
+        mean, var = refine(pm, pv, f[None], c[None], ct, model=model, mc_samples=2)
+        assert mean.shape == (bands, 40, 40)
+        assert np.isnan(mean[-1, 10:12, 10:12]).all() and np.isnan(var[-1, 10:12, 10:12]).all()
+        ok = np.isfinite(pm)
+        assert np.isfinite(mean[ok]).all() and (var[ok] > 0).all()
+    with pytest.raises(InputError, match="coarse_target"):
+        refine(pm, pv, f[None], c[None], ct[:1], model=model)
+
+
+def test_two_pairs_are_refined_per_pair_and_combined():
+    model = Refiner(width=8)  # untrained: mean = prior, log-variance constant
+    pm0, pv0, f0, c0, ct = _inputs(seed=5)
+    pm1, pv1, f1, c1, _ = _inputs(seed=6)
+    pm1 = f1 + (ct - c1)
+    mean, var = refine(np.stack([pm0, pm1]), np.stack([pv0, pv1]), np.stack([f0, f1]), np.stack([c0, c1]), ct,
+                       model=model, mc_samples=1, correlation=0.0)
+    m0, v0 = refine(pm0, pv0, f0[None], c0[None], ct, model=model, mc_samples=1)
+    m1, v1 = refine(pm1, pv1, f1[None], c1[None], ct, model=model, mc_samples=1)
+    np.testing.assert_allclose(mean, (m0 / v0 + m1 / v1) / (1 / v0 + 1 / v1), rtol=1e-5)
+    np.testing.assert_allclose(var, 1 / (1 / v0 + 1 / v1), rtol=1e-5)
+
+
+def test_checkpoint_round_trip_and_wrong_bands_refused(tmp_path):
+    model = _random_head(Refiner(width=8))
+    path = save_checkpoint(model, tmp_path / "scene.pt", {"bands": ["green", "red", "nir08"], "band_agnostic": False})
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["bands"] == ["green", "red", "nir08"] and meta["config"]["features"] == list(FEATURES)
+    loaded = load_checkpoint(path, bands=["green", "red", "nir08"])
+    pm, pv, f, c, ct = _inputs()
+    np.testing.assert_array_equal(
+        refine(pm, pv, f[None], c[None], ct, model=model, mc_samples=1)[0],
+        refine(pm, pv, f[None], c[None], ct, model=loaded, mc_samples=1)[0],
+    )
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path, bands=["red", "nir08", "swir16"])
+    msg = str(err.value)
+    assert "['green', 'red', 'nir08']" in msg and "['red', 'nir08', 'swir16']" in msg
+    assert err.value.exit_code == 2
+    # band-agnostic checkpoints take any bands
+    path2 = save_checkpoint(model, tmp_path / "agnostic.pt", {"band_agnostic": True})
+    load_checkpoint(path2, bands=["blue"])
+    with pytest.raises(CheckpointError, match="not a stfuse refiner checkpoint"):
+        (tmp_path / "junk.pt").write_bytes(b"not a zip")
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_training_is_bit_for_bit_reproducible(tmp_path):
+    rng = np.random.default_rng(7)
+    f = _fine(rng, 2, 48)
+    c = _coarse(f)
+    ct = c + _smooth_change(rng, 2, 48, 0.02)
+    pm, pv = additive_prior(f[None], c[None], ct)
+    ex = [(pm, pv, f, c, ct, f + 0.5 * (ct - c))]
+    runs = [train_supervised(ex, steps=12, batch=4, patch=24, width=8, seed=s) for s in (3, 3, 4)]
+    a, b, other = (r.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], other[k]) for k in a)
+    pa = save_checkpoint(runs[0], tmp_path / "a.pt", {"seed": 3})
+    pb = save_checkpoint(runs[1], tmp_path / "b.pt", {"seed": 3})
+    assert pa.read_bytes() == pb.read_bytes()
+
+
+def test_shipped_weights_load_and_apply_to_3_and_6_bands():
+    assert DEFAULT_WEIGHTS.is_file(), "run `python -m stfuse.refine` to regenerate the shipped weights"
+    assert DEFAULT_WEIGHTS.stat().st_size < 5_000_000
+    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    for key in ("seed", "command", "stfuse_version", "normalisation", "band_agnostic"):
+        assert key in meta
+    model = load_model(None, bands=["green", "red", "nir08"])
+    assert model.n_params < 100_000
+    for bands in (3, 6):
+        pm, pv, f, c, ct = _inputs(bands=bands)
+        mean, var = refine(pm, pv, f[None], c[None], ct, model=None, mc_samples=2)
+        assert np.isfinite(mean).all() and (var > 0).all()
+
+
+def test_predict_hybrid_one_pair_uses_shipped_weights_and_feature_count():
+    pm, pv, f, c, ct = _inputs(bands=3)
+    mean, var = predict_hybrid(f[None], c[None], ct, mc_samples=2)
+    assert mean.shape == (3, 40, 40) and np.isfinite(var).all()
+    feats = build_features(pm, pv, f, c, ct)
+    assert feats.x.shape == (3, len(FEATURES), 40, 40)

@@ -1,0 +1,124 @@
+"""Tests of stfuse.uncertainty: inverse-variance combination, coverage, variance calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stfuse.errors import InputError
+from stfuse.metrics import interval_coverage
+from stfuse.uncertainty import (
+    apply_variance_scale,
+    calibration_report,
+    combine_inverse_variance,
+    coverage,
+    fit_variance_scale,
+    gaussian_nll,
+)
+
+
+def test_equal_variances_average_means_and_halve_variance():
+    means = np.stack([np.full((2, 3, 4), 0.1), np.full((2, 3, 4), 0.3)])
+    variances = np.full_like(means, 4e-4)
+    mean, var = combine_inverse_variance(means, variances)
+    assert mean.shape == var.shape == (2, 3, 4)
+    np.testing.assert_allclose(mean, 0.2, rtol=1e-6)
+    np.testing.assert_allclose(var, 2e-4, rtol=1e-6)
+
+
+def test_known_weights():
+    # v = 1 and 3: weights 3/4 and 1/4, combined variance 1 / (1 + 1/3) = 0.75
+    mean, var = combine_inverse_variance(np.array([[0.0], [4.0]]), np.array([[1.0], [3.0]]))
+    np.testing.assert_allclose(mean, [1.0], rtol=1e-6)
+    np.testing.assert_allclose(var, [0.75], rtol=1e-6)
+
+
+def test_nan_member_is_skipped_and_all_nan_gives_nan():
+    means = np.array([[0.1, np.nan, np.nan], [0.3, 0.3, np.nan]])
+    variances = np.array([[1e-4, 1e-4, 1e-4], [1e-4, 2e-4, 1e-4]])
+    mean, var = combine_inverse_variance(means, variances)
+    np.testing.assert_allclose(mean[:2], [0.2, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(var[:2], [5e-5, 2e-4], rtol=1e-6)
+    assert np.isnan(mean[2]) and np.isnan(var[2])
+    # a NaN variance also skips the member
+    mean, var = combine_inverse_variance(np.array([[0.1], [0.5]]), np.array([[np.nan], [1e-4]]))
+    np.testing.assert_allclose(mean, [0.5])
+
+
+def test_correlated_members():
+    # two members of variance v with correlation rho: variance of their mean is v (1 + rho) / 2
+    mean, var = combine_inverse_variance(np.array([[0.0], [1.0]]), np.array([[2.0], [2.0]]), correlation=0.5)
+    np.testing.assert_allclose(mean, [0.5])
+    np.testing.assert_allclose(var, [2.0 * 1.5 / 2], rtol=1e-6)
+    with pytest.raises(InputError):
+        combine_inverse_variance(np.zeros((2, 1)), np.ones((2, 1)), correlation=1.0)
+
+
+def test_shape_mismatch_is_refused():
+    with pytest.raises(InputError, match="same shape"):
+        combine_inverse_variance(np.zeros((2, 3)), np.ones((2, 4)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(-1, 1), st.floats(1e-6, 1.0)), min_size=1, max_size=5),
+)
+def test_combination_is_a_convex_mean_with_smaller_variance(members):
+    m = np.array([[a] for a, _ in members])
+    v = np.array([[b] for _, b in members])
+    mean, var = combine_inverse_variance(m, v)
+    assert m.min() - 1e-6 <= mean[0] <= m.max() + 1e-6
+    assert var[0] <= v.min() * (1 + 1e-5)
+
+
+def test_coverage_matches_metrics():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(0, 1, (3, 50, 50))
+    pred = np.zeros_like(truth)
+    variance = np.full_like(truth, 1.0)
+    c = coverage(pred, variance, truth)
+    assert c == interval_coverage(pred, np.ones_like(truth), truth)
+    assert abs(c[0.68] - 0.68) < 0.02 and abs(c[0.95] - 0.95) < 0.01
+
+
+@pytest.mark.parametrize("method", ["coverage", "coverage_pair", "mad", "mean_square"])
+def test_variance_scale_recovers_known_scale(method):
+    rng = np.random.default_rng(1)
+    variance = rng.uniform(1e-5, 1e-3, (4, 100, 100))
+    s_true = 2.5
+    truth = rng.normal(0, 1, variance.shape) * np.sqrt(s_true * variance)
+    pred = np.zeros_like(truth)
+    s = fit_variance_scale(pred, variance, truth, method=method)
+    assert s == pytest.approx(s_true, rel=0.05)
+    calibrated = apply_variance_scale(variance, s)
+    c = coverage(pred, calibrated, truth, levels=(0.6827, 0.95))
+    assert abs(c[0.6827] - 0.6827) < 0.02 and abs(c[0.95] - 0.95) < 0.01
+
+
+def test_variance_scale_ignores_invalid_pixels_and_is_one_without_data():
+    variance = np.ones((10, 10))
+    truth = np.full((10, 10), np.nan)
+    assert fit_variance_scale(np.zeros((10, 10)), variance, truth) == 1.0
+    truth = np.random.default_rng(2).normal(0, 3, (10, 10))
+    valid = np.zeros((10, 10), bool)
+    assert fit_variance_scale(np.zeros((10, 10)), variance, truth, valid) == 1.0
+    with pytest.raises(InputError):
+        apply_variance_scale(variance, -1.0)
+    with pytest.raises(InputError):
+        fit_variance_scale(np.zeros(3), np.ones(3), np.ones(3), method="nope")  # type: ignore[arg-type]
+
+
+def test_gaussian_nll_and_report():
+    rng = np.random.default_rng(3)
+    truth = rng.normal(0, 0.01, (2, 64, 64))
+    pred = np.zeros_like(truth)
+    good = gaussian_nll(pred, np.full_like(truth, 1e-4), truth)
+    bad = gaussian_nll(pred, np.full_like(truth, 1e-2), truth)
+    expected = 0.5 * (np.log(2 * np.pi * 1e-4) + 1.0)
+    assert good == pytest.approx(expected, abs=0.02) and bad > good
+    rep = calibration_report(pred, np.full_like(truth, 1e-4), truth)
+    assert set(rep) == {"cov68", "cov95", "spearman", "nll", "scale"}
+    assert rep["scale"] == pytest.approx(1.0, rel=0.08)
+    assert abs(rep["cov95"] - 0.95) < 0.01
