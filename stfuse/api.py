@@ -248,17 +248,10 @@ def predict(
         raise DataUnavailableError("the area does not overlap the fine images; check --bbox / --aoi")
     geobox = fine.odc.geobox
     coarse = load_coarse(coarse_items, geobox=geobox, bands=bands)
-    if fine.reflectance.nbytes + coarse.reflectance.nbytes <= IN_MEMORY_BYTES:
-        # Small cubes: read every COG once instead of once per target day.
-        import dask
-
-        with read_errors():
-            fine, coarse = dask.compute(fine, coarse)
     fine_days = [d.astype("datetime64[D]").item() for d in fine.time.values]
     coarse_days = [d.astype("datetime64[D]").item() for d in coarse.time.values]
-    with read_errors():
+    with read_errors():  # reads the fine images once (small: a few scenes)
         fine_clear = dict(zip(fine_days, fine.clear_fraction.values.tolist()))
-        coarse_clear = dict(zip(coarse_days, coarse.clear_fraction.values.tolist()))
     pair_days = usable_pair_days(fine_clear, coarse_days, min_clear=min_clear)
     if not pair_days:
         raise InputError(
@@ -271,6 +264,18 @@ def predict(
     if not targets:
         raise DataUnavailableError(f"no coarse (MODIS) image between {first} and {last}; widen the date range")
     plans = plan_days(targets, pair_days, max_pairs=max_pairs, max_gap_days=max_gap_days)
+    # Only the days used are read: targets and their pairs.
+    needed = sorted({d for p in plans for d in (p.target, *p.pairs)})
+    coarse = coarse.sel(time=[np.datetime64(d, "ns") for d in needed])
+    fine = fine.sel(time=[np.datetime64(d, "ns") for d in sorted({d for p in plans for d in p.pairs})])
+    if fine.reflectance.nbytes + coarse.reflectance.nbytes <= IN_MEMORY_BYTES:
+        # Small cubes: read every COG once instead of once per target day.
+        import dask
+
+        with read_errors():
+            fine, coarse = dask.compute(fine, coarse)
+    with read_errors():
+        coarse_clear = dict(zip(needed, coarse.clear_fraction.values.tolist()))
 
     out_dir = Path(out_dir)
     cog_paths = {p.target: out_dir / f"stfuse_{p.target.isoformat()}.tif" for p in plans}

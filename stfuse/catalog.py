@@ -61,6 +61,8 @@ def parse_date(text: str | dt.date, *, name: str = "date") -> dt.date:
     if isinstance(text, dt.date):
         return text
     try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(text)):
+            raise ValueError(text)
         return dt.date.fromisoformat(str(text))
     except ValueError:
         raise InputError(f"{name} {text!r} is not an ISO 8601 date; write it as YYYY-MM-DD") from None

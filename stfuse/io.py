@@ -148,6 +148,7 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
 
     Refuses to replace an existing file unless ``overwrite``. On any error (including
     KeyboardInterrupt) the temporary file is removed and ``path`` is left untouched.
+    Temporaries of ``path`` left by a killed earlier run (``.NAME.*.partial``) are removed.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -159,6 +160,8 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
         raise OutputError(f"cannot create output folder {parent}: {err.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise OutputError(f"output folder {parent} is not writable; choose another with -o")
+    for stale in parent.glob(f".{path.name}.*.partial*"):  # left by a killed earlier run
+        stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -241,7 +244,7 @@ def write_prediction_cog(
     stack = da.concatenate([da.asarray(a, dtype=np.float32) for a in arrays]) if lazy else np.concatenate([np.asarray(a, np.float32) for a in arrays])
     descriptions = [*band_names, *(f"{b}_sigma" for b in band_names), *(extra_bands or {})]
     count, height, width = stack.shape
-    blocksize = 512 if min(height, width) >= 512 else 256 if min(height, width) >= 256 else 128 if min(height, width) >= 128 else 16
+    blocksize = 512 if min(height, width) >= 512 else 256 if min(height, width) >= 256 else 128  # COG minimum
     base = dict(width=width, height=height, count=count, dtype="float32", crs=crs, transform=transform, nodata=float("nan"))
     cog = dict(driver="COG", compress="ZSTD", level=1, predictor=3 if min(height, width) >= 16 else 1, blocksize=blocksize,
                overview_resampling="average", BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")

@@ -113,7 +113,7 @@ MIN_SCALE, MAX_SCALE = 0.005, 0.5
 """Clamp of the per-band standardisation scale ``s_b`` (reflectance)."""
 ARCH_VERSION = 1
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "refiner.pt"
-THREADS = 2
+THREADS = 1
 """Torch intra-op threads used by the trainers (bit-for-bit reproducibility needs a fixed count)."""
 
 
@@ -357,7 +357,8 @@ class Refiner(nn.Module):
 
     Layout (``width`` channels, SiLU): conv3x3 -> [cross-band] conv3x3 -> dropout ->
     conv3x3 (dilation 2) -> dropout -> conv3x3 (dilation 4) -> [cross-band] conv1x1 ->
-    dropout -> conv1x1 -> 2. Receptive field 17 x 17 pixels (plus the 33 x 33 windows of
+    dropout -> conv1x1 -> 2, plus a linear 1x1 path from the inputs (and their band mean)
+    straight to the outputs (learns linear relations fast). Receptive field 17 x 17 pixels (plus the 33 x 33 windows of
     the input features). Dropout is channel dropout (``Dropout2d``, rate ``dropout``): random
     in training mode, off in eval mode, or given explicitly as ``masks`` (Monte Carlo
     sampling with masks shared by all tiles of an image). The last layer starts at zero: an
@@ -376,8 +377,10 @@ class Refiner(nn.Module):
         self.conv4 = nn.Conv2d(w, w, 3, padding=4, dilation=4)
         self.conv5 = nn.Conv2d(2 * w, w, 1)
         self.head = nn.Conv2d(w, 2, 1)
+        self.skip = nn.Conv2d(2 * N_FEATURES, 2, 1, bias=False)  # linear path: input (+ band mean) -> output
         self.act = nn.SiLU()
         nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.skip.weight)
         with torch.no_grad():
             self.head.bias.copy_(torch.tensor([0.0, init_logvar + 2.0]))
         self.register_buffer("variance_scale", torch.tensor(1.0))
@@ -387,21 +390,26 @@ class Refiner(nn.Module):
             return z * masks[i]
         return F.dropout2d(z, self.dropout_p, training=self.training) if self.dropout_p > 0 else z
 
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """Layers before the first dropout: (N, B, C, H, W) -> (N*B, width, H, W)."""
+    def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layers before the first dropout: (N, B, C, H, W) -> ((N*B, width, H, W), linear part (N*B, 2, H, W))."""
         n, b, c, h, w = x.shape
-        z = self.act(self.conv1(x.reshape(n * b, c, h, w)))
-        return self.act(self.conv2(self.cross(z, b)))
+        x2 = x.reshape(n * b, c, h, w)
+        lin = self.skip(self.cross(x2, b))
+        z = self.act(self.conv1(x2))
+        return self.act(self.conv2(self.cross(z, b))), lin
 
-    def rest(self, z: torch.Tensor, n_bands: int, masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        """Layers from the first dropout on: (N*B, width, H, W) -> (N, B, 2, H, W)."""
+    def rest(
+        self, zl: tuple[torch.Tensor, torch.Tensor], n_bands: int, masks: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Layers from the first dropout on: trunk output -> (N, B, 2, H, W)."""
+        z, lin = zl
         z = self._drop(z, 0, masks)
         z = self.act(self.conv3(z))
         z = self._drop(z, 1, masks)
         z = self.act(self.conv4(z))
         z = self.act(self.conv5(self.cross(z, n_bands)))
         z = self._drop(z, 2, masks)
-        out = self.head(z)
+        out = self.head(z) + lin
         logv = 8.0 * torch.tanh(out[:, 1:] / 8.0) - 2.0  # soft clamp to (-10, 6)
         nb, _, h, w = out.shape
         return torch.cat([out[:, :1], logv], dim=1).view(nb // n_bands, n_bands, 2, h, w)

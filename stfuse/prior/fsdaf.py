@@ -93,6 +93,7 @@ Residual = Literal["paper", "uniform", "none"]
 Combine = Literal["ivw", "nearest"]
 
 _VAR_FLOOR = 1e-10
+_FAR = 1e16  # squared spectral distance that marks "not a candidate"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,7 +235,15 @@ def _tps_upsample(xc: torch.Tensor, f: int, H: int, W: int, m: int = 3) -> torch
     return out[:, :H, :W].contiguous()
 
 
-def _kmeans(x: torch.Tensor, k: int, *, seed: int, iters: int = 20, sample: int = 65536,
+def _sqdist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """(N, K) squared Euclidean distances between rows of x (N, D) and c (K, D) (exact, no matmul)."""
+    d = torch.zeros((x.shape[0], c.shape[0]), dtype=x.dtype, device=x.device)
+    for j in range(x.shape[1]):
+        d += (x[:, j:j + 1] - c[:, j][None, :]) ** 2
+    return d
+
+
+def _kmeans(x: torch.Tensor, k: int, *, seed: int, iters: int = 20, sample: int = 32768,
             chunk: int = 1 << 20) -> torch.Tensor:
     """Deterministic k-means of (N, D) finite ``x``: k-means++ init + Lloyd on a sample.
 
@@ -249,14 +258,14 @@ def _kmeans(x: torch.Tensor, k: int, *, seed: int, iters: int = 20, sample: int 
     xs64 = xs.to(torch.float64)
     c = xs64[torch.randint(xs.shape[0], (1,), generator=g).to(x.device)]
     for _ in range(1, k):
-        d = torch.cdist(xs64, c).min(1).values ** 2
+        d = _sqdist(xs64, c).min(1).values
         tot = float(d.sum())
         if tot <= 0:
             break  # fewer distinct values than k
         j = torch.multinomial((d / tot).cpu(), 1, generator=g).to(x.device)
         c = torch.cat([c, xs64[j]], 0)
     for _ in range(iters):
-        a = torch.cdist(xs64, c).argmin(1)
+        a = _sqdist(xs64, c).argmin(1)
         oh = Fn.one_hot(a, c.shape[0]).to(torch.float64)
         cnt = oh.sum(0)
         newc = (oh.T @ xs64) / cnt.clamp_min(1)[:, None]
@@ -267,7 +276,7 @@ def _kmeans(x: torch.Tensor, k: int, *, seed: int, iters: int = 20, sample: int 
     c = c[torch.argsort(c.sum(1), stable=True)].to(x.dtype)
     labels = torch.empty(N, dtype=torch.long, device=x.device)
     for i in range(0, N, chunk):
-        labels[i:i + chunk] = torch.cdist(x[i:i + chunk], c).argmin(1)
+        labels[i:i + chunk] = _sqdist(x[i:i + chunk], c).argmin(1)
     return labels
 
 
@@ -291,64 +300,66 @@ def _similar_filter(ref: torch.Tensor, vals: torch.Tensor, window: int, n_simila
     """Distance-weighted mean (and variance) of ``vals`` over the ``n_similar`` pixels most similar to
     each pixel in ``ref`` (sum of squared band differences) within a (2 window + 1)^2 window.
 
-    Weights 1 / (1 + d / (window / 2)) (d = distance in pixels); ties at the n-th distance are all
-    kept. ``ref`` (B, H, W), ``vals`` (C, H, W); pixels with NaN ``ref`` or ``vals`` are never
-    similar pixels. Rows are processed in blocks of at most ``block_elems`` candidate distances.
-    Returns (mean, variance, weight sum); mean is NaN where no similar pixel exists.
+    Candidates are every ``stride``-th pixel of the window (plus the centre). Weights are
+    1 / (1 + d / (window / 2)) (d = distance in pixels); ties at the n-th distance are all kept.
+    ``ref`` (B, H, W), ``vals`` (C, H, W); pixels with NaN ``ref`` or ``vals`` are never similar
+    pixels and get NaN. Rows are processed in blocks of at most ``block_elems`` candidate
+    distances (peak extra memory ~ 2 * 4 * block_elems bytes). Returns (mean, variance or None).
     """
     B, H, W = ref.shape
     C = vals.shape[0]
+    valid = torch.isfinite(ref).all(0) & torch.isfinite(vals).all(0)
     w = int(window)
     if w <= 0:
-        ok = torch.isfinite(vals) & torch.isfinite(ref).all(0)
-        z = torch.zeros_like(vals)
-        return torch.where(ok, vals, float("nan")), z, ok.to(vals.dtype)[0:1].expand(C, -1, -1)
+        return torch.where(valid, vals, float("nan")), (torch.zeros_like(vals) if want_var else None)
     s = max(1, int(stride))
     offs = [(dy, dx) for dy in range(-w, w + 1, s) for dx in range(-w, w + 1, s)]
     if (0, 0) not in offs:
         offs.append((0, 0))
     K = len(offs)
-    sw = [1.0 / (1.0 + math.hypot(dy, dx) / (w / 2.0)) for dy, dx in offs]
-    valid_ref = torch.isfinite(ref).all(0) & torch.isfinite(vals).all(0)
-    refz = torch.where(valid_ref, ref, 0.0)
-    refp = Fn.pad(refz.unsqueeze(0), (w, w, w, w))[0]
-    validp = Fn.pad(valid_ref[None, None].to(ref.dtype), (w, w, w, w))[0, 0] > 0
-    valp = Fn.pad(torch.where(valid_ref, vals, 0.0).unsqueeze(0), (w, w, w, w))[0]
+    sw = torch.tensor([1.0 / (1.0 + math.hypot(dy, dx) / (w / 2.0)) for dy, dx in offs],
+                      dtype=vals.dtype, device=vals.device)
+    # invalid pixels are put far away in spectral space: never similar unless fewer than n valid
+    # candidates exist, and then cut by the threshold clamp below
+    far = _FAR ** 0.5 / 4.0
+    refz = torch.where(valid, ref, 0.0)
+    refp = Fn.pad(torch.where(valid, ref, far).unsqueeze(0), (w, w, w, w), value=far)[0]
+    valp = Fn.pad(torch.where(valid, vals, 0.0).unsqueeze(0), (w, w, w, w))[0]
+    valp2 = valp * valp if want_var else None
     rows = max(1, min(H, block_elems // max(1, K * W)))
     k = min(int(n_similar), K)
     mean = torch.empty_like(vals)
     var = torch.empty_like(vals) if want_var else None
-    wsum = torch.empty((H, W), dtype=vals.dtype, device=vals.device)
-    inf = torch.tensor(float("inf"), dtype=ref.dtype, device=ref.device)
     for r0 in range(0, H, rows):
         r1 = min(H, r0 + rows)
         h = r1 - r0
         cen = refz[:, r0:r1]
         D = torch.empty((K, h, W), dtype=ref.dtype, device=ref.device)
+        tmp = torch.empty((B, h, W), dtype=ref.dtype, device=ref.device)
         for i, (dy, dx) in enumerate(offs):
-            sl = (slice(r0 + w + dy, r1 + w + dy), slice(w + dx, w + dx + W))
-            d = refp[(slice(None),) + sl] - cen
-            d = (d * d).sum(0)
-            D[i] = torch.where(validp[sl], d, inf)
-        tau = torch.topk(D, k, dim=0, largest=False).values[-1]
+            torch.sub(refp[:, r0 + w + dy:r1 + w + dy, w + dx:w + dx + W], cen, out=tmp)
+            tmp.square_()
+            torch.sum(tmp, 0, out=D[i])
+        tau = torch.topk(D, k, dim=0, largest=False, sorted=False).values.amax(0).clamp_(max=_FAR / 64.0)
+        wt = (D <= tau).to(vals.dtype).mul_(sw[:, None, None])
+        del D, tmp
+        den = wt.sum(0)
         num = torch.zeros((C, h, W), dtype=vals.dtype, device=vals.device)
         num2 = torch.zeros_like(num) if want_var else None
-        den = torch.zeros((h, W), dtype=vals.dtype, device=vals.device)
         for i, (dy, dx) in enumerate(offs):
-            sel = (D[i] <= tau) & torch.isfinite(D[i])
-            wt = sel.to(vals.dtype) * sw[i]
-            v = valp[:, r0 + w + dy:r1 + w + dy, w + dx:w + dx + W]
-            wv = wt * v
-            num += wv
+            sl = (slice(None), slice(r0 + w + dy, r1 + w + dy), slice(w + dx, w + dx + W))
+            num.addcmul_(wt[i], valp[sl])
             if want_var:
-                num2 += wv * v
-            den += wt
+                num2.addcmul_(wt[i], valp2[sl])
+        del wt
         mu = num / den
         mean[:, r0:r1] = mu
         if want_var:
             var[:, r0:r1] = (num2 / den - mu * mu).clamp_min(0.0)
-        wsum[r0:r1] = den
-    return mean, var, wsum
+    mean = torch.where(valid, mean, float("nan"))
+    if want_var:
+        var = torch.where(valid, var, float("nan"))
+    return mean, var
 
 
 def _variogram_weight(R: torch.Tensor) -> torch.Tensor:
@@ -588,7 +599,7 @@ def _fsdaf_pair(F1, C1, C2, *, f, k, n_pure, residual, residual_weight, window, 
     dF = torch.where(valid, dF_cls + r, nan)
 
     # 6. neighbourhood: similar pixels in F1
-    sm, sv, _ = _similar_filter(F1, dF, window, n_similar, stride=stride, block_elems=block_elems)
+    sm, sv = _similar_filter(F1, dF, window, n_similar, stride=stride, block_elems=block_elems)
     mean = torch.minimum(torch.maximum(F1 + sm, lo), hi)
     res2, _ = _box_mean(torch.where(valid, r * r, nan), f // 2)
     var = sv + torch.nan_to_num(res2) + misfit[:, None, None]
