@@ -176,8 +176,8 @@ def _footprint(crs: Any, transform: Any, shape: tuple[int, int], n: int = 1) -> 
     from rasterio.warp import transform as warp_transform
 
     h, w = shape
-    x0, y0 = transform * (0, 0)
-    x1, y1 = transform * (w, h)
+    x0, y0 = transform @ (0, 0)
+    x1, y1 = transform @ (w, h)
     xs, ys = _ring(x0, y0, x1, y1, n)
     lon, lat = warp_transform(crs, "EPSG:4326", xs, ys)
     coords = [[round(float(a), 7), round(float(b), 7)] for a, b in zip(lon, lat)]
@@ -226,8 +226,8 @@ def _world_window(spec: SceneSpec, transform: Any, shape: tuple[int, int]) -> tu
 
     sin_crs, _, _ = _sinusoidal()
     h, w = shape
-    gx0, gy0 = transform * (0, 0)
-    gx1, gy1 = transform * (w, h)
+    gx0, gy0 = transform @ (0, 0)
+    gx1, gy1 = transform @ (w, h)
     xs, ys = _ring(gx0, gy0, gx1, gy1, 16)
     ux, uy = warp_transform(sin_crs, CRS.from_epsg(SAMPLE_EPSG), xs, ys)
     x0, y0 = SAMPLE_ORIGIN
