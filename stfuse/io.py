@@ -407,7 +407,7 @@ def create_zarr_output(
             ds[name].encoding["coordinates"] = "spatial_ref"
     ds.attrs = {k: _tag_value(v) for k, v in ds.attrs.items()}
     try:
-        ds.to_zarr(path, mode="w", compute=False, consolidated=False)
+        ds.to_zarr(path, mode="w", compute=False, consolidated=True)
     except OSError as err:
         raise OutputError(f"cannot create Zarr store {path}: {err}") from None
     return path
@@ -441,5 +441,5 @@ def zarr_completed_days(path: str | os.PathLike[str]) -> set[dt.date]:
         return set()
     group = zarr.open_group(str(path), mode="r")
     complete = np.asarray(group["complete"][:])
-    times = xr.open_zarr(path, consolidated=False)["time"].values
+    times = xr.open_zarr(path)["time"].values
     return {np.datetime64(t, "D").item() for t, done in zip(times, complete) if done}

@@ -136,7 +136,7 @@ def dask_scheduler(
             cluster.close()
         return
     try:
-        client = Client(scheduler, timeout="15s")
+        client = Client(scheduler, timeout="5s")
     except (OSError, TimeoutError) as err:
         raise RemoteServiceError(f"cannot reach the dask scheduler at {scheduler}: {err}; is it running?") from None
     try:
