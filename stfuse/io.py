@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
