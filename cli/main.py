@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import warnings
 
 import click
 
@@ -59,6 +60,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
     sample_scenes offline. `stfuse COMMAND --help` explains each command.
     """
     ctx.obj = {"debug": debug}
+    if not debug:  # odc-stac's reprojection emits this for its internal scratch arrays
+        from rasterio.errors import NotGeoreferencedWarning
+
+        warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 

@@ -148,3 +148,17 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert ref.keys() == got.keys() and len(ref) == 7
     for name in ref:
         np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
+
+
+def test_region_file_runs_and_resumes(tmp_path):
+    region = tmp_path / "r.yaml"
+    region.write_text(f"name: tiny\ncatalog: {SAMPLE}\nstart: 2023-06-10\nend: 2023-06-11\nbands: [red]\nformat: [cog, zarr]\n")
+    out = tmp_path / "out"
+    first = run("region", region, "-o", out, "-q")
+    assert first.exit_code == 0, first.output
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("stfuse_*.tif")}
+    assert len(stamps) == 2
+    again = run("region", region, "-o", out)
+    assert again.exit_code == 0, again.output
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("stfuse_*.tif")} == stamps  # nothing recomputed
+    assert "3 outputs complete" in again.output
