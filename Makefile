@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: install demo test sample bench region regions clean
+.PHONY: install demo test sample bench region regions weights clean report
 REGIONS := $(basename $(notdir $(wildcard regions/*.yaml)))
 
 install: $(STAMP)
@@ -28,6 +28,12 @@ sample: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m stfuse.bench --out docs/benchmarks.md
+
+report: $(STAMP)
+	$(BIN)/python -m stfuse.report docs/images --work out/report
+
+weights: $(STAMP)
+	$(BIN)/stfuse train --synthetic --seed 0 -o stfuse/weights/refiner.pt --overwrite
 
 region: $(STAMP)
 	@test -n "$(REGION)" || { echo "usage: make region REGION=name   (one of: $(REGIONS))"; exit 2; }

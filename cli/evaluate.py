@@ -1,33 +1,175 @@
-"""``stfuse evaluate``: score a prediction against a truth image."""
+"""``stfuse evaluate``: score a prediction file, a benchmark task, or a leave-one-date-out holdout."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .options import json_opt
+from .options import bands_opt, device_opt, json_opt, method_opt, overwrite_opt, quiet_opt
+from .progress import progress_reporter
+
+_CATALOG_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "min_clear", "max_pairs", "max_gap_days", "crs")
 
 
 @click.command()
-@click.argument("prediction", type=click.Path(path_type=Path))
-@click.argument("truth", type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path), metavar="[PREDICTION TRUTH]")
+@click.option("--task", help="Benchmark task id from MANIFEST.json: predict it (with --method) and score it.")
+@click.option("--benchmarks", type=click.Path(path_type=Path), help="Folder holding the task set's MANIFEST.json (read only).")
+@click.option("--holdout", is_flag=True, help="Withhold each clear Landsat date of a catalog query in turn, predict it, score it.")
+@click.option("--catalog", help="--holdout: static STAC catalog (path) or STAC API (URL or provider name). Default: sample_scenes.")
+@click.option("--bbox", nargs=4, type=float, metavar="MINX MINY MAXX MAXY", help="--holdout: area in lon/lat degrees.")
+@click.option("--aoi", type=click.Path(dir_okay=False, path_type=Path), help="--holdout: area as a GeoJSON file.")
+@click.option("--start", help="--holdout: first day of the period, YYYY-MM-DD.")
+@click.option("--end", help="--holdout: last day of the period, YYYY-MM-DD.")
+@bands_opt
+@method_opt
+@click.option("--max-pairs", type=click.IntRange(1, 2), default=2, show_default=True, help="--holdout: pairs per withheld date.")
+@click.option("--min-clear", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="--holdout: minimum clear fraction of a Landsat date to be withheld or used as a pair.")
+@click.option("--max-gap", "max_gap_days", type=int, help="--holdout: ignore pairs more than this many days away.")
+@click.option("--crs", help="--holdout: grid CRS (default: the Landsat items' UTM zone).")
+@click.option("--window", type=int, help="Moving-window size in fine pixels (odd; method default if unset).")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="--task: keep the prediction in this .tif. --holdout: folder for holdout.csv, predictions/ and the report.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write PNG figures and report.html to this folder.")
+@click.option("--no-predictions", is_flag=True, help="--holdout: do not write the withheld dates' predictions (COGs) to -o.")
+@device_opt
+@overwrite_opt
 @json_opt
-def evaluate(prediction: Path, truth: Path, as_json: bool) -> None:
-    """Per-band RMSE, MAE, bias, CC, SSIM, PSNR, and ERGAS, SAM of PREDICTION against TRUTH.
+@quiet_opt
+@click.pass_context
+def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benchmarks: Path | None, holdout: bool,
+             catalog: str | None, bbox: tuple[float, ...], aoi: Path | None, start: str | None, end: str | None,
+             bands: list[str] | None, method: str, max_pairs: int, min_clear: float, max_gap_days: int | None,
+             crs: str | None, window: int | None, output: Path | None, report_dir: Path | None, no_predictions: bool,
+             device: str, overwrite: bool, as_json: bool, quiet: bool) -> None:
+    """Accuracy (RMSE, MAE, bias, CC, SSIM, PSNR per band; ERGAS, SAM) and 68/95% interval coverage.
 
-    The prediction's first bands are compared with the truth's bands in order; further
-    bands (the *_sigma uncertainty bands) give the 68/95% interval coverage.
+    \b
+    Three modes:
+      stfuse evaluate PRED.tif TRUTH.tif                  # a prediction against a truth file
+      stfuse evaluate --task estarfm-real-2pair --benchmarks ../shared/benchmarks [--method estarfm]
+      stfuse evaluate --holdout -o report/                # sample_scenes, each Landsat date withheld
+      stfuse evaluate --holdout --catalog planetary-computer --bbox ... --start ... --end ... -o report/
+
+    The prediction's first bands are compared with the truth's bands in order; its
+    <band>_sigma bands give the interval coverage. --holdout writes DIR/holdout.csv (a row per
+    date and band, plus band=all), DIR/holdout.json, DIR/predictions/*.tif and a report
+    (PNGs + report.html) to -o DIR. --report DIR writes the figures and report.html.
     """
+    from stfuse.errors import InputError
+
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    catalog_given = sorted(given & set(_CATALOG_FLAGS))
+    options = {"window": window} if window else None
+    modes = [m for m, on in (("PREDICTION TRUTH", bool(files)), ("--task", task is not None), ("--holdout", holdout)) if on]
+    if len(modes) > 1:
+        raise InputError(f"give one of PREDICTION TRUTH, --task or --holdout, not {' and '.join(modes)}")
+    if not holdout and catalog_given:
+        raise InputError(f"--{catalog_given[0].replace('_days', '').replace('_', '-')} applies only with --holdout")
+    if holdout:
+        _holdout(catalog=catalog, bbox=bbox or None, aoi=aoi, start=start, end=end, bands=bands, method=method,
+                 max_pairs=max_pairs, min_clear=min_clear, max_gap_days=max_gap_days, crs=crs, options=options,
+                 output=output, report_dir=report_dir, predictions=not no_predictions, device=device,
+                 overwrite=overwrite, as_json=as_json, quiet=quiet)
+        return
+    if no_predictions:
+        raise InputError("--no-predictions applies only with --holdout")
+    if task is not None:
+        if benchmarks is None:
+            raise InputError("--task needs --benchmarks DIR, the folder holding MANIFEST.json (e.g. ../shared/benchmarks)")
+        if output is not None and output.suffix.lower() not in (".tif", ".tiff"):
+            raise InputError(f"with --task, -o is the prediction file and must end in .tif, got {output}")
+        from stfuse.evaluation import evaluate_task
+
+        from .predict import _resolve_device
+
+        result = evaluate_task(task, benchmarks, method=method, out=output, overwrite=overwrite,
+                               device=_resolve_device(device), options=options, report_dir=report_dir)
+        _print_scores(result, as_json, header=f"task {task}, method {method}")
+        if report_dir is not None and not as_json and not quiet:
+            click.echo(f"wrote {report_dir / 'report.html'}")
+        return
+    if benchmarks is not None:
+        raise InputError("--benchmarks applies only with --task")
+    if len(files) != 2:
+        raise InputError(f"give PREDICTION and TRUTH files ({len(files)} given), or --task ID, or --holdout")
+    predicting = sorted(given & {"method", "window", "device"})
+    if predicting:
+        raise InputError(f"--{predicting[0]} applies to --task and --holdout (PREDICTION TRUTH scores an existing file)")
+    if output is not None:
+        raise InputError("-o applies to --task and --holdout; use --report DIR for figures of PREDICTION vs TRUTH")
     from stfuse.evaluation import evaluate_files
+
+    prediction, truth = files
+    result = evaluate_files(prediction, truth)
+    if report_dir is not None:
+        from stfuse.report import evaluation_report
+
+        evaluation_report(prediction, truth, report_dir, result=result, overwrite=overwrite)
+    _print_scores(result, as_json)
+    if report_dir is not None and not as_json and not quiet:
+        click.echo(f"wrote {report_dir / 'report.html'}")
+
+
+def _json_ready(value: Any) -> Any:
+    """NaN/inf -> None (strict JSON), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def _print_scores(result: dict[str, Any], as_json: bool, header: str | None = None) -> None:
     from stfuse.metrics import format_table
 
-    result = evaluate_files(prediction, truth)
     if as_json:
         click.echo(json.dumps(result, indent=1))
-    else:
-        click.echo(format_table(result))
-        if result.get("coverage"):
-            cov = result["coverage"]
-            click.echo("interval coverage: " + ", ".join(f"{float(k):.0%}: {v:.1%}" for k, v in cov.items()))
+        return
+    if header:
+        click.echo(header)
+    click.echo(format_table(result))
+    if result.get("coverage"):
+        cov = result["coverage"]
+        click.echo("interval coverage: " + ", ".join(f"{float(k):.0%}: {v:.1%}" for k, v in cov.items()))
+
+
+def _holdout(*, output: Path | None, report_dir: Path | None, predictions: bool, device: str, overwrite: bool,
+             as_json: bool, quiet: bool, **query: Any) -> None:
+    from stfuse.errors import OutputError
+    from stfuse.evaluation import format_holdout, holdout, write_holdout
+
+    from .predict import _resolve_device
+
+    if query.get("bbox") and query.get("aoi"):
+        from stfuse.errors import InputError
+
+        raise InputError("give --bbox or --aoi, not both")
+    if output is not None and (output / "holdout.csv").exists() and not overwrite:
+        raise OutputError(f"{output / 'holdout.csv'} already exists; pass --overwrite to replace it")
+    report_dir = report_dir or output
+    with progress_reporter("withholding Landsat dates", quiet=quiet or as_json) as progress:
+        result = holdout(**query, device=_resolve_device(device), keep_arrays=report_dir is not None or (output is not None and predictions),
+                         progress=progress)
+    written = []
+    if output is not None:
+        written += write_holdout(result, output, predictions=predictions, overwrite=overwrite)
+    if report_dir is not None:
+        from stfuse.report import holdout_report
+
+        written.append(holdout_report(result, report_dir, overwrite=overwrite))
+    if as_json:
+        click.echo(json.dumps(_json_ready({**result.summary(), "rows": result.rows(), "written": [str(p) for p in written]}), indent=1))
+        return
+    click.echo(format_holdout(result))
+    if written and not quiet:
+        click.echo(f"wrote {', '.join(str(p) for p in written if p.suffix in ('.csv', '.html'))} "
+                   f"and {len(list(report_dir.glob('*.png'))) if report_dir else 0} figures ({result.seconds:.0f} s)")

@@ -67,9 +67,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-from . import evaluate, predict, region, sample  # noqa: E402
+from . import evaluate, predict, quicklook, region, sample, train  # noqa: E402
 
 cli.add_command(predict.predict)
 cli.add_command(sample.sample)
 cli.add_command(evaluate.evaluate)
 cli.add_command(region.region)
+cli.add_command(train.train)
+cli.add_command(quicklook.quicklook)

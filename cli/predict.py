@@ -35,11 +35,15 @@ from .progress import progress_reporter
 @click.option("--workers", type=int, help="LocalCluster worker processes (with --scheduler local).")
 @click.option("--threads", type=int, help="Threads (per worker).")
 @click.option("--memory-limit", help="Memory per LocalCluster worker, e.g. 4GB.")
+@click.option("--refine", type=click.Choice(["none", "shipped", "scene"]), default="none", show_default=True,
+              help="Local-file mode: correct the prior with the CNN refiner — shipped weights, or adapted to the pairs (scene, needs 2 pairs).")
+@click.option("--mc-samples", type=click.IntRange(1, 256), default=8, show_default=True, help="Monte Carlo dropout passes of the refiner.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (refiner training and dropout; k-means).")
 @click.option("--strict", is_flag=True, help="Refuse days that fail a quality gate (mostly masked coarse image, far pairs, large change) instead of flagging them.")
 @device_opt
 @overwrite_opt
 @quiet_opt
-def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, formats, resume, tile, scheduler, workers, threads, memory_limit, strict, device, overwrite, quiet) -> None:
+def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, formats, resume, tile, scheduler, workers, threads, memory_limit, refine, mc_samples, seed, strict, device, overwrite, quiet) -> None:
     """Predict daily 30 m reflectance with a per-pixel uncertainty band.
 
     \b
@@ -67,11 +71,13 @@ def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, o
         out = predict_files(
             list(pairs), coarse_target, output, method=method, bands=bands,
             date=parse_date(target_date, name="--date") if target_date else None,
-            device=device, options=options, overwrite=overwrite,
+            device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed, overwrite=overwrite,
         )
         if not quiet:
             click.echo(f"wrote {out} (+ {out.with_suffix('.json').name})")
         return
+    if refine != "none":
+        raise InputError("--refine works in local-file mode (--pair/--coarse) for now; catalog mode uses the prior only")
     if bbox and aoi:
         raise InputError("give --bbox or --aoi, not both")
     with progress_reporter("predicting days", quiet=quiet) as progress:

@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import xarray as xr
@@ -44,6 +44,9 @@ class FusionResult:
     tags: dict[str, Any] = field(default_factory=dict)
 
 
+Refine = Literal["none", "shipped", "scene"]
+
+
 def fuse(
     fine: xr.DataArray,
     coarse: xr.DataArray,
@@ -52,12 +55,20 @@ def fuse(
     method: str = "starfm",
     device: str = "cpu",
     options: dict[str, Any] | None = None,
+    refine: Refine = "none",
+    mc_samples: int = 8,
+    seed: int = 0,
 ) -> FusionResult:
     """Predict fine reflectance on the target day from pairs: the pure core.
 
     ``fine``, ``coarse``: (pair, band, y, x) float32 reflectance, NaN = missing, the coarse
     images already on the fine grid. ``coarse_target``: (band, y, x). Returns mean and sigma
     (standard deviation) with the target's coordinates.
+
+    ``refine``: ``"none"`` (prior only), ``"shipped"`` (the CNN refiner with the weights that
+    ship with stfuse) or ``"scene"`` (the refiner first adapted to these pairs, self-supervised,
+    when there are two or more; see :mod:`stfuse.refine`). The refiner runs ``mc_samples``
+    Monte Carlo dropout passes; ``seed`` makes everything reproducible.
     """
     from .prior import choose_method, predict as prior_predict
 
@@ -65,18 +76,29 @@ def fuse(
         method = choose_method(fine.sizes["pair"])
     if method == "estarfm" and fine.sizes["pair"] != 2:
         raise InputError(f"method estarfm needs exactly 2 pairs, got {fine.sizes['pair']}; use starfm or auto")
-    mean, variance = prior_predict(
+    if refine not in ("none", "shipped", "scene"):
+        raise InputError(f"unknown refine mode {refine!r}; use none, shipped or scene")
+    arrays = (
         fine.transpose("pair", "band", "y", "x").values,
         coarse.transpose("pair", "band", "y", "x").values,
         coarse_target.transpose("band", "y", "x").values,
-        method=method,
-        device=device,
-        **(options or {}),
     )
+    if refine == "none":
+        mean, variance = prior_predict(*arrays, method=method, device=device, **(options or {}))
+    else:
+        from functools import partial
+
+        from .refine import predict_hybrid
+
+        single = "starfm" if method == "estarfm" else method  # the refiner refines single-pair priors
+        prior_fn = partial(prior_predict, method=single, device=device, **(options or {}))
+        mean, variance = predict_hybrid(*arrays, prior_fn=prior_fn, self_supervised=(refine == "scene"),
+                                        mc_samples=mc_samples, seed=seed, device=device)
+        method = f"{single}+refiner({refine})"
     template = coarse_target.transpose("band", "y", "x")
     mean_da = template.copy(data=mean.astype(np.float32))
     sigma_da = template.copy(data=np.sqrt(np.maximum(variance, 0)).astype(np.float32))
-    return FusionResult(mean_da, sigma_da, method, {"method": method, "options": options or {}})
+    return FusionResult(mean_da, sigma_da, method, {"method": method, "options": options or {}, "refine": refine, "seed": seed})
 
 
 def _provenance(method: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +123,9 @@ def predict_files(
     date: dt.date | None = None,
     device: str = "cpu",
     options: dict[str, Any] | None = None,
+    refine: Refine = "none",
+    mc_samples: int = 8,
+    seed: int = 0,
     overwrite: bool = False,
 ) -> Path:
     """Local-file mode: predict ``coarse``'s day from (fine, coarse) pair files; write ``out``.
@@ -135,10 +160,11 @@ def predict_files(
     band_names = [str(b) for b in target.band.values]
     if not band_names or all(b.startswith("b") and b[1:].isdigit() for b in band_names):
         band_names = [f"band{i + 1}" for i in range(len(band_names))]
-    result = fuse(fine, coarse_pairs, target, method=method, device=device, options=options)
+    result = fuse(fine, coarse_pairs, target, method=method, device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed)
     ref = arrays[names[0]]
     crs, transform = crs_of(ref), transform_of(ref)
-    tags = _provenance(result.method, {"inputs": {"pairs": [[str(f), str(c)] for f, c in pairs], "coarse_target": str(coarse)}, "options": options or {}})
+    tags = _provenance(result.method, {"inputs": {"pairs": [[str(f), str(c)] for f, c in pairs], "coarse_target": str(coarse)},
+                                       "options": options or {}, "refine": refine, "seed": seed, "mc_samples": mc_samples})
     write_prediction_cog(out, result.mean.values, result.sigma.values, band_names=band_names, crs=crs, transform=transform, tags=tags, overwrite=overwrite)
     write_stac_item(
         out.with_suffix(".json"),

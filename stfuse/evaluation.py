@@ -1,42 +1,627 @@
-"""Scoring predictions against truth files (``stfuse evaluate``)."""
+"""Scoring predictions against truth (``stfuse evaluate``).
+
+Three ways to get a truth to score against:
+
+- :func:`evaluate_files` — a prediction GeoTIFF against a truth GeoTIFF on the same grid;
+- :func:`evaluate_task` — a benchmark task from a ``MANIFEST.json`` task set (as in
+  ``../shared/benchmarks``): predict it with :func:`stfuse.predict_files`, score the result
+  against the task's truth exactly as the benchmarks' ``score.py`` does;
+- :func:`holdout` — catalog mode: withhold each clear Landsat date in turn, predict it from
+  the remaining pairs and that day's MODIS image, and score against the withheld image
+  (clear pixels only). :func:`write_holdout` writes the per-date/band CSV and the predictions.
+
+Accuracy metrics are :func:`stfuse.metrics.score_arrays` (RMSE, MAE, bias, CC, SSIM, PSNR per
+band; ERGAS, SAM over bands); calibration is the observed coverage of the 68 % and 95 %
+Gaussian intervals ``mean ± z sigma`` (:func:`stfuse.metrics.interval_coverage`).
+All reflectance values are unitless surface reflectance (0..1).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import datetime as dt
+import json
+import logging
+import math
 import os
-from typing import Any
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import DataUnavailableError, InputError, MissingFileError
+
+log = logging.getLogger("stfuse")
+
+PathLike = str | os.PathLike[str]
+COVERAGE_LEVELS: tuple[float, float] = (0.68, 0.95)
+"""Nominal levels of the central intervals whose coverage is reported."""
+
+HOLDOUT_COLUMNS: tuple[str, ...] = (
+    "date", "band", "method", "pairs", "clear_fraction", "n_valid",
+    "rmse", "mae", "bias", "cc", "ssim", "psnr", "coverage_68", "coverage_95", "spearman", "ergas", "sam_deg",
+)
+"""Columns of ``holdout.csv``: one row per (date, band) plus a row ``band = all`` per date.
+
+``pairs``: the pair dates used, ``;``-separated. ``clear_fraction``: of the withheld image.
+``n_valid``: pixels scored (clear in the withheld image and predicted; for ``all``, in every
+band). ``coverage_68``/``coverage_95``: fraction of truth inside ``mean ± z sigma``.
+``spearman``: rank correlation of ``|error|`` and ``sigma``. ``ergas``, ``sam_deg``: only on
+``all`` rows (they are multi-band). On ``all`` rows the per-band metrics are band means.
+"""
 
 
-def evaluate_files(prediction: str | os.PathLike[str], truth: str | os.PathLike[str]) -> dict[str, Any]:
+# --------------------------------------------------------------------------- files
+
+
+@dataclass(frozen=True)
+class ScoredArrays:
+    """A prediction and its truth as (band, y, x) float64 reflectance arrays (NaN = invalid).
+
+    ``sigma`` is None when the prediction has no ``<band>_sigma`` bands.
+    """
+
+    mean: np.ndarray
+    truth: np.ndarray
+    sigma: np.ndarray | None
+    band_names: list[str]
+
+
+def _read_float64(path: PathLike) -> tuple[np.ndarray, list[str]]:
+    """(B, H, W) float64 reflectance and band names of a GeoTIFF, NaN where nodata.
+
+    The rules of :func:`stfuse.io.read_reflectance` (integer data x band scale + offset, else
+    x 1e-4), in float64 as the benchmarks' ``score.py`` reads files, so that scores agree with
+    it to rounding (float32 would differ by ~1e-8 reflectance).
+    """
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    from .errors import CorruptFileError
+    from .io import DEFAULT_INTEGER_SCALE
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"input file not found: {path}")
+    try:
+        with rasterio.open(path) as src:
+            raw = src.read()
+            integer = np.issubdtype(np.dtype(src.dtypes[0]), np.integer)
+            scales = np.asarray([s if s not in (None, 1.0) else (DEFAULT_INTEGER_SCALE if integer else 1.0) for s in src.scales])
+            offsets = np.asarray([o or 0.0 for o in src.offsets], np.float64)
+            names = [d if d else f"b{i + 1}" for i, d in enumerate(src.descriptions)]
+            nodata = src.nodata
+    except RasterioIOError as err:
+        raise CorruptFileError(f"cannot read {path} as a raster ({err}); is the file complete?") from None
+    data = raw.astype(np.float64) * scales[:, None, None] + offsets[:, None, None]
+    if nodata is not None and not np.isnan(nodata):
+        data[raw == nodata] = np.nan
+    data[~np.isfinite(data)] = np.nan
+    return data, names
+
+
+def read_scored_pair(prediction: PathLike, truth: PathLike) -> ScoredArrays:
+    """Read a prediction GeoTIFF and its truth (same grid) for scoring, as float64 reflectance.
+
+    The prediction's first bands are matched with the truth's bands in order; its
+    ``<band>_sigma`` bands, when all present, are returned as ``sigma``.
+    """
+    pred, pred_names = _read_float64(prediction)
+    true, _ = _read_float64(truth)
+    n_bands = true.shape[0]
+    if pred.shape[0] < n_bands:
+        raise InputError(f"{prediction} has {pred.shape[0]} bands but the truth {truth} has {n_bands}")
+    if pred.shape[1:] != true.shape[1:]:
+        raise InputError(f"{prediction} is {pred.shape[1]} x {pred.shape[2]} but {truth} is {true.shape[1]} x {true.shape[2]}")
+    names = pred_names[:n_bands]
+    sigma_names = [f"{n}_sigma" for n in names]
+    sigma = pred[[pred_names.index(s) for s in sigma_names]] if all(s in pred_names for s in sigma_names) else None
+    return ScoredArrays(pred[:n_bands], true, sigma, names)
+
+
+def calibration(mean: np.ndarray, sigma: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> dict[str, float]:
+    """Interval coverage at :data:`COVERAGE_LEVELS` (keys ``"0.68"``, ``"0.95"``) of arrays of one shape.
+
+    ``mean``, ``sigma``, ``truth``: reflectance; ``valid``: optional bool mask. NaN when no pixel is valid.
+    """
+    from .metrics import interval_coverage
+
+    ok = np.isfinite(mean) & np.isfinite(truth) & np.isfinite(sigma)
+    if valid is not None:
+        ok &= valid
+    return {str(k): v for k, v in interval_coverage(mean, sigma, truth, ok, levels=COVERAGE_LEVELS).items()}
+
+
+def evaluate_files(prediction: PathLike, truth: PathLike) -> dict[str, Any]:
     """Metrics of a prediction GeoTIFF against a truth GeoTIFF (same grid).
 
     The first bands of ``prediction`` are compared with the truth's bands in order (units:
     reflectance; integer files are read as x 1e-4 unless a scale is set). If the prediction
     carries ``<band>_sigma`` bands, 68/95% interval coverage is added under ``coverage``.
     """
-    from .io import read_reflectance
-    from .metrics import interval_coverage, score_arrays
+    from .metrics import score_arrays
 
-    pred = read_reflectance(prediction)
-    true = read_reflectance(truth)
-    n_bands = true.sizes["band"]
-    if pred.sizes["band"] < n_bands:
-        raise InputError(f"{prediction} has {pred.sizes['band']} bands but the truth {truth} has {n_bands}")
-    if (pred.sizes["y"], pred.sizes["x"]) != (true.sizes["y"], true.sizes["x"]):
-        raise InputError(
-            f"{prediction} is {pred.sizes['y']} x {pred.sizes['x']} but {truth} is {true.sizes['y']} x {true.sizes['x']}"
-        )
-    names = [str(b) for b in pred.band.values[:n_bands]]
-    mean = pred.values[:n_bands]
-    result = score_arrays(mean, true.values, band_names=names)
+    arrays = read_scored_pair(prediction, truth)
+    result = score_arrays(arrays.mean, arrays.truth, band_names=arrays.band_names)
     result.update(prediction=str(prediction), truth=str(truth))
-    sigma_names = [f"{n}_sigma" for n in names]
-    available = [str(b) for b in pred.band.values]
-    if all(s in available for s in sigma_names):
-        sigma = pred.sel(band=sigma_names).values
-        valid = np.isfinite(mean) & np.isfinite(true.values) & np.isfinite(sigma)
-        result["coverage"] = {str(k): v for k, v in interval_coverage(mean, sigma, true.values, valid).items()}
+    if arrays.sigma is not None:
+        result["coverage"] = calibration(arrays.mean, arrays.sigma, arrays.truth)
     return result
+
+
+# --------------------------------------------------------------------------- benchmark tasks
+
+
+@dataclass(frozen=True)
+class BenchmarkTask:
+    """One task of a ``MANIFEST.json`` task set; paths resolved against the manifest's folder."""
+
+    id: str
+    pairs: tuple[tuple[Path, Path], ...]
+    coarse: Path
+    truth: Path
+    date: str
+    kind: str = ""
+
+
+def _manifest_path(benchmarks: PathLike) -> Path:
+    path = Path(benchmarks)
+    if path.is_dir():
+        path = path / "MANIFEST.json"
+    if not path.is_file():
+        raise MissingFileError(f"no benchmark manifest at {path}; give --benchmarks the folder holding MANIFEST.json")
+    return path
+
+
+def list_tasks(benchmarks: PathLike) -> list[str]:
+    """Task ids of a task set (``benchmarks``: the folder holding ``MANIFEST.json``, or that file)."""
+    return [t["id"] for t in _read_manifest(_manifest_path(benchmarks))]
+
+
+def _read_manifest(path: Path) -> list[dict[str, Any]]:
+    try:
+        tasks = json.loads(path.read_text())["tasks"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise InputError(f"{path} is not a benchmark manifest (a JSON object with a 'tasks' list): {err}") from None
+    if not isinstance(tasks, list):
+        raise InputError(f"{path}: 'tasks' must be a list")
+    return tasks
+
+
+def load_task(benchmarks: PathLike, task_id: str) -> BenchmarkTask:
+    """The task ``task_id`` of a task set; :class:`InputError` naming the known ids if absent."""
+    path = _manifest_path(benchmarks)
+    tasks = {str(t.get("id")): t for t in _read_manifest(path)}
+    if task_id not in tasks:
+        raise InputError(f"unknown task {task_id!r} in {path}; known: {', '.join(tasks)}")
+    task = tasks[task_id]
+    root = path.parent
+    try:
+        pairs = tuple((root / p["fine"], root / p["coarse"]) for p in task["pairs"])
+        return BenchmarkTask(task_id, pairs, root / task["target"]["coarse"], root / task["truth"],
+                             str(task["target"].get("date", "")), str(task.get("kind", "")))
+    except (KeyError, TypeError) as err:
+        raise InputError(f"task {task_id!r} in {path} lacks {err}; it needs pairs[].fine/.coarse, target.coarse, truth") from None
+
+
+def evaluate_task(
+    task_id: str,
+    benchmarks: PathLike,
+    *,
+    method: str = "starfm",
+    out: PathLike | None = None,
+    overwrite: bool = False,
+    device: str = "cpu",
+    options: dict[str, Any] | None = None,
+    report_dir: PathLike | None = None,
+) -> dict[str, Any]:
+    """Predict a benchmark task with :func:`stfuse.predict_files` and score it against its truth.
+
+    ``benchmarks``: folder holding ``MANIFEST.json`` (read only). ``out``: where to keep the
+    prediction (.tif); default a temporary file removed afterwards. ``report_dir``: also
+    write the PNG/HTML report there (:func:`stfuse.report.evaluation_report`). Returns
+    :func:`evaluate_files`'s dict plus ``task`` and ``method``; ``prediction`` is None when
+    the prediction was temporary. The numbers equal ``score.py PRED --task ID``.
+    """
+    from .api import predict_files
+    from .catalog import parse_date
+
+    task = load_task(benchmarks, task_id)
+    for label, file in [("truth", task.truth), ("target coarse", task.coarse), *[("pair", f) for pair in task.pairs for f in pair]]:
+        if not file.is_file():
+            raise MissingFileError(f"task {task_id}: {label} file {file} not found")
+    try:
+        date = parse_date(task.date, name="task date")
+    except InputError:
+        date = None  # synthetic tasks name their dates t1, t2, ...
+    with contextlib.ExitStack() as stack:
+        if out is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stfuse-task-")))
+            pred_path = tmp / f"{task.id}.tif"
+        else:
+            pred_path = Path(out)
+        predict_files(list(task.pairs), task.coarse, pred_path, method=method, date=date, device=device,
+                      options=options, overwrite=overwrite)
+        result = evaluate_files(pred_path, task.truth)
+        if report_dir is not None:
+            from .report import evaluation_report
+
+            evaluation_report(pred_path, task.truth, report_dir, title=f"stfuse {method} on task {task.id}",
+                              result=result, overwrite=overwrite)
+    result.update(task=task.id, method=method, prediction=str(out) if out is not None else None)
+    return result
+
+
+# --------------------------------------------------------------------------- holdout
+
+
+@dataclass(frozen=True)
+class CatalogCubes:
+    """Fine and coarse cubes of a catalog query (see :mod:`stfuse.cube`), not yet computed.
+
+    ``start``/``end``: the period asked (None = open); the cubes extend ``margin`` days beyond
+    it so that pairs outside the period can be used. ``fine_clear``: clear fraction per fine day.
+    """
+
+    fine: Any
+    coarse: Any
+    fine_clear: dict[dt.date, float]
+    coarse_days: list[dt.date]
+    start: dt.date | None
+    end: dt.date | None
+    catalog: str
+
+
+def load_catalog_cubes(
+    *,
+    catalog: PathLike | None = None,
+    bbox: Sequence[float] | None = None,
+    aoi: dict[str, Any] | PathLike | None = None,
+    start: dt.date | str | None = None,
+    end: dt.date | str | None = None,
+    bands: Sequence[str] | None = None,
+    crs: str | None = None,
+    margin_days: int = 48,
+) -> CatalogCubes:
+    """Search a catalog and open lazy fine + coarse cubes on the fine 30 m grid.
+
+    The same query handling as :func:`stfuse.predict` (strict dates, bbox/AOI, providers,
+    a ``margin_days`` wider search for pairs); the fine clear fractions are computed (that
+    reads the fine images once). Errors name the bad value.
+    """
+    from . import catalog as cat
+    from .cube import load_coarse, load_fine, read_errors
+    from .sensors import BANDS, PROVIDERS, check_bands
+
+    bands = check_bands(bands or BANDS)
+    start_date = cat.parse_date(start, name="start") if start is not None else None
+    end_date = cat.parse_date(end, name="end") if end is not None else None
+    if start_date and end_date and end_date < start_date:
+        raise InputError(f"the date range is reversed: start {start_date} is after end {end_date}")
+    if bbox is not None and aoi is not None:
+        raise InputError("give a bbox or an aoi, not both")
+    aoi_geom = cat.read_aoi(aoi) if isinstance(aoi, (str, os.PathLike)) else aoi
+    query = cat.Query(start=start_date, end=end_date, bbox=cat.check_bbox(bbox) if bbox is not None else None, aoi=aoi_geom)
+    provider = PROVIDERS.get(str(catalog)) if catalog is not None else None
+    fine_id = str(provider["fine"]) if provider else "landsat-c2-l2"
+    coarse_id = str(provider["coarse"]) if provider and provider["coarse"] else "modis-43A4-061"
+    margin = dt.timedelta(days=margin_days)
+    wide = cat.Query(start=start_date - margin if start_date else None, end=end_date + margin if end_date else None,
+                     bbox=query.bbox, aoi=query.aoi)
+    found = cat.search(catalog, wide, [fine_id, coarse_id])
+    fine_items = cat.require_items(found, fine_id, catalog, query, searched=wide)
+    coarse_items = cat.require_items(found, coarse_id, catalog, query, searched=wide)
+    fine = load_fine(fine_items, bands=bands, bbox=query.bbox, aoi=query.aoi, crs=crs)
+    if fine.sizes["x"] == 0 or fine.sizes["y"] == 0:
+        raise DataUnavailableError("the area does not overlap the fine images; check --bbox / --aoi")
+    coarse = load_coarse(coarse_items, geobox=fine.odc.geobox, bands=bands)
+    fine_days = [_day(t) for t in fine.time.values]
+    coarse_days = [_day(t) for t in coarse.time.values]
+    with read_errors():
+        fine_clear = dict(zip(fine_days, (float(c) for c in fine.clear_fraction.values)))
+    return CatalogCubes(fine, coarse, fine_clear, coarse_days, start_date, end_date,
+                        str(catalog) if catalog is not None else "sample_scenes")
+
+
+def _day(value: Any) -> dt.date:
+    return np.datetime64(value, "D").item()
+
+
+@dataclass
+class HoldoutDay:
+    """One withheld Landsat date: what was used and how well it was predicted.
+
+    ``scores``: :func:`stfuse.metrics.score_arrays` result plus ``coverage`` (all bands),
+    ``band_coverage`` (per band), ``spearman`` and ``band_spearman``. Arrays (band, y, x)
+    float32 reflectance, kept when ``keep_arrays``: ``truth`` (the withheld image, NaN where not
+    clear), ``mean`` and ``sigma`` (the prediction, 1 standard deviation).
+    """
+
+    date: dt.date
+    pairs: tuple[dt.date, ...]
+    method: str
+    clear_fraction: float
+    scores: dict[str, Any]
+    truth: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+
+
+@dataclass
+class HoldoutResult:
+    """Result of :func:`holdout`: scored days in date order, skipped dates with the reason."""
+
+    days: list[HoldoutDay]
+    skipped: dict[dt.date, str]
+    band_names: list[str]
+    method: str
+    catalog: str
+    crs_wkt: str | None = None
+    transform: tuple[float, ...] | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Table rows (:data:`HOLDOUT_COLUMNS`): per date, one per band then ``all``."""
+        rows: list[dict[str, Any]] = []
+        for day in self.days:
+            common = dict(date=day.date.isoformat(), method=day.method, pairs=";".join(p.isoformat() for p in day.pairs),
+                          clear_fraction=day.clear_fraction)
+            s = day.scores
+            for entry, cov, rho in zip(s["bands"], s["band_coverage"], s["band_spearman"]):
+                rows.append({**common, "band": entry.get("name", str(entry["band"])), "n_valid": entry["n_valid"],
+                             **{k: entry[k] for k in ("rmse", "mae", "bias", "cc", "ssim", "psnr")},
+                             "coverage_68": cov["0.68"], "coverage_95": cov["0.95"], "spearman": rho,
+                             "ergas": None, "sam_deg": None})
+            rows.append({**common, "band": "all", "n_valid": s["n_valid"], **s["mean"],
+                         "coverage_68": s["coverage"]["0.68"], "coverage_95": s["coverage"]["0.95"],
+                         "spearman": s["spearman"], "ergas": s["ergas"], "sam_deg": s["sam_deg"]})
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        """Means over the scored dates per band (and ``all``) of every numeric column; JSON-ready."""
+        keys = [k for k in HOLDOUT_COLUMNS if k not in ("date", "band", "method", "pairs")]
+        by_band: dict[str, list[dict[str, Any]]] = {}
+        for row in self.rows():
+            by_band.setdefault(row["band"], []).append(row)
+        means = {band: {k: _nanmean([r[k] for r in rows]) for k in keys} for band, rows in by_band.items()}
+        return {
+            "method": self.method,
+            "catalog": self.catalog,
+            "dates": [d.date.isoformat() for d in self.days],
+            "skipped": {d.isoformat(): why for d, why in sorted(self.skipped.items())},
+            "mean_over_dates": means,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _nanmean(values: Sequence[Any]) -> float | None:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.mean(finite)) if finite else None
+
+
+def score_day(mean: np.ndarray, sigma: np.ndarray, truth: np.ndarray, valid: np.ndarray | None, band_names: Sequence[str]) -> dict[str, Any]:
+    """Scores of one predicted day: accuracy, coverage and error/sigma rank correlation.
+
+    ``mean``, ``sigma``, ``truth``: (band, y, x) reflectance; ``valid``: optional (y, x) or
+    (band, y, x) bool (e.g. the clear mask of the truth). Returns :func:`score_arrays`'s dict
+    (each band entry gains ``n_valid``) plus ``n_valid`` (pixels valid in every band),
+    ``coverage`` / ``spearman`` over all bands and ``band_coverage`` / ``band_spearman`` per band.
+    """
+    from .metrics import score_arrays, spearman_error_sigma
+
+    ok = np.isfinite(mean) & np.isfinite(truth) & np.isfinite(sigma)
+    if valid is not None:
+        ok &= np.broadcast_to(valid, ok.shape)
+    result = score_arrays(mean, truth, truth_valid=ok, band_names=band_names)
+    for b, entry in enumerate(result["bands"]):
+        entry["n_valid"] = int(ok[b].sum())
+    result["n_valid"] = int(ok.all(axis=0).sum())
+    result["coverage"] = calibration(mean, sigma, truth, ok)
+    result["band_coverage"] = [calibration(mean[b], sigma[b], truth[b], ok[b]) for b in range(len(band_names))]
+    result["spearman"] = spearman_error_sigma(mean, sigma, truth, ok)
+    result["band_spearman"] = [spearman_error_sigma(mean[b], sigma[b], truth[b], ok[b]) for b in range(len(band_names))]
+    return result
+
+
+def holdout(
+    *,
+    catalog: PathLike | None = None,
+    bbox: Sequence[float] | None = None,
+    aoi: dict[str, Any] | PathLike | None = None,
+    start: dt.date | str | None = None,
+    end: dt.date | str | None = None,
+    bands: Sequence[str] | None = None,
+    method: str = "starfm",
+    max_pairs: int = 2,
+    min_clear: float = 0.3,
+    max_gap_days: int | None = None,
+    crs: str | None = None,
+    device: str = "cpu",
+    options: dict[str, Any] | None = None,
+    keep_arrays: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> HoldoutResult:
+    """Leave-one-date-out validation on a catalog query.
+
+    For each fine (Landsat) date from ``start`` to ``end`` that is at least ``min_clear`` clear
+    and has a coarse image, withhold it, choose pairs among the *other* clear dates
+    (:func:`stfuse.pairs.choose_pairs`: nearest before/after, ``max_pairs``, ``max_gap_days``),
+    predict it with :func:`stfuse.fuse` from them and that day's coarse image, and score the
+    prediction against the withheld image on its clear pixels (:func:`score_day`).
+    Query flags are those of :func:`stfuse.predict`. ``method`` ``estarfm`` falls back to
+    ``starfm`` on days with one pair (as ``predict`` does). Dates that cannot be scored are
+    listed in ``skipped`` with the reason. The whole area is held in memory (use a bbox for
+    large scenes). ``keep_arrays``: keep truth/mean/sigma per day (for reports).
+    """
+    import time
+
+    import dask
+
+    from .api import fuse
+    from .cube import read_errors
+    from .pairs import choose_pairs, usable_pair_days
+    from .prior import choose_method
+
+    if not 0 <= min_clear <= 1:
+        raise InputError(f"min_clear {min_clear} must be between 0 and 1")
+    t0 = time.perf_counter()
+    cubes = load_catalog_cubes(catalog=catalog, bbox=bbox, aoi=aoi, start=start, end=end, bands=bands, crs=crs,
+                               margin_days=max_gap_days or 48)
+    fine, coarse = cubes.fine, cubes.coarse
+    band_names = [str(b) for b in fine.band.values]
+    coarse_set = set(cubes.coarse_days)
+    usable = usable_pair_days(cubes.fine_clear, cubes.coarse_days, min_clear=min_clear)
+    in_period = [d for d in sorted(cubes.fine_clear)
+                 if (cubes.start is None or d >= cubes.start) and (cubes.end is None or d <= cubes.end)]
+    if not in_period:
+        raise DataUnavailableError(
+            f"no Landsat image between {cubes.start or '..'} and {cubes.end or '..'} to withhold; widen the dates"
+        )
+    skipped: dict[dt.date, str] = {}
+    plans: list[tuple[dt.date, tuple[dt.date, ...]]] = []
+    for day in in_period:
+        if cubes.fine_clear[day] < min_clear:
+            skipped[day] = f"clear fraction {cubes.fine_clear[day]:.0%} < min_clear {min_clear:.0%}"
+        elif day not in coarse_set:
+            skipped[day] = "no coarse (MODIS) image that day"
+        else:
+            pairs = choose_pairs(day, [d for d in usable if d != day], max_pairs=max_pairs, max_gap_days=max_gap_days)
+            if pairs:
+                plans.append((day, pairs))
+            else:
+                skipped[day] = "no other clear pair" + (f" within {max_gap_days} days" if max_gap_days else "")
+    if not plans:
+        reasons = "; ".join(f"{d}: {why}" for d, why in skipped.items())
+        raise DataUnavailableError(f"no Landsat date can be withheld and predicted ({reasons}); widen the dates or lower --min-clear")
+    needed = sorted({d for day, pairs in plans for d in (day, *pairs)})
+    times = [np.datetime64(d, "ns") for d in needed]
+    with read_errors():
+        fine, coarse = dask.compute(fine.sel(time=times), coarse.sel(time=times))
+    days: list[HoldoutDay] = []
+    for done, (day, pairs) in enumerate(plans, start=1):
+        day_method = choose_method(len(pairs)) if method == "auto" else method
+        if day_method == "estarfm" and len(pairs) != 2:
+            day_method = "starfm"  # ESTARFM needs a pair on each side; as stfuse.predict
+        pair_times = [np.datetime64(d, "ns") for d in pairs]
+        target_time = np.datetime64(day, "ns")
+        result = fuse(
+            fine.reflectance.sel(time=pair_times).rename(time="pair"),
+            coarse.reflectance.sel(time=pair_times).rename(time="pair"),
+            coarse.reflectance.sel(time=target_time),
+            method=day_method, device=device, options=options,
+        )
+        truth = fine.reflectance.sel(time=target_time).transpose("band", "y", "x").values
+        valid = fine.valid.sel(time=target_time).values
+        mean, sigma = result.mean.values, result.sigma.values
+        scores = score_day(mean, sigma, truth, valid, band_names)
+        days.append(HoldoutDay(day, pairs, day_method, cubes.fine_clear[day], scores,
+                               *((truth, mean, sigma) if keep_arrays else (None, None, None))))
+        log.info("holdout %s from %s: RMSE %.4f", day, ", ".join(map(str, pairs)), scores["mean"]["rmse"])
+        if progress:
+            progress(done, len(plans), day.isoformat())
+    geobox = fine.odc.geobox
+    return HoldoutResult(days, skipped, band_names, method, cubes.catalog, crs_wkt=geobox.crs.to_wkt(),
+                         transform=tuple(geobox.transform)[:6], seconds=time.perf_counter() - t0)
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return value
+
+
+def write_holdout_csv(result: HoldoutResult, path: PathLike, *, overwrite: bool = False) -> Path:
+    """Write :meth:`HoldoutResult.rows` as CSV (:data:`HOLDOUT_COLUMNS`, full float precision)."""
+    from .io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(HOLDOUT_COLUMNS))
+            writer.writeheader()
+            for row in result.rows():
+                writer.writerow({k: _csv_value(row[k]) for k in HOLDOUT_COLUMNS})
+    return path
+
+
+def write_holdout(result: HoldoutResult, out_dir: PathLike, *, predictions: bool = True, overwrite: bool = False) -> list[Path]:
+    """Write ``out_dir/holdout.csv``, ``out_dir/holdout.json`` (summary) and, with ``predictions``,
+    ``out_dir/predictions/holdout_YYYY-MM-DD.tif`` (COG: reflectance, then ``<band>_sigma``;
+    needs the arrays). Returns the written paths."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from .io import atomic_path, write_prediction_cog
+
+    out_dir = Path(out_dir)
+    paths = [write_holdout_csv(result, out_dir / "holdout.csv", overwrite=overwrite)]
+    summary = out_dir / "holdout.json"
+    with atomic_path(summary, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps({**result.summary(), "rows": result.rows()}, indent=1, default=str))
+    paths.append(summary)
+    if predictions:
+        crs = CRS.from_wkt(result.crs_wkt) if result.crs_wkt else None
+        transform = Affine(*result.transform) if result.transform else Affine.identity()
+        for day in result.days:
+            if day.mean is None or day.sigma is None:
+                raise InputError("the holdout result has no arrays; run holdout(keep_arrays=True) to write predictions")
+            path = out_dir / "predictions" / f"holdout_{day.date.isoformat()}.tif"
+            tags = {"target_date": day.date.isoformat(), "pair_dates": [p.isoformat() for p in day.pairs],
+                    "method": day.method, "holdout": "withheld Landsat date"}
+            paths.append(write_prediction_cog(path, day.mean, day.sigma, band_names=result.band_names, crs=crs,
+                                              transform=transform, tags=tags, overwrite=overwrite))
+    return paths
+
+
+def format_holdout(result: HoldoutResult) -> str:
+    """Human-readable holdout table: a row per date and band, then the means over dates. No trailing newline."""
+    rows = result.rows()
+    w = max(4, *(len(r["band"]) for r in rows))
+    head = f"{'date':>10} {'band':>{w}} {'RMSE':>8} {'MAE':>8} {'bias':>8} {'CC':>7} {'SSIM':>7} {'PSNR':>7} {'cov68':>6} {'cov95':>6}"
+
+    def line(label: str, band: str, r: dict[str, Any]) -> str:
+        def f(v: float | None, spec: str) -> str:
+            return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0]))
+
+        return (f"{label:>10} {band:>{w}} {f(r['rmse'], '8.5f')} {f(r['mae'], '8.5f')} {f(r['bias'], '8.5f')} "
+                f"{f(r['cc'], '7.4f')} {f(r['ssim'], '7.4f')} {f(r['psnr'], '7.2f')} "
+                f"{f(r['coverage_68'], '6.1%')} {f(r['coverage_95'], '6.1%')}")
+
+    lines = [head] + [line(r["date"], r["band"], r) for r in rows]
+    lines.append("mean over dates:")
+    for band, m in result.summary()["mean_over_dates"].items():
+        lines.append(line("", band, m))
+    dated = ", ".join(f"{d.date} ({d.method} from {' + '.join(p.isoformat() for p in d.pairs)})" for d in result.days)
+    lines.append(f"withheld {len(result.days)} Landsat date(s): {dated}")
+    for d, why in sorted(result.skipped.items()):
+        lines.append(f"skipped {d}: {why}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "COVERAGE_LEVELS",
+    "HOLDOUT_COLUMNS",
+    "BenchmarkTask",
+    "CatalogCubes",
+    "HoldoutDay",
+    "HoldoutResult",
+    "ScoredArrays",
+    "calibration",
+    "evaluate_files",
+    "evaluate_task",
+    "format_holdout",
+    "holdout",
+    "list_tasks",
+    "load_catalog_cubes",
+    "load_task",
+    "read_scored_pair",
+    "score_day",
+    "write_holdout",
+    "write_holdout_csv",
+]

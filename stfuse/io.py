@@ -168,6 +168,9 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     tmp = Path(tmp_name)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get normal permissions
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,56 @@
+"""``stfuse train``: pretrain the refiner on simulated scenes, or adapt it to your pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import overwrite_opt
+
+
+@click.command()
+@click.option("--synthetic", is_flag=True, help="Pretrain on simulated scenes (how the shipped weights are made).")
+@click.option("--pair", "pairs", nargs=2, multiple=True, type=click.Path(path_type=Path), metavar="FINE COARSE",
+              help="Adapt to your data: a fine/coarse pair on one grid (give 2 or more).")
+@click.option("--method", default="starfm", show_default=True, help="Prior whose residual the refiner learns.")
+@click.option("--init", type=click.Path(dir_okay=False, path_type=Path), help="Start from this checkpoint (default: shipped weights).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same weights on CPU.")
+@click.option("--steps", type=int, help="Training steps (default: the trainer's).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write (.pt, with a .json beside it).")
+@overwrite_opt
+def train(synthetic: bool, pairs, method: str, init: Path | None, seed: int, steps: int | None, output: Path, overwrite: bool) -> None:
+    """Train the CNN refiner and write a checkpoint with its metadata.
+
+    \b
+      stfuse train --synthetic --seed 0 -o refiner.pt          # = make weights
+      stfuse train --pair L1.tif M1.tif --pair L2.tif M2.tif -o mine.pt
+    """
+    import numpy as np
+
+    from stfuse.errors import InputError, OutputError
+    from stfuse.refine import make_shipped_weights, save_checkpoint, train_self_supervised
+
+    if output.exists() and not overwrite:
+        raise OutputError(f"{output} already exists; pass --overwrite to replace it")
+    if synthetic == bool(pairs):
+        raise InputError("give either --synthetic or at least two --pair FINE COARSE")
+    if synthetic:
+        path = make_shipped_weights(output, seed=seed, **({"steps": steps} if steps else {}))
+        click.echo(f"wrote {path}")
+        return
+    if len(pairs) < 2:
+        raise InputError("self-supervised training needs at least two pairs (it predicts one pair from another)")
+    from stfuse.io import check_same_grid, read_reflectance
+
+    arrays = {}
+    for fine, coarse in pairs:
+        arrays[str(fine)] = read_reflectance(fine)
+        arrays[str(coarse)] = read_reflectance(coarse)
+    check_same_grid(arrays)
+    fine = np.stack([arrays[str(f)].values for f, _ in pairs])
+    coarse = np.stack([arrays[str(c)].values for _, c in pairs])
+    bands = [str(b) for b in arrays[str(pairs[0][0])].band.values]
+    model = train_self_supervised(fine, coarse, prior_fn=method, init=init, seed=seed, bands=bands, **({"steps": steps} if steps else {}))
+    path = save_checkpoint(model, output, {"bands": bands, "seed": seed, "prior": method, "pairs": [[str(f), str(c)] for f, c in pairs]})
+    click.echo(f"wrote {path}")
