@@ -22,6 +22,26 @@ deterministic (no atomics, no random numbers).
 
 Conventions: images are ``(..., H, W)`` tensors; ``radius`` ``r`` is the half window, the
 window is ``2r+1`` pixels wide; distances are in pixels.
+
+Typical use (a weighted mean of ``x`` over the similar neighbours of each pixel)::
+
+    offsets = window_offsets(r, stride)
+    for y0, y1 in row_blocks(H, block_rows):
+        xh = halo_block(x, y0, y1, r)                       # (B, rows+2r, W+2r), NaN outside
+        xc = centre(xh, r)                                  # (B, rows, W) view
+        thr = local_std(xh, r) * (2 / n_classes)            # similarity threshold per pixel
+        num = torch.zeros_like(xc); den = torch.zeros_like(xc); mask = torch.empty_like(xc)
+        xz = torch.nan_to_num(xh)                           # quantities to sum: no NaN
+        for o in offsets:
+            similar_mask(shifted(xh, r, o.dy, o.dx), xc, thr, out=mask)   # float 0/1
+            w = inverse_distance_weight(o.distance, r)
+            num.addcmul_(shifted(xz, r, o.dy, o.dx), mask, value=w)
+            den.add_(mask, alpha=w)
+        out[:, y0:y1] = num / den
+
+The STARFM/ESTARFM modules add a second level: per-pixel quantities are prepared for a
+taller block and the offset loop runs over cache-sized chunks of it, with ``shifted``
+applied to row slices ``xh[..., a : b + 2r, :]`` of the prepared halo block.
 """
 
 from __future__ import annotations
@@ -43,6 +63,7 @@ __all__ = [
     "inverse_distance_weight",
     "box_sum",
     "local_std",
+    "global_mean",
     "global_std",
     "similar_mask",
     "default_block_rows",
@@ -121,7 +142,6 @@ def halo_block(x: torch.Tensor, y0: int, y1: int, radius: int, fill: float = flo
     pad = (radius, radius, top - (y0 - radius), (y1 + radius) - bottom)
     if not any(pad):
         return core.contiguous()
-    # F.pad on a non-float or >4-D tensor with constant mode is fine for all shapes here.
     return F.pad(core, pad, mode="constant", value=fill)
 
 
@@ -142,7 +162,7 @@ def centre(xh: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def inverse_distance_weight(distance: float, scale: float) -> float:
-    """STARFM's relative spatial weight ``1 / D`` with ``D = 1 + d / A`` (Gao et al. 2006, eq. 7).
+    """STARFM's relative spatial weight ``1 / D`` with ``D = 1 + d / A`` (Gao et al. 2006).
 
     Args:
         distance: distance ``d`` from the centre, pixels.
@@ -183,18 +203,49 @@ def local_std(xh: torch.Tensor, radius: int) -> torch.Tensor:
 
     Returns:
         ``(..., rows, W)`` standard deviation of the valid window values (0 where fewer
-        than two are valid).
+        than two are valid). Planes are processed one at a time (float64 temporaries of one
+        plane only).
     """
-    valid = torch.isfinite(xh)
-    v = valid.to(xh.dtype)
-    z = torch.where(valid, xh, torch.zeros((), dtype=xh.dtype, device=xh.device))
-    n = box_sum(v, radius)
-    s1 = box_sum(z, radius)
-    s2 = box_sum(z.to(torch.float64) ** 2, radius)
-    mean = s1 / n.clamp_min(1.0)
-    var = (s2 / n.clamp_min(1.0) - mean * mean).clamp_min(0.0)
-    var = torch.where(n >= 2, var, torch.zeros((), dtype=var.dtype, device=var.device))
-    return var.sqrt().to(xh.dtype)
+    lead = xh.shape[:-2]
+    planes = xh.reshape(-1, *xh.shape[-2:])
+    rows, width = xh.shape[-2] - 2 * radius, xh.shape[-1] - 2 * radius
+    out = torch.empty((planes.shape[0], rows, width), dtype=xh.dtype, device=xh.device)
+    for i, plane in enumerate(planes):
+        valid = torch.isfinite(plane)
+        z = torch.where(valid, plane, torch.zeros((), dtype=plane.dtype, device=plane.device)).to(torch.float64)
+        n = box_sum(valid.to(torch.float64), radius)
+        s1 = box_sum(z, radius)
+        s2 = box_sum(z * z, radius)
+        mean = s1 / n.clamp_min(1.0)
+        var = (s2 / n.clamp_min(1.0) - mean * mean).clamp_min(0.0)
+        var = torch.where(n >= 2, var, torch.zeros((), dtype=var.dtype, device=var.device))
+        out[i] = var.sqrt()
+    return out.reshape(*lead, rows, width)
+
+
+def _plane_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Count, sum and sum of squares (float64) of the finite values of each ``(H, W)`` plane.
+
+    Planes are reduced one at a time so the temporary memory is one plane, not the image.
+    """
+    lead = x.shape[:-2]
+    planes = x.reshape(-1, *x.shape[-2:])
+    n = torch.empty(planes.shape[0], dtype=torch.float64, device=x.device)
+    s1 = torch.empty_like(n)
+    s2 = torch.empty_like(n)
+    for i, plane in enumerate(planes):
+        valid = torch.isfinite(plane)
+        z = torch.where(valid, plane, torch.zeros((), dtype=plane.dtype, device=plane.device))
+        n[i] = valid.sum()
+        s1[i] = z.sum(dtype=torch.float64)
+        s2[i] = (z * z).sum(dtype=torch.float64)
+    return n.reshape(lead), s1.reshape(lead), s2.reshape(lead)
+
+
+def global_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of the finite values of each ``(H, W)`` plane of ``(..., H, W)`` (0 where none), float64."""
+    n, s1, _ = _plane_moments(x)
+    return s1 / n.clamp_min(1.0)
 
 
 def global_std(x: torch.Tensor) -> torch.Tensor:
@@ -204,13 +255,11 @@ def global_std(x: torch.Tensor) -> torch.Tensor:
         x: ``(..., H, W)``.
 
     Returns:
-        ``(...)`` standard deviations (0 for planes without finite values).
+        ``(...)`` standard deviations in ``x.dtype`` (0 for planes without finite values).
     """
-    valid = torch.isfinite(x)
-    n = valid.sum((-2, -1)).to(torch.float64)
-    z = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device)).to(torch.float64)
-    mean = z.sum((-2, -1)) / n.clamp_min(1.0)
-    var = (z * z).sum((-2, -1)) / n.clamp_min(1.0) - mean * mean
+    n, s1, s2 = _plane_moments(x)
+    mean = s1 / n.clamp_min(1.0)
+    var = s2 / n.clamp_min(1.0) - mean * mean
     return var.clamp_min(0.0).sqrt().to(x.dtype)
 
 

@@ -1,0 +1,249 @@
+"""STARFM prior (stfuse.prior.starfm): exactness, NaN handling, variance, blocking, benchmarks.
+
+Benchmark notes (defaults tuned on the shared benchmarks, 2 CPU cores):
+window 31 sampled every 2 px, n_classes 8, local similarity threshold, spectral_eps 5e-4.
+estarfm-real-1pair-early RMSE 0.0118 (starfm4py 0.0119, fine_t1 + coarse change 0.0124).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stfuse.errors import InputError
+from stfuse.prior.starfm import halo, starfm
+
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Run single-threaded: these tests check results, not speed, and torch's thread pool
+    slows many small operations down badly when the CPU cores are shared with other work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- helpers
+def class_scene(height: int = 40, width: int = 44, bands: int = 2, seed: int = 0, n_classes: int = 4,
+                block: int = 8) -> torch.Tensor:
+    """Piecewise-constant ``(B, H, W)`` scene of well-separated classes in ``block`` patches."""
+    g = torch.Generator().manual_seed(seed)
+    gh, gw = -(-height // block), -(-width // block)
+    labels = torch.randint(0, n_classes, (gh, gw), generator=g)
+    labels = labels.repeat_interleave(block, 0).repeat_interleave(block, 1)[:height, :width]
+    values = torch.linspace(0.05, 0.45, n_classes)[torch.randperm(n_classes, generator=g)]
+    band_scale = torch.linspace(1.0, 0.6, bands).view(bands, 1, 1)
+    return (values[labels].unsqueeze(0) * band_scale).float()
+
+
+def blur(x: torch.Tensor, k: int = 9) -> torch.Tensor:
+    """Box blur of ``(..., H, W)``: a stand-in for coarse pixels resampled to the fine grid."""
+    shape = x.shape
+    y = torch.nn.functional.avg_pool2d(x.reshape(-1, 1, *shape[-2:]), k, 1, k // 2, count_include_pad=False)
+    return y.reshape(shape)
+
+
+def bench_task(task_id: str):
+    """``fine, coarse, target`` tensors and ``truth, valid`` arrays of a shared benchmark task,
+    read as score.py reads them; skips when the benchmarks are absent."""
+    manifest = BENCH / "MANIFEST.json"
+    if not manifest.exists():
+        pytest.skip(f"shared benchmarks not found at {BENCH}")
+    rasterio = pytest.importorskip("rasterio")
+    task = {t["id"]: t for t in json.loads(manifest.read_text())["tasks"]}[task_id]
+
+    def read(rel: str):
+        with rasterio.open(BENCH / rel) as d:
+            a = d.read().astype("float64")
+            valid = np.ones(a.shape, bool)
+            if d.nodata is not None and not np.isnan(d.nodata):
+                valid &= a != d.nodata
+            if np.issubdtype(np.dtype(d.dtypes[0]), np.integer):
+                scales = [s if s not in (None, 1.0) else 1e-4 for s in d.scales]
+                a = a * np.asarray(scales)[:, None, None] + np.asarray(d.offsets)[:, None, None]
+        return a, valid & np.isfinite(a)
+
+    def tensor(rel: str) -> torch.Tensor:
+        a, valid = read(rel)
+        return torch.from_numpy(np.where(valid, a, np.nan).astype(np.float32))
+
+    fine = torch.stack([tensor(p["fine"]) for p in task["pairs"]])
+    coarse = torch.stack([tensor(p["coarse"]) for p in task["pairs"]])
+    return (fine, coarse, tensor(task["target"]["coarse"]), *read(task["truth"]))
+
+
+def rmse(pred, truth: np.ndarray, valid: np.ndarray) -> float:
+    """Mean over bands of the per-band RMSE exactly as score.py computes it."""
+    p = np.asarray(pred, dtype=np.float32).astype("float64")
+    ok = valid & np.isfinite(p)
+    return float(np.mean([np.sqrt(np.mean((p[b][ok[b]] - truth[b][ok[b]]) ** 2)) for b in range(truth.shape[0])]))
+
+
+def shifted_pair(seed: int = 0, offset=(0.03, -0.02), height: int = 40, width: int = 44):
+    """A class scene whose coarse image changes by a uniform per-band offset."""
+    f = class_scene(height, width, seed=seed)
+    c = blur(f) + 0.01  # coarse differs from fine (mixing + bias) but changes uniformly
+    delta = torch.tensor(offset).view(-1, 1, 1)
+    return f.unsqueeze(0), c.unsqueeze(0), c + delta, f + delta
+
+
+# ----------------------------------------------------------------------------- behaviour
+def test_uniform_offset_is_exact():
+    fine, coarse, target, truth = shifted_pair()
+    mean, var = starfm(fine, coarse, target)
+    assert mean.shape == truth.shape and mean.dtype == torch.float32
+    torch.testing.assert_close(mean, truth, rtol=0, atol=2e-6)
+    # every neighbour predicts the same value: the variance is the floor (1e-6) up to float32
+    # rounding of the second moment
+    torch.testing.assert_close(var, torch.full_like(var, 1e-6), rtol=0.05, atol=0)
+
+
+def test_uniform_offset_is_exact_with_two_pairs_and_full_window():
+    f1, c1, t, truth = shifted_pair(seed=1)
+    f2 = f1 + 0.02  # a second pair whose coarse image changed by the same amount
+    c2 = c1 + 0.02
+    mean, _ = starfm(torch.cat([f1, f2]), torch.cat([c1, c2]), t, stride=1, window=15, threshold="global")
+    torch.testing.assert_close(mean, truth, rtol=0, atol=2e-6)
+
+
+def test_uniform_scene_stays_uniform():
+    fine = torch.full((1, 3, 30, 33), 0.2)
+    coarse = torch.full((1, 3, 30, 33), 0.25)
+    target = torch.full((3, 30, 33), 0.31)
+    mean, var = starfm(fine, coarse, target)
+    torch.testing.assert_close(mean, torch.full_like(target, 0.26), rtol=0, atol=1e-6)
+    torch.testing.assert_close(var, torch.full_like(target, 1e-6), rtol=0.05, atol=0)
+
+
+def test_cloudy_pair_pixels_give_finite_output():
+    f, c, t, truth = shifted_pair(seed=2, height=48, width=48)
+    f[0, :, 10:16, 12:20] = float("nan")  # cloud in the fine image of the pair
+    c[0, :, 30:34, 5:9] = float("nan")  # and a gap in its coarse image
+    mean, var = starfm(f, c, t)
+    assert torch.isfinite(mean).all() and torch.isfinite(var).all()
+    assert (var > 0).all()
+    # under the cloud the prediction comes from similar neighbours: still close to the truth
+    err = (mean - truth)[:, 10:16, 12:20].abs()
+    assert float(err.median()) < 0.05
+
+
+def test_all_pairs_missing_falls_back_to_coarse_target_with_large_variance():
+    f, c, t, _ = shifted_pair(seed=3, height=60, width=60)
+    f[:, :, 10:50, 10:50] = float("nan")  # larger than the window: no usable neighbour at the middle
+    t[:, 45:60, 0:15] = float("nan")  # target coarse missing at a corner ...
+    f[:, :, 44:60, 0:16] = float("nan")  # ... where the pair is missing too
+    mean, var = starfm(f, c, t, window=15)
+    mid = (slice(None), slice(25, 35), slice(25, 35))
+    torch.testing.assert_close(mean[mid], t[mid])
+    assert float(var[mid].min()) >= 0.05**2
+    # NaN only where the target coarse image is missing too, and surely deep in that corner
+    assert torch.isfinite(mean[torch.isfinite(t)]).all()
+    assert torch.isnan(mean[:, 52:60, 0:8]).all()
+    assert torch.equal(torch.isnan(var), torch.isnan(mean))
+    assert (var[torch.isfinite(var)] >= 0).all()
+
+
+def test_variance_nonnegative_and_larger_where_neighbours_disagree():
+    g = torch.Generator().manual_seed(4)
+    fine = torch.full((1, 1, 40, 80), 0.2)
+    coarse = fine + 0.01
+    target = coarse[0] + 0.05
+    noise = 0.03 * torch.randn(1, 40, 40, generator=g)
+    target[:, :, 40:] += noise  # right half: the neighbours' coarse changes disagree
+    mean, var = starfm(fine, coarse, target, window=11)
+    assert (var >= 1e-6).all()
+    left, right = var[:, 5:35, 5:30], var[:, 5:35, 50:75]
+    assert float(right.mean()) > 100 * float(left.mean())
+
+
+def test_row_blocks_do_not_change_the_result():
+    f, c, t, _ = shifted_pair(seed=5, height=37, width=41)
+    g = torch.Generator().manual_seed(5)
+    t = t + 0.02 * torch.rand(t.shape, generator=g)  # non-uniform change
+    f[0, 0, 5:9, 5:9] = float("nan")
+    for opts in ({}, {"threshold": "global", "filtering": "reference"}, {"filtering": "paper", "weighting": "log"}):
+        big = starfm(f, c, t, block_rows=1000, **opts)
+        small = starfm(f, c, t, block_rows=3, **opts)
+        for a, b in zip(big, small):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+def test_tile_with_halo_matches_whole_image():
+    f, c, t, _ = shifted_pair(seed=6, height=48, width=40)
+    t = t + 0.02 * torch.rand(t.shape, generator=torch.Generator().manual_seed(6))
+    opts = {"window": 11}
+    h = halo(**opts)
+    whole, _ = starfm(f, c, t, **opts)
+    y0, y1, x0, x1 = 20, 34, 10, 30
+    sl = (slice(y0 - h, y1 + h), slice(x0 - h, x1 + h))
+    tile, _ = starfm(f[..., sl[0], sl[1]], c[..., sl[0], sl[1]], t[..., sl[0], sl[1]], **opts)
+    torch.testing.assert_close(tile[:, h:-h, h:-h], whole[:, y0:y1, x0:x1], rtol=0, atol=1e-7)
+
+
+def test_halo_and_validation():
+    assert halo() == 15 and halo(window=51) == 25
+    f, c, t, _ = shifted_pair()
+    with pytest.raises(InputError):
+        starfm(f, c[..., :-1], t)
+    with pytest.raises(InputError):
+        starfm(f[0], c[0], t)
+    with pytest.raises(InputError):
+        starfm(f, c, t[:1])
+    with pytest.raises(InputError):
+        starfm(f, c, t, filtering="bogus")
+    with pytest.raises(InputError):
+        starfm(f, c, t, spectral_eps=0)
+
+
+def test_deterministic():
+    f, c, t, _ = shifted_pair(seed=7)
+    t = t + 0.02 * torch.rand(t.shape, generator=torch.Generator().manual_seed(7))
+    a = starfm(f, c, t)
+    b = starfm(f, c, t)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+# ----------------------------------------------------------------------------- benchmarks
+def test_benchmark_one_pair_early_rmse():
+    fine, coarse, target, truth, valid = bench_task("estarfm-real-1pair-early")
+    mean, var = starfm(fine, coarse, target)
+    assert torch.isfinite(mean).all() and (var >= 0).all()
+    assert rmse(mean, truth, valid) <= 0.0119  # starfm4py (window 31): 0.0119
+
+
+@pytest.mark.parametrize("task", ["estarfm-real-1pair-early", "estarfm-real-1pair-late", "estarfm-real-2pair"])
+def test_benchmark_beats_trivial_baselines(task):
+    fine, coarse, target, truth, valid = bench_task(task)
+    mean, _ = starfm(fine, coarse, target)
+    ours = rmse(mean, truth, valid)
+    copy = min(rmse(fine[k], truth, valid) for k in range(fine.shape[0]))
+    change = min(rmse(fine[k] + target - coarse[k], truth, valid) for k in range(fine.shape[0]))
+    assert ours < copy and ours < change, (ours, copy, change)
+
+
+def test_benchmark_uniform_change_simulation_is_reproduced():
+    fine, coarse, target, truth, valid = bench_task("starfm-sim-test1")
+    mean, _ = starfm(fine, coarse, target)
+    assert rmse(mean, truth, valid) < 0.005  # values 0.05..0.4; fine + coarse change: 0.064
+
+
+# ----------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cpu_cuda_parity():
+    f, c, t, _ = shifted_pair(seed=8, height=64, width=70)
+    t = t + 0.02 * torch.rand(t.shape, generator=torch.Generator().manual_seed(8))
+    f[0, :, 3:9, 4:12] = float("nan")
+    cpu = starfm(f, c, t)
+    gpu = starfm(f.cuda(), c.cuda(), t.cuda())
+    assert gpu[0].device.type == "cuda"
+    for a, b in zip(cpu, gpu):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5, equal_nan=True)
