@@ -11,6 +11,7 @@ Public API (torch and the I/O stack are imported lazily, so ``import stfuse`` is
 from __future__ import annotations
 
 import importlib
+import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -18,6 +19,11 @@ try:
     __version__ = version("stfuse")
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+unknown"
+
+# OpenMP threads that spin-wait collapse torch's throughput 10-100x when the cores are shared
+# (other jobs, dask threads). Passive waiting costs nothing measurable on an idle machine.
+# Must be set before torch is imported (stfuse imports torch lazily); users may override it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _LAZY = {
     "predict": "stfuse.api",

@@ -52,13 +52,16 @@ def _baseline(task: dict[str, Any], root: Path, method: str, out: Path) -> None:
 def _child_task(task: dict[str, Any], root: Path, method: str, out: Path, device: str) -> dict[str, Any]:
     import torch
 
+    from . import prior
+    from .api import predict_files
+
     torch.set_num_threads(os.cpu_count() or 1)
+    if method not in BASELINES:  # import the method's module before timing
+        prior.method_function(method)
     start = time.perf_counter()
     if method in BASELINES:
         _baseline(task, root, method, out)
     else:
-        from .api import predict_files
-
         pairs = [(root / p["fine"], root / p["coarse"]) for p in task["pairs"]]
         predict_files(pairs, root / task["target"]["coarse"], out, method=method, device=device, overwrite=True)
     return {"seconds": time.perf_counter() - start}
