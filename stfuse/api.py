@@ -70,10 +70,10 @@ def fuse(
     when there are two or more; see :mod:`stfuse.refine`). The refiner runs ``mc_samples``
     Monte Carlo dropout passes; ``seed`` makes everything reproducible.
     """
-    from .prior import choose_method, predict as prior_predict
+    from .prior import changed_fraction, choose_method, predict as prior_predict
 
     if method == "auto":
-        method = choose_method(fine.sizes["pair"])
+        method = choose_method(fine.sizes["pair"], changed_fraction(coarse.values, coarse_target.values))
     if method == "estarfm" and fine.sizes["pair"] != 2:
         raise InputError(f"method estarfm needs exactly 2 pairs, got {fine.sizes['pair']}; use starfm or auto")
     if refine not in ("none", "shipped", "scene"):
@@ -335,7 +335,7 @@ def predict(
     outputs: list[Path] = []
     with dask_scheduler(scheduler, workers=workers, threads=threads, memory_limit=memory_limit, device=device), read_errors():
         for done, plan in enumerate(todo, start=1):
-            day_method = choose_method(len(plan.pairs)) if method == "auto" else method
+            day_method = choose_method(len(plan.pairs)) if method == "auto" else method  # per-day change check: see quality
             if day_method == "estarfm" and len(plan.pairs) != 2:
                 day_method = "starfm"  # ESTARFM needs a pair on each side; documented fallback
             times = [np.datetime64(d) for d in plan.pairs]
