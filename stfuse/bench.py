@@ -88,6 +88,60 @@ def _child_scene(size: int, bands: int, method: str, device: str) -> dict[str, A
     return {"seconds": seconds, "finite": float(np.isfinite(mean).mean())}
 
 
+def _synthetic_block(block_id: tuple[int, ...], *, tile: int, bands: int, layer: int) -> np.ndarray:
+    """One (1, bands, tile, tile) block of a lazily generated scene (deterministic per block)."""
+    rng = np.random.default_rng([layer > 0, block_id[2], block_id[3]])
+    rows = np.arange(tile)[:, None] + block_id[2] * tile
+    cols = np.arange(tile)[None, :] + block_id[3] * tile
+    fields = ((rows // 40 * 7 + cols // 40 * 13) % 5).astype(np.float32)  # 1.2 km fields
+    base = 0.05 + 0.06 * fields[None] * (1 + np.arange(bands, dtype=np.float32)[:, None, None] / bands)
+    image = base + 0.005 * rng.standard_normal((bands, tile, tile), dtype=np.float32)
+    if layer == 2:  # target day: a smooth change
+        image = image + 0.02 + 0.01 * np.sin(cols / 300.0).astype(np.float32)[None]
+    return image[None].astype(np.float32)
+
+
+def _child_full_scene(size: int, bands: int, method: str, tile: int, out: Path) -> dict[str, Any]:
+    """The tiled pipeline on a lazily generated (size x size x bands) scene, COG written tile by tile."""
+    import dask
+    import dask.array as da
+    import xarray as xr
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from .io import write_prediction_cog
+    from .prior import halo, predict
+    from .tiling import dask_scheduler, predict_tiled
+
+    n = -(-size // tile)
+    layers = [da.map_blocks(_synthetic_block, chunks=((1,), (bands,), (tile,) * n, (tile,) * n), dtype=np.float32,
+                            tile=tile, bands=bands, layer=k)[:, :, :size, :size] for k in range(3)]
+    dims4 = ("pair", "band", "y", "x")
+    fine = xr.DataArray(layers[0], dims=dims4)
+    coarse = xr.DataArray(layers[1], dims=dims4)
+    target = xr.DataArray(layers[2][0], dims=("band", "y", "x"))
+    start = time.perf_counter()
+    with dask_scheduler(None):
+        result = predict_tiled(fine, coarse, target, predict_fn=_ScenePrior(method), halo=halo(method), tile=tile)
+        write_prediction_cog(out, result["mean"].data, da.sqrt(result["variance"].data), band_names=[f"b{i}" for i in range(bands)],
+                             crs=CRS.from_epsg(32614), transform=Affine(30, 0, 300000, 0, -30, 4500000), overwrite=True)
+    seconds = time.perf_counter() - start
+    out.unlink(missing_ok=True)
+    return {"seconds": seconds}
+
+
+class _ScenePrior:
+    """Picklable prior callable for tiles."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+    def __call__(self, fine: np.ndarray, coarse: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from .prior import predict
+
+        return predict(fine, coarse, target, method=self.method)
+
+
 def _run_child(args: list[str]) -> dict[str, Any]:
     """Run ``python -m stfuse.bench --child ...`` in a fresh process; returns its JSON (incl. its peak RSS)."""
     proc = subprocess.run([sys.executable, "-m", "stfuse.bench", "--child", *args], capture_output=True, text=True)
@@ -100,6 +154,19 @@ def _peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def full_scene(sizes: list[int], *, bands: int = 6, method: str = "starfm", tile: int = 1024) -> list[dict[str, Any]]:
+    """Tiled end-to-end runs (generate lazily, predict in tiles, write the COG) per size."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            result = _run_child(["full", str(size), str(bands), method, str(tile), str(Path(tmp) / f"full_{size}.tif")])
+            rows.append({"size": size, "bands": bands, "method": method, "tile": tile, "seconds": result["seconds"],
+                         "mpx_per_s": size * size / 1e6 / result["seconds"], "peak_mb": result["peak_mb"]})
+            print(f"full scene {size}x{size}x{bands} {method} tiled: {result['seconds']:.1f} s {rows[-1]['mpx_per_s']:.3f} Mpx/s "
+                  f"peak {result['peak_mb']:.0f} MB", flush=True)
+    return rows
 
 
 def machine_description() -> str:
@@ -192,6 +259,11 @@ def to_markdown(report: dict[str, Any], command: str) -> str:
               "| size | method | device | seconds | Mpx/s | peak MB |", "|---|---|---|---|---|---|"]
     for s in report["scenes"]:
         lines.append(f"| {s['size']} x {s['size']} | {s['method']} | {s['device']} | {s['seconds']:.2f} | {s['mpx_per_s']:.3f} | {s['peak_mb']:.0f} |")
+    if report.get("full_scene"):
+        lines += ["", "## Full scenes, tiled end to end (generate lazily, STARFM in 1024 px tiles + halo, COG written tile by tile)", "",
+                  "| size | bands | method | seconds | Mpx/s | peak RSS MB |", "|---|---|---|---|---|---|"]
+        for r in report["full_scene"]:
+            lines.append(f"| {r['size']} x {r['size']} | {r['bands']} | {r['method']} | {r['seconds']:.1f} | {r['mpx_per_s']:.3f} | {r['peak_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -202,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
         if kind == "task":
             task, root, method, out, device = json.loads(rest[0]), Path(rest[1]), rest[2], Path(rest[3]), rest[4]
             result = _child_task(task, root, method, out, device)
+        elif kind == "full":
+            result = _child_full_scene(int(rest[0]), int(rest[1]), rest[2], int(rest[3]), Path(rest[4]))
         else:
             result = _child_scene(int(rest[0]), int(rest[1]), rest[2], rest[3])
         result["peak_mb"] = _peak_rss_mb()
@@ -211,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--benchmarks", type=Path, default=DEFAULT_BENCHMARKS)
     parser.add_argument("--sizes", default="1000,2000", help="generated scene sizes (pixels per side)")
+    parser.add_argument("--full-scene", default="2000,7000", help="sizes of the tiled end-to-end run (STARFM, COG written); empty to skip")
     args = parser.parse_args(argv)
     if not (args.benchmarks / "MANIFEST.json").exists():
         sys.exit(f"benchmarks not found at {args.benchmarks}; pass --benchmarks DIR")
@@ -218,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
 
     devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     report = run(args.benchmarks, [int(s) for s in args.sizes.split(",") if s], devices)
+    report["full_scene"] = full_scene([int(s) for s in args.full_scene.split(",") if s])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(to_markdown(report, "make bench"))
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))

@@ -65,7 +65,10 @@ def choose_method(n_pairs: int, changed_fraction: float = 0.0) -> str:
 def changed_fraction(coarse: np.ndarray, coarse_target: np.ndarray, threshold: float = CHANGE_THRESHOLD) -> float:
     """Fraction of pixels whose coarse reflectance changed by more than ``threshold`` in any
     band since the closest pair. ``coarse``: (P, B, H, W); ``coarse_target``: (B, H, W)."""
-    with np.errstate(invalid="ignore"):
+    import warnings
+
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: no change counted
         change = np.nanmin(np.abs(coarse_target[None] - coarse), axis=0)
         changed = np.nanmax(np.where(np.isfinite(change), change, 0), axis=0) > threshold
     return float(changed.mean()) if changed.size else 0.0
