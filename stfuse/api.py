@@ -397,6 +397,11 @@ def predict(
                 progress(done, len(todo), label)
     if "cog" in formats:
         outputs += [cog_paths[p.target] for p in plans]
+        from .io import write_run_collection
+
+        write_run_collection(out_dir, [cog_paths[p.target].with_suffix(".json") for p in plans],
+                             description=f"stfuse {method} predictions from {catalog or 'sample_scenes'}",
+                             properties={"method": method, "bands": list(bands), "version": __version__})
     if "zarr" in formats:
         outputs.append(zarr_path)
     return outputs

@@ -447,3 +447,30 @@ def zarr_completed_days(path: str | os.PathLike[str]) -> set[dt.date]:
     complete = np.asarray(group["complete"][:])
     times = xr.open_zarr(path)["time"].values
     return {np.datetime64(t, "D").item() for t, done in zip(times, complete) if done}
+
+
+def write_run_collection(out_dir: str | os.PathLike[str], item_paths: Sequence[str | os.PathLike[str]], *, description: str,
+                         properties: Mapping[str, Any] | None = None) -> Path:
+    """Write ``out_dir/collection.json``: a STAC collection linking the run's item JSON files
+    (relative links), with the spatial and temporal extent of all of them."""
+    import pystac
+
+    out_dir = Path(out_dir)
+    items = [pystac.Item.from_file(str(p)) for p in item_paths]
+    boxes = [i.bbox for i in items if i.bbox]
+    bbox = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)] if boxes else [-180, -90, 180, 90]
+    times = sorted(i.datetime for i in items if i.datetime)
+    collection = pystac.Collection(
+        id="stfuse-run",
+        description=description,
+        extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[times[0] if times else None, times[-1] if times else None]])),
+        extra_fields={"stfuse": dict(properties or {})},
+    )
+    doc = collection.to_dict(include_self_link=False)
+    doc["links"] = [link for link in doc["links"] if link["rel"] != "root"] + [
+        {"rel": "item", "href": "./" + Path(p).name, "type": "application/geo+json"} for p in item_paths
+    ]
+    path = out_dir / "collection.json"
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1, default=str))
+    return path

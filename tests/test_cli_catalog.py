@@ -49,6 +49,8 @@ def test_predict_sample_days_with_truth_check(tmp_path):
         assert json.loads(tags["quality"])["bits"] == {"coarse_missing": 1, "fine_missing": 2, "large_change": 4}
         pred, sigma, flags = src.read()[:2], src.read()[2:4], src.read(5)
         bounds = src.bounds
+    collection = pystac.Collection.from_file(str(out / "collection.json"))
+    assert [i.id for i in collection.get_items()] == ["stfuse_2023-06-13", "stfuse_2023-06-14"]
     item = pystac.Item.from_file(str(path.with_suffix(".json")))
     assert item.datetime.date().isoformat() == "2023-06-14" and item.properties["stfuse:pair_dates"] == ["2023-06-06", "2023-06-22"]
 
