@@ -30,6 +30,9 @@ class StfuseGroup(click.Group):
             sys.exit(err.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
+        except BrokenPipeError:  # output piped into `head`: stop quietly
+            sys.stderr.close()
+            sys.exit(0)
         except Exception as err:  # a bug: say so in one line, traceback with --debug
             if _debug(ctx):
                 raise
@@ -67,7 +70,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-from . import evaluate, predict, quicklook, region, sample, train  # noqa: E402
+from . import evaluate, predict, quicklook, region, sample, search, train  # noqa: E402
 
 cli.add_command(predict.predict)
 cli.add_command(sample.sample)
@@ -75,3 +78,4 @@ cli.add_command(evaluate.evaluate)
 cli.add_command(region.region)
 cli.add_command(train.train)
 cli.add_command(quicklook.quicklook)
+cli.add_command(search.search)

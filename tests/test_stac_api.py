@@ -141,3 +141,37 @@ def test_missing_asset_names_item_and_asset(mini_catalog, tmp_path):
         with pytest.raises((DataUnavailableError, RemoteServiceError), match=items[0].id + ".*red"):
             with read_errors():
                 load_fine(items, bands=["red"]).compute()
+
+
+def test_search_command_over_api_equals_static(api, mini_catalog):
+    import json
+
+    from click.testing import CliRunner
+
+    from stfuse_cli.main import cli
+
+    args = ["search", "--start", SPEC.dates[2].isoformat(), "--end", SPEC.dates[9].isoformat(), "--json"]
+    remote = CliRunner().invoke(cli, [*args, "--catalog", api.url])
+    local = CliRunner().invoke(cli, [*args, "--catalog", str(mini_catalog)])
+    assert remote.exit_code == 0 and local.exit_code == 0, remote.output + local.output
+    rows = json.loads(remote.output)
+    assert rows == json.loads(local.output)
+    landsat = [r for r in rows if r["collection"] == "landsat-c2-l2"]
+    assert landsat and all(r["sensor"] in ("OLI", "OLI-2") and r["cloud_cover"] is not None for r in landsat)
+    table = CliRunner().invoke(cli, ["search", "--catalog", api.url, "--start", SPEC.dates[2].isoformat(), "--end", SPEC.dates[9].isoformat()])
+    assert landsat[0]["id"] in table.output and "fine and" in table.output
+    empty = CliRunner().invoke(cli, ["search", "--catalog", api.url, "--bbox", "10", "10", "10.1", "10.1"])
+    assert empty.exit_code == 2 and "bbox [10.0, 10.0, 10.1, 10.1]" in empty.output
+
+
+@pytest.mark.network
+def test_real_planetary_computer_search():
+    """A real small search (needs the internet; run with STFUSE_NETWORK=1)."""
+    import os
+
+    if os.environ.get("STFUSE_NETWORK") != "1":
+        pytest.skip("network tests run only with STFUSE_NETWORK=1")
+    query = cat.Query(start=SPEC.dates[0].replace(year=2023), end=SPEC.dates[10].replace(year=2023), bbox=(-96.60, 40.60, -96.55, 40.65))
+    found = cat.search("planetary-computer", query, ["landsat-c2-l2", "modis-43A4-061"])
+    assert found["landsat-c2-l2"] and found["modis-43A4-061"]
+    assert "red" in found["landsat-c2-l2"][0].assets

@@ -1,0 +1,61 @@
+"""``stfuse search``: what Landsat and MODIS items a query finds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .options import json_opt
+
+
+@click.command()
+@click.option("--catalog", "--provider", "catalog", help="Static catalog path, STAC API URL or provider name (default: sample_scenes).")
+@click.option("--bbox", nargs=4, type=float, metavar="MINX MINY MAXX MAXY", help="Area in lon/lat degrees.")
+@click.option("--aoi", type=click.Path(dir_okay=False, path_type=Path), help="Area as a GeoJSON file.")
+@click.option("--start", help="First day, YYYY-MM-DD.")
+@click.option("--end", help="Last day, YYYY-MM-DD.")
+@click.option("--max-cloud", type=click.FloatRange(0, 100), help="Only Landsat items with eo:cloud_cover at most this (%).")
+@json_opt
+def search(catalog, bbox, aoi, start, end, max_cloud, as_json) -> None:
+    """List the fine (Landsat) and coarse (MODIS) items a query finds: date, sensor, platform,
+    cloud cover and item id (``--json`` for machines)."""
+    from stfuse import catalog as cat
+    from stfuse.sensors import COLLECTIONS, PROVIDERS
+
+    query = cat.Query(
+        start=cat.parse_date(start, name="--start") if start else None,
+        end=cat.parse_date(end, name="--end") if end else None,
+        bbox=cat.check_bbox(bbox) if bbox else None,
+        aoi=cat.read_aoi(aoi) if aoi else None,
+        max_cloud=max_cloud,
+    )
+    provider = PROVIDERS.get(str(catalog)) if catalog else None
+    collections = [c for c in ((provider or {}).get("fine", "landsat-c2-l2"), (provider or {}).get("coarse", "modis-43A4-061")) if c]
+    found = cat.search(catalog, query, collections)
+    rows = []
+    for collection_id, items in found.items():
+        meta = COLLECTIONS.get(collection_id)
+        for item in items:
+            platform = str(item.properties.get("platform", ""))
+            rows.append({
+                "date": item.datetime.date().isoformat() if item.datetime else "",
+                "collection": collection_id,
+                "sensor": (meta.sensor_by_platform.get(platform.lower(), "") if meta else ""),
+                "platform": platform,
+                "cloud_cover": item.properties.get("eo:cloud_cover"),
+                "id": item.id,
+            })
+    rows.sort(key=lambda r: (r["date"], r["collection"], r["id"]))
+    if not rows:
+        cat.require_items(found, collections[0], catalog, query)  # raises, saying what was searched
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'date':10}  {'collection':15} {'sensor':6} {'platform':11} {'cloud %':>7}  id")
+    for r in rows:
+        cloud = "" if r["cloud_cover"] is None else f"{r['cloud_cover']:.1f}"
+        click.echo(f"{r['date']:10}  {r['collection']:15} {r['sensor']:6} {r['platform']:11} {cloud:>7}  {r['id']}")
+    click.echo(f"{sum(r['collection'] == collections[0] for r in rows)} fine and "
+               f"{sum(r['collection'] != collections[0] for r in rows)} coarse items")
