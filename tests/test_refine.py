@@ -29,6 +29,15 @@ from stfuse.refine import (
 from stfuse.uncertainty import coverage
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is fastest (and robust on a busy machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.nanmean((a - b) ** 2)))
 
@@ -52,7 +61,8 @@ def _smooth_change(rng: np.random.Generator, bands: int, size: int, amp: float) 
 
 def test_refiner_learns_a_known_residual_from_pairs_alone():
     """Fine reflectance changes only 40 % as much as the coarse change says; the additive prior
-    over-shoots by 60 % of the coarse change. Self-supervision on two pairs learns to fix it."""
+    over-shoots by 60 % of the coarse change. Self-supervision on two pairs learns to fix it.
+    (The error is smooth, so the high-pass constraint of the shipped architecture is off.)"""
     rng = np.random.default_rng(0)
     size, bands = 96, 2
     f_a = _fine(rng, bands, size)
@@ -62,7 +72,7 @@ def test_refiner_learns_a_known_residual_from_pairs_alone():
     f_b = f_a + 0.4 * d_b
     fine, coarse = np.stack([f_a, f_b]), np.stack([c_a, c_b])
     model = train_self_supervised(
-        fine, coarse, init=Refiner(width=16, dropout=0.0), steps=100, batch=4, patch=32, lr=3e-3,
+        fine, coarse, init=Refiner(width=16, dropout=0.0, highpass=0), steps=100, batch=4, patch=32, lr=3e-3,
         eval_every=25, patience=10, time_limit=None, mc_samples=1,
     )
     assert model.meta["self_supervised"]["best_step"] > 0
@@ -211,8 +221,8 @@ def test_training_is_bit_for_bit_reproducible(tmp_path):
     a, b, other = (r.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], other[k]) for k in a)
-    pa = save_checkpoint(runs[0], tmp_path / "a.pt", {"seed": 3})
-    pb = save_checkpoint(runs[1], tmp_path / "b.pt", {"seed": 3})
+    pa = save_checkpoint(runs[0], tmp_path / "a" / "refiner.pt", {"seed": 3})
+    pb = save_checkpoint(runs[1], tmp_path / "b" / "refiner.pt", {"seed": 3})
     assert pa.read_bytes() == pb.read_bytes()
 
 
