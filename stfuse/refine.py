@@ -19,8 +19,9 @@ uncertainty)::
     (s: the model's post-hoc variance scale, see stfuse.uncertainty.fit_variance_scale)
 
 **Band agnostic.** The network sees one band at a time with shared weights: all inputs of
-band ``b`` are standardised by the mean ``m_b`` and standard deviation ``s_b`` of that
-band in the pair's fine image (``s_b`` clamped to [0.005, 0.5]), outputs are de-standardised
+band ``b`` are standardised by the mean ``m_b`` of that band in the pair's fine image and
+the larger of the standard deviations of the fine image and the target coarse image
+(``s_b`` clamped to [0.005, 0.5]; channels clipped to +-10), outputs are de-standardised
 the same way. Spectral context enters through a DeepSets-style mean over bands of hidden
 features, so one set of weights serves 1..N bands in any order (3-band green/red/NIR
 benchmarks and 6-band scenes alike). The per-band input channels (:data:`FEATURES`):
@@ -123,6 +124,8 @@ REG_BOX = 33
 """Window of the local regression slope feature."""
 MIN_SCALE, MAX_SCALE = 0.005, 0.5
 """Clamp of the per-band standardisation scale ``s_b`` (reflectance)."""
+FEATURE_CLIP = 10.0
+"""Standardised input channels are clipped to +-FEATURE_CLIP (no wild extrapolation)."""
 ARCH_VERSION = 1
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "refiner.pt"
 THREADS = 1
@@ -227,18 +230,29 @@ def _masked_box(x: torch.Tensor, m: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(den > 1e-6, num / den.clamp_min(1e-6), _box(x, k))
 
 
-def band_stats(fine: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-band standardisation ``(m_b, s_b)`` of a fine image (B, H, W): mean and std over
-    finite pixels, ``s_b`` clamped to [MIN_SCALE, MAX_SCALE]; (0.1, 0.05) for an empty band."""
-    f = torch.as_tensor(np.asarray(fine, np.float32)) if isinstance(fine, np.ndarray) else fine.float()
-    ok = torch.isfinite(f)
+def _mean_std(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-band mean, std (float64) and count of finite pixels of (B, H, W)."""
+    ok = torch.isfinite(a)
     n = ok.sum(dim=(1, 2)).double()
-    f0 = torch.where(ok, f, torch.zeros(())).double()
-    mean = f0.sum(dim=(1, 2)) / n.clamp_min(1)
-    var = (torch.where(ok, (f.double() - mean[:, None, None]) ** 2, torch.zeros((), dtype=torch.float64))).sum(
-        dim=(1, 2)
-    ) / n.clamp_min(1)
-    std = var.sqrt().clamp(MIN_SCALE, MAX_SCALE)
+    a0 = torch.where(ok, a, torch.zeros(())).double()
+    mean = a0.sum(dim=(1, 2)) / n.clamp_min(1)
+    dev = torch.where(ok, (a.double() - mean[:, None, None]) ** 2, torch.zeros((), dtype=torch.float64))
+    return mean, (dev.sum(dim=(1, 2)) / n.clamp_min(1)).sqrt(), n
+
+
+def band_stats(
+    fine: np.ndarray | torch.Tensor, coarse_target: np.ndarray | torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-band standardisation ``(m_b, s_b)`` (each (B,)): the mean of the fine image over
+    finite pixels and the larger of the standard deviations of the fine image and of the
+    coarse target image (so a large change does not blow up the standardised inputs),
+    clamped to [MIN_SCALE, MAX_SCALE]; (0.1, 0.05) for an empty band. Inputs (B, H, W)."""
+    t = lambda a: torch.as_tensor(np.asarray(a, np.float32)) if isinstance(a, np.ndarray) else a.float()
+    mean, std, n = _mean_std(t(fine))
+    if coarse_target is not None:
+        _, std_t, n_t = _mean_std(t(coarse_target))
+        std = torch.where(n_t > 0, torch.maximum(std, std_t), std)
+    std = std.clamp(MIN_SCALE, MAX_SCALE)
     mean = torch.where(n > 0, mean, torch.full_like(mean, 0.1))
     std = torch.where(n > 0, std, torch.full_like(std, 0.05))
     return mean.float(), std.float()
@@ -279,7 +293,7 @@ def build_features(
     for name, a in (("prior_mean", mu), ("prior_var", var), ("coarse", c), ("coarse_target", ct)):
         if a.shape != shape:
             raise InputError(f"{name} has shape {tuple(a.shape)}; expected {tuple(shape)} like the fine image")
-    center, scale = stats if stats is not None else band_stats(f)
+    center, scale = stats if stats is not None else band_stats(f, ct)
     cb, sb = center[:, None, None], scale[:, None, None]
     vf, vc, vt, vp = (torch.isfinite(a) for a in (f, c, ct, mu))
     vp = vp & torch.isfinite(var)
@@ -337,7 +351,7 @@ def build_features(
         ],
         dim=1,
     )
-    x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-50, 50)
+    x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-FEATURE_CLIP, FEATURE_CLIP)
     return Features(x=x.contiguous(), center=center, scale=scale, base=base, prior_valid=vp)
 
 
@@ -372,7 +386,10 @@ class Refiner(nn.Module):
     correction has its local k x k mean removed: the refiner redistributes reflectance
     within about a coarse pixel but leaves the prior's coarse-scale values (anchored by the
     coarse image) alone, which guards against sensor differences the synthetic training
-    data do not cover. Receptive field 17 x 17 pixels (+ k - 1) (plus the 33 x 33 windows of
+    data do not cover. With ``max_correction`` = m > 0 the correction is softly bounded by m
+    prior standard deviations (``m sigma tanh(delta / (m sigma))``): inputs unlike anything
+    seen in training cannot move the prior far. With ``relative_variance`` the log-variance
+    output is the prior's log-variance plus a learned term. Receptive field 17 x 17 pixels (+ k - 1) (plus the 33 x 33 windows of
     the input features). Dropout is channel dropout (``Dropout2d``, rate ``dropout``): random
     in training mode, off in eval mode, or given explicitly as ``masks`` (Monte Carlo
     sampling with masks shared by all tiles of an image). The last layer starts at zero: an
@@ -387,10 +404,12 @@ class Refiner(nn.Module):
         init_logvar: float = -2.5,
         highpass: int = 9,
         relative_variance: bool = True,
+        max_correction: float = 3.0,
     ) -> None:
         super().__init__()
         self.width, self.dropout_p, self.highpass = width, dropout, int(highpass)
         self.relative_variance = bool(relative_variance)
+        self.max_correction = float(max_correction)
         if self.highpass and self.highpass % 2 == 0:
             raise InputError(f"highpass window must be odd or 0, got {highpass}")
         w = width
@@ -414,21 +433,27 @@ class Refiner(nn.Module):
             return z * masks[i]
         return F.dropout2d(z, self.dropout_p, training=self.training) if self.dropout_p > 0 else z
 
-    def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layers before the first dropout: (N, B, C, H, W) -> ((N*B, width, H, W), linear part (N*B, 2, H, W))."""
+    def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Layers before the first dropout: (N, B, C, H, W) -> (hidden (N*B, width, H, W),
+        linear part (N*B, 2, H, W), correction bound (N*B, 1, H, W) or None)."""
         n, b, c, h, w = x.shape
         x2 = x.reshape(n * b, c, h, w)
         lin = self.skip(self.cross(x2, b))
+        lv = x2[:, _LOG_PRIOR_VAR : _LOG_PRIOR_VAR + 1]
         if self.relative_variance:  # the log-variance output is relative to the prior's
-            lin = lin + F.pad(x2[:, _LOG_PRIOR_VAR : _LOG_PRIOR_VAR + 1], (0, 0, 0, 0, 1, 0))
+            lin = lin + F.pad(lv, (0, 0, 0, 0, 1, 0))
+        bound = self.max_correction * torch.exp(0.5 * lv) if self.max_correction > 0 else None
         z = self.act(self.conv1(x2))
-        return self.act(self.conv2(self.cross(z, b))), lin
+        return self.act(self.conv2(self.cross(z, b))), lin, bound
 
     def rest(
-        self, zl: tuple[torch.Tensor, torch.Tensor], n_bands: int, masks: Sequence[torch.Tensor] | None = None
+        self,
+        zl: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+        n_bands: int,
+        masks: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Layers from the first dropout on: trunk output -> (N, B, 2, H, W)."""
-        z, lin = zl
+        z, lin, bound = zl
         z = self._drop(z, 0, masks)
         z = self.act(self.conv3(z))
         z = self._drop(z, 1, masks)
@@ -440,6 +465,8 @@ class Refiner(nn.Module):
         if self.highpass > 1:  # keep coarse-scale values of the prior: remove the local mean of the correction
             k = self.highpass
             delta = delta - F.avg_pool2d(delta, k, stride=1, padding=k // 2, count_include_pad=False)
+        if bound is not None:  # |correction| < max_correction prior sigmas (soft)
+            delta = bound * torch.tanh(delta / bound)
         if self.relative_variance:
             logv = 10.0 * torch.tanh((out[:, 1:] + 4.0) / 10.0) - 4.0  # soft clamp to (-14, 6)
         else:
@@ -469,6 +496,7 @@ class Refiner(nn.Module):
             "dropout": self.dropout_p,
             "highpass": self.highpass,
             "relative_variance": self.relative_variance,
+            "max_correction": self.max_correction,
             "arch_version": ARCH_VERSION,
             "features": list(FEATURES),
         }
@@ -621,7 +649,8 @@ def refine(
     variance only). ``seed`` seeds the dropout masks. ``correlation``: assumed error
     correlation of the per-pair refined predictions when P > 1 (see
     :func:`stfuse.uncertainty.combine_inverse_variance`). ``stats``: optional per-pair
-    ``(center, scale)`` arrays (B,) for tiled processing (default: from each pair's fine image).
+    ``(center, scale)`` arrays (B,) for tiled processing (default: :func:`band_stats` of each
+    pair's fine image and the coarse target).
     ``prior``: name of the prior that made ``prior_mean`` (e.g. ``"fitfc"``): when the model
     has a variance scale for that prior (``model.meta["variance_scales"]``, fitted per prior
     on synthetic validation scenes) it replaces the model's overall variance scale.
@@ -687,7 +716,8 @@ def save_checkpoint(model: Refiner, path: str | Path, meta: dict[str, Any] | Non
     meta.setdefault("band_agnostic", True)
     meta.setdefault("bands", None)
     meta["normalisation"] = {
-        "scheme": "per-band standardisation by the pair's fine image: (x - mean_b) / clamp(std_b)",
+        "scheme": "per band: (x - mean(fine_b)) / clamp(max(std(fine_b), std(coarse_target_b)))",
+        "feature_clip": FEATURE_CLIP,
         "min_scale": MIN_SCALE,
         "max_scale": MAX_SCALE,
         "box": BOX,
@@ -742,6 +772,7 @@ def load_checkpoint(path: str | Path, *, bands: Sequence[str] | None = None) -> 
         dropout=float(cfg.get("dropout", 0.1)),
         highpass=int(cfg.get("highpass", 0)),
         relative_variance=bool(cfg.get("relative_variance", False)),
+        max_correction=float(cfg.get("max_correction", 0.0)),
     )
     try:
         model.load_state_dict(state)
@@ -1187,7 +1218,8 @@ def _perturb_coarse(coarse_native: np.ndarray, factor: int, seed: int) -> np.nda
     resampling to the fine grid (N, B, h*f, w*f). Per scene, with random strengths: a
     persistent per-band bias, per-date per-band bias and gain, a persistent relative mismatch
     per coarse pixel (geometry/BRDF), per-date relative noise that is spatially correlated
-    over 0.5-2.5 coarse pixels (atmosphere, view angle), and white noise per coarse pixel."""
+    over 0.5-2.5 coarse pixels (atmosphere, view angle), and white noise per coarse pixel;
+    a quarter of the scenes are resampled by nearest neighbour (blocky) instead of bilinear."""
     from scipy.ndimage import gaussian_filter
 
     from .synth import upsample_bilinear
@@ -1204,6 +1236,8 @@ def _perturb_coarse(coarse_native: np.ndarray, factor: int, seed: int) -> np.nda
     rel = corr * u(0.0, 0.06) + rng.normal(0, u(0.0, 0.03), size=c.shape)
     white = rng.normal(0, u(0.001, 0.005), size=c.shape)
     c = c * gain * (1.0 + persist + rel) + bias + white
+    if u() < 0.25:  # some users resample MODIS by nearest neighbour: blocky coarse images
+        return np.repeat(np.repeat(c.astype(np.float32), factor, axis=-2), factor, axis=-1)
     return upsample_bilinear(c.astype(np.float32), factor)
 
 
@@ -1258,7 +1292,7 @@ def train_synthetic(
     patch: int = 48,
     lr: float = 2e-3,
     size: int = 128,
-    n_val_scenes: int = 8,
+    n_val_scenes: int = 16,
     width: int = 32,
     dropout: float = 0.1,
     highpass: int = 9,
