@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from stfuse.sensors import BANDS
@@ -39,3 +41,9 @@ device_opt = click.option(
 )
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+cache_opt = click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the loaded Landsat/MODIS cubes in this folder (Zarr) and reuse them when the same query "
+    "finds the same items again, so a re-run reads no remote COG.",
+)

@@ -10,7 +10,14 @@ A *source* is one of:
 
 Searches take a bbox in lon/lat (or a GeoJSON geometry) and an inclusive date range, and
 return items per collection sorted by time. STAC API requests have a timeout and are
-retried with exponential backoff on 5xx/429/connection errors (urllib3 ``Retry``).
+retried with exponential backoff on 5xx/429/connection errors (urllib3 ``Retry``), honouring
+a server's ``Retry-After`` up to :attr:`RetryPolicy.max_retry_after` seconds.
+
+Signed asset URLs (Planetary Computer SAS tokens) come from a *signer* named by the provider
+(:data:`SIGNERS`): ``signer(href, fresh=False) -> signed href``. Items are signed when found;
+when a read is refused (HTTP 403, e.g. an expired token) the reader asks the same signer for a
+fresh signature once (``fresh=True``) and retries (see :mod:`stfuse.cube`). Tokens never
+appear in messages: :func:`redact` strips query strings.
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import pystac
+from urllib3.util.retry import Retry
 
 from .errors import EmptySearchError, InputError, MissingFileError, RemoteServiceError
 from .sensors import PROVIDERS
@@ -141,6 +149,15 @@ def open_static_catalog(source: str | Path | None) -> pystac.Catalog:
         raise InputError(f"{path} is not a valid STAC catalog: {err}") from None
 
 
+def item_time(item: pystac.Item) -> dt.datetime:
+    """The item's ``datetime``, else its ``start_datetime`` (STAC allows a null datetime for
+    intervals, as MODIS items on Planetary Computer use); :class:`InputError` if neither."""
+    when = item.datetime or item.common_metadata.start_datetime
+    if when is None:
+        raise InputError(f"item {item.id} has neither datetime nor start_datetime; it cannot be placed in time")
+    return when
+
+
 def _in_query(item: pystac.Item, query: Query, geometry) -> bool:
     from shapely.geometry import shape
 
@@ -171,18 +188,20 @@ def search_static(catalog: pystac.Catalog, query: Query, collections: Iterable[s
         if item.collection_id in wanted and _in_query(item, query, geometry):
             found[item.collection_id].append(item)
     for items in found.values():
-        items.sort(key=lambda i: (i.datetime, i.id))
+        items.sort(key=lambda i: (item_time(i), i.id))
     return found
 
 
 @dataclass
 class RetryPolicy:
     """HTTP policy for STAC API requests: per-request ``timeout`` (s), ``retries`` on
-    429/5xx/connection errors with exponential ``backoff`` (s x 2^n)."""
+    429/5xx/connection errors with exponential ``backoff`` (s x 2^n); a ``Retry-After``
+    header is honoured but never waited on longer than ``max_retry_after`` (s)."""
 
     timeout: float = 30.0
     retries: int = 4
     backoff: float = 0.5
+    max_retry_after: float = 60.0
 
 
 RETRY = RetryPolicy()
@@ -195,26 +214,19 @@ def open_api(source: str, *, policy: RetryPolicy | None = None):
     timeout, retries, backoff = policy.timeout, policy.retries, policy.backoff
     from pystac_client import Client
     from pystac_client.stac_api_io import StacApiIO
-    from urllib3.util.retry import Retry
 
     provider = PROVIDERS.get(source)
     url = str(provider["url"]) if provider else source
-    retry = Retry(
+    capped = type("CappedRetry", (_CappedRetry,), {"max_retry_after": policy.max_retry_after})
+    retry = capped(
         total=retries,
         backoff_factor=backoff,
         status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=None,  # retry POST searches too
         raise_on_status=False,
     )
-    modifier = None
-    if provider and provider.get("sign") == "planetary_computer":
-        try:
-            import planetary_computer
-        except ImportError:
-            raise InputError(
-                "the planetary-computer provider needs the `planetary-computer` package: pip install 'stfuse[planetary-computer]'"
-            ) from None
-        modifier = planetary_computer.sign_inplace
+    signer = signer_for(source)
+    modifier = _signing_modifier(signer) if signer is not None else None
     try:
         stac_io = StacApiIO(timeout=timeout, max_retries=retry)
         return Client.open(url, stac_io=stac_io, modifier=modifier, timeout=timeout)  # open() re-applies timeout
@@ -239,9 +251,19 @@ def search_api(client, query: Query, collections: Iterable[str], *, max_items: i
             raise RemoteServiceError(
                 f"STAC search of {collection_id!r} at {redact(str(client.self_href))} failed: {_describe(err, RETRY)}"
             ) from None
-        items.sort(key=lambda i: (i.datetime, i.id))
+        items.sort(key=lambda i: (item_time(i), i.id))
         found[collection_id] = items
     return found
+
+
+class _CappedRetry(Retry):
+    """urllib3 ``Retry`` that waits at most ``max_retry_after`` s for a ``Retry-After``."""
+
+    max_retry_after: float = 60.0
+
+    def get_retry_after(self, response) -> float | None:  # type: ignore[override]
+        wait = super().get_retry_after(response)
+        return None if wait is None else min(wait, self.max_retry_after)
 
 
 def _describe(err: Exception, policy: RetryPolicy) -> str:
@@ -249,14 +271,16 @@ def _describe(err: Exception, policy: RetryPolicy) -> str:
     text = redact(str(err))
     tries = policy.retries + 1
     status = getattr(err, "status_code", None)  # pystac_client.exceptions.APIError
+    if not status:
+        match = re.search(r"too many (\d{3}) error responses|(\d{3}) (?:Server|Client) Error", text)
+        status = (match.group(1) or match.group(2)) if match else None
+    if str(status) == "429":
+        return (f"the server answered HTTP 429 Too Many Requests ({tries} tries, waiting as its Retry-After asked, "
+                f"at most {policy.max_retry_after:g} s each); the service is rate limiting, try again later")
     if status:
         return f"the server answered HTTP {status} ({tries} tries); try again later or check the URL"
     if "timed out" in text.lower() or "timeout" in text.lower():
         return f"timed out after {policy.timeout:g} s per request ({tries} tries); the server is slow or unreachable, try again later"
-    match = re.search(r"too many (\d{3}) error responses|(\d{3}) (?:Server|Client) Error", text)
-    if match:
-        code = match.group(1) or match.group(2)
-        return f"the server answered HTTP {code} ({tries} tries); try again later or check the URL"
     if "Connection refused" in text or "Failed to establish" in text:
         return f"connection refused ({tries} tries); is the URL right and the server up?"
     return text
@@ -286,6 +310,82 @@ def require_items(found: dict[str, list[pystac.Item]], collection_id: str, sourc
             f"{query.start or '..'} and {query.end or '..'}{wider}; widen the dates or the area"
         )
     return items
+
+
+class Signer(Protocol):
+    """Signs an asset href: ``signer(href)`` adds a token unless the href already has one;
+    ``signer(href, fresh=True)`` drops any token (and cached tokens) and signs anew."""
+
+    def __call__(self, href: str, *, fresh: bool = False) -> str: ...
+
+
+def strip_query(href: str) -> str:
+    """``href`` without its query string (where signed URLs keep their token)."""
+    return href.split("?", 1)[0]
+
+
+def planetary_computer_signer(href: str, *, fresh: bool = False) -> str:
+    """Sign a Planetary Computer blob href with a SAS token (package ``planetary-computer``).
+
+    ``fresh``: forget the token on the href and the package's token cache first (the server
+    said the token expired), then sign again.
+    """
+    import planetary_computer
+
+    if fresh:
+        from planetary_computer import sas
+
+        sas.TOKEN_CACHE.clear()
+        href = strip_query(href)
+    return planetary_computer.sign_url(href)
+
+
+SIGNERS: dict[str, Signer] = {"planetary_computer": planetary_computer_signer}
+"""Signers by the name a provider gives in ``PROVIDERS[...]["sign"]``; tests add fakes here."""
+
+
+def signer_for(source: str | Path | None) -> Signer | None:
+    """The signer of provider ``source`` (None for URLs, paths and unsigned providers)."""
+    provider = PROVIDERS.get(str(source)) if source is not None else None
+    name = provider.get("sign") if provider else None
+    if not name:
+        return None
+    if name == "planetary_computer":
+        try:
+            import planetary_computer  # noqa: F401
+        except ImportError:
+            raise InputError(
+                "the planetary-computer provider needs the `planetary-computer` package: pip install 'stfuse[planetary-computer]'"
+            ) from None
+    try:
+        return SIGNERS[str(name)]
+    except KeyError:
+        raise InputError(f"provider {source!r} asks for signer {name!r}, which stfuse does not know") from None
+
+
+def sign_item(item: pystac.Item, signer: Signer) -> pystac.Item:
+    """Sign every asset href of ``item`` in place (hrefs already signed are kept); returns it."""
+    for asset in item.assets.values():
+        asset.href = signer(asset.href)
+    return item
+
+
+def _signing_modifier(signer: Signer) -> Callable[[Any], None]:
+    """A pystac-client ``modifier`` that signs items (objects or dicts) in place."""
+
+    def modify(obj: Any) -> None:
+        if isinstance(obj, pystac.Item):
+            sign_item(obj, signer)
+        elif isinstance(obj, pystac.ItemCollection):
+            for item in obj:
+                sign_item(item, signer)
+        elif isinstance(obj, dict):
+            for feature in obj.get("features", [obj]):
+                for asset in (feature.get("assets") or {}).values():
+                    if isinstance(asset, dict) and "href" in asset:
+                        asset["href"] = signer(asset["href"])
+
+    return modify
 
 
 def redact(text: str) -> str:

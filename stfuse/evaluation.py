@@ -285,39 +285,21 @@ def load_catalog_cubes(
     bands: Sequence[str] | None = None,
     crs: str | None = None,
     margin_days: int = 48,
+    cache: PathLike | None = None,
 ) -> CatalogCubes:
     """Search a catalog and open lazy fine + coarse cubes on the fine 30 m grid.
 
-    The same query handling as :func:`stfuse.predict` (strict dates, bbox/AOI, providers,
-    a ``margin_days`` wider search for pairs); the fine clear fractions are computed (that
-    reads the fine images once). Errors name the bad value.
+    The same query handling as :func:`stfuse.predict` (:func:`stfuse.cube.load_cubes`:
+    strict dates, bbox/AOI, providers, a ``margin_days`` wider search for pairs, optional
+    Zarr ``cache``); the fine clear fractions are computed (that reads the fine images once).
+    Errors name the bad value.
     """
-    from . import catalog as cat
-    from .cube import load_coarse, load_fine, read_errors
-    from .sensors import BANDS, PROVIDERS, check_bands
+    from .cube import load_cubes, read_errors
 
-    bands = check_bands(bands or BANDS)
-    start_date = cat.parse_date(start, name="start") if start is not None else None
-    end_date = cat.parse_date(end, name="end") if end is not None else None
-    if start_date and end_date and end_date < start_date:
-        raise InputError(f"the date range is reversed: start {start_date} is after end {end_date}")
-    if bbox is not None and aoi is not None:
-        raise InputError("give a bbox or an aoi, not both")
-    aoi_geom = cat.read_aoi(aoi) if isinstance(aoi, (str, os.PathLike)) else aoi
-    query = cat.Query(start=start_date, end=end_date, bbox=cat.check_bbox(bbox) if bbox is not None else None, aoi=aoi_geom)
-    provider = PROVIDERS.get(str(catalog)) if catalog is not None else None
-    fine_id = str(provider["fine"]) if provider else "landsat-c2-l2"
-    coarse_id = str(provider["coarse"]) if provider and provider["coarse"] else "modis-43A4-061"
-    margin = dt.timedelta(days=margin_days)
-    wide = cat.Query(start=start_date - margin if start_date else None, end=end_date + margin if end_date else None,
-                     bbox=query.bbox, aoi=query.aoi)
-    found = cat.search(catalog, wide, [fine_id, coarse_id])
-    fine_items = cat.require_items(found, fine_id, catalog, query, searched=wide)
-    coarse_items = cat.require_items(found, coarse_id, catalog, query, searched=wide)
-    fine = load_fine(fine_items, bands=bands, bbox=query.bbox, aoi=query.aoi, crs=crs)
-    if fine.sizes["x"] == 0 or fine.sizes["y"] == 0:
-        raise DataUnavailableError("the area does not overlap the fine images; check --bbox / --aoi")
-    coarse = load_coarse(coarse_items, geobox=fine.odc.geobox, bands=bands)
+    cubes = load_cubes(catalog=catalog, bbox=bbox, aoi=aoi, start=start, end=end, bands=bands, crs=crs,
+                       margin_days=margin_days, cache=cache)
+    fine, coarse = cubes.fine, cubes.coarse
+    start_date, end_date = cubes.query.start, cubes.query.end
     fine_days = [_day(t) for t in fine.time.values]
     coarse_days = [_day(t) for t in coarse.time.values]
     with read_errors():

@@ -36,14 +36,41 @@ def free_port() -> int:
 
 @dataclass
 class Faults:
-    """Faults the file server injects: status codes for the first N requests, delays, missing paths."""
+    """Faults a loopback server injects, and what it saw.
+
+    ``fail_first`` requests answer ``fail_status`` (with a ``Retry-After: retry_after`` header
+    when set, as rate limiters do); ``delay_s`` slows every answer; paths in ``missing`` are
+    404; files in ``truncate`` are served shorter than they are; paths in ``short_body``
+    announce the full ``Content-Length`` but the connection closes after a third of the
+    bytes (a cut download); a request whose query string contains one of
+    ``expired_tokens`` is refused with 403 (an expired signed URL). ``requests`` counts
+    requests, ``range_requests`` the GETs with a ``Range`` header (COG block reads) and
+    ``forbidden`` the 403s sent.
+    """
 
     fail_first: int = 0
     fail_status: int = 500
+    retry_after: str | None = None
     delay_s: float = 0.0
     missing: set[str] = field(default_factory=set)
     truncate: set[str] = field(default_factory=set)
+    short_body: set[str] = field(default_factory=set)
+    expired_tokens: set[str] = field(default_factory=set)
     requests: int = 0
+    range_requests: int = 0
+    forbidden: int = 0
+
+
+def _send_fault(handler: http.server.BaseHTTPRequestHandler, faults: Faults, status: int, message: str) -> None:
+    body = f"{status} {message}".encode()
+    handler.send_response(status)
+    if faults.retry_after is not None:
+        handler.send_header("Retry-After", faults.retry_after)
+    handler.send_header("Content-Type", "text/plain")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
 
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -58,12 +85,19 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.faults.requests += 1
         if self.faults.delay_s:
             time.sleep(self.faults.delay_s)
-        name = self.path.split("?")[0].lstrip("/")
+        name, _, query = self.path.partition("?")
+        name = name.lstrip("/")
+        if self.command == "GET" and self.headers.get("Range"):
+            self.faults.range_requests += 1
         if name in self.faults.missing:
             self.send_error(404, "missing")
             return True
+        if any(token in query for token in self.faults.expired_tokens):
+            self.faults.forbidden += 1
+            _send_fault(self, self.faults, 403, "AuthenticationFailed: Signed expiry time has passed")
+            return True
         if self.faults.requests <= self.faults.fail_first:
-            self.send_error(self.faults.fail_status, "injected fault")
+            _send_fault(self, self.faults, self.faults.fail_status, "injected fault")
             return True
         return False
 
@@ -103,6 +137,11 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Type", "image/tiff" if path.suffix == ".tif" else "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if self.path.split("?")[0].lstrip("/") in self.faults.short_body:
+            self.wfile.write(body[: len(body) // 3])  # then hang up: fewer bytes than announced
+            self.wfile.flush()
+            self.close_connection = True
+            return
         self.wfile.write(body)
 
 
@@ -228,7 +267,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         if self.faults.delay_s:
             time.sleep(self.faults.delay_s)
         if self.faults.requests <= self.faults.fail_first:
-            self.send_error(self.faults.fail_status, "injected fault")
+            _send_fault(self, self.faults, self.faults.fail_status, "injected fault")
             return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None

@@ -335,3 +335,127 @@ def test_32_sigterm_mid_run_keeps_finished_removes_partial(tmp_path):
 
     for path in finished:
         assert cog_validate(str(path))[0]
+
+
+# --------------------------------------------------------------------------- remote: rate limits, cut downloads, expired signatures
+
+
+def test_33_stac_429_with_retry_after_then_success(api, fast_retries, tmp_path):
+    from stfuse.testing import Faults, serve_proxy
+
+    with serve_proxy(api.url, faults=Faults(fail_first=2, fail_status=429, retry_after="1")) as proxy:
+        start = time.monotonic()
+        result = run(*_remote_args(proxy.url, tmp_path / "o"))
+        waited = time.monotonic() - start
+    assert result.exit_code == 0, result.output
+    assert proxy.faults.requests >= 3 and waited >= 1.8  # two waits of Retry-After: 1 s (backoff alone is 0.05 s)
+    assert len(list((tmp_path / "o").glob("stfuse_*.tif"))) == 1
+
+
+def test_34_stac_always_429_is_bounded_and_reported(api, monkeypatch, tmp_path):
+    from stfuse.testing import Faults, serve_proxy
+
+    monkeypatch.setattr(cat, "RETRY", cat.RetryPolicy(timeout=1.0, retries=2, backoff=0.05, max_retry_after=0.5))
+    with serve_proxy(api.url, faults=Faults(fail_first=10**6, fail_status=429, retry_after="3600")) as proxy:
+        start = time.monotonic()
+        result = run(*_remote_args(proxy.url, tmp_path / "o"))
+        assert time.monotonic() - start < 20  # Retry-After: 3600 is not obeyed to the letter
+    assert_clean_error(result, 4, "HTTP 429 Too Many Requests (3 tries")
+    assert "rate limiting" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture()
+def own_servers(mini_catalog, tmp_path):
+    """A fresh file server + STAC API over the mini catalog (GDAL caches what earlier tests
+    read from the shared ones); ``token`` is appended to every asset href when given."""
+    from contextlib import ExitStack
+
+    from stfuse.testing import http_items, serve_files, serve_stac_api
+
+    stack = ExitStack()
+
+    def start(token: str | None = None):
+        files = stack.enter_context(serve_files(mini_catalog))
+        paths = http_items(mini_catalog / "catalog.json", files.url, mini_catalog, tmp_path / f"items{len(stack._exit_callbacks)}")
+        if token:
+            for path in paths:
+                doc = json.loads(path.read_text())
+                for feature in doc["features"]:
+                    for asset in feature["assets"].values():
+                        asset["href"] += token
+                path.write_text(json.dumps(doc))
+        api = stack.enter_context(serve_stac_api(paths))
+        return files, api
+
+    with stack:
+        yield start
+
+
+def test_35_truncated_remote_download_names_item_and_asset(own_servers, tmp_path):
+    files, api = own_servers()
+    item = cat.search(api.url, cat.Query(), ["landsat-c2-l2"])["landsat-c2-l2"][0]
+    files.faults.short_body.add(item.assets["red"].href.split(files.url + "/")[1])  # Content-Length says more than is sent
+    result = run(*_remote_args(api.url, tmp_path / "o"))
+    assert_clean_error(result, 4, "cut short")
+    assert f"item {item.id} asset 'red'" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+OLD = "?st=2020-01-01T00%3A00%3A00Z&se=2020-01-02T00%3A00%3A00Z&sp=rl&sig=OLDSECRET"
+
+
+class FakeSigner:
+    """Stands in for planetary_computer: signs bare hrefs, keeps signed ones, re-signs on request."""
+
+    def __init__(self, token: str) -> None:
+        self.token, self.fresh_calls = token, 0
+
+    def __call__(self, href: str, *, fresh: bool = False) -> str:
+        if fresh:
+            self.fresh_calls += 1
+            href = cat.strip_query(href)
+        return href if "?" in href else f"{href}?st=2026&se=2099&sp=rl&sig={self.token}"
+
+
+def _signed_provider(monkeypatch, url: str, signer: FakeSigner) -> str:
+    from stfuse.sensors import PROVIDERS
+
+    monkeypatch.setitem(PROVIDERS, "loopback-pc", {"url": url, "fine": "landsat-c2-l2", "coarse": "modis-43A4-061", "sign": "fake"})
+    monkeypatch.setitem(cat.SIGNERS, "fake", signer)
+    return "loopback-pc"
+
+
+def test_36_expired_signed_url_is_resigned_and_read(own_servers, monkeypatch, tmp_path):
+    files, api = own_servers(OLD)
+    files.faults.expired_tokens.add("OLDSECRET")  # the server: that token has expired (403)
+    signer = FakeSigner("FRESHSECRET")
+    result = run(*_remote_args(_signed_provider(monkeypatch, api.url, signer), tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    assert files.faults.forbidden > 0 and signer.fresh_calls > 0
+    written = sorted((tmp_path / "o").iterdir())
+    assert any(p.suffix == ".tif" for p in written)
+    for path in written:  # no token in any output or its metadata
+        data = path.read_bytes()
+        assert b"SECRET" not in data and b"sig=" not in data, path
+    assert "SECRET" not in result.output
+
+
+def test_37_signed_url_still_refused_after_resigning(own_servers, monkeypatch, tmp_path):
+    files, api = own_servers(OLD)
+    files.faults.expired_tokens.update({"OLDSECRET", "FRESHSECRET"})  # no access at all
+    signer = FakeSigner("FRESHSECRET")
+    result = run(*_remote_args(_signed_provider(monkeypatch, api.url, signer), tmp_path / "o"))
+    assert_clean_error(result, 4, "(HTTP 403) even after re-signing its URL")
+    assert "SECRET" not in result.output and "<redacted>" in result.output and "item LC0" in result.output
+    assert signer.fresh_calls > 0
+    assert not (tmp_path / "o").exists()
+
+
+def test_38_cache_folder_cannot_be_created(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run("predict", "--start", "2023-06-08", "--end", "2023-06-08", "--bands", "red", "--cache", blocker / "cache",
+                 "-o", tmp_path / "o")
+    assert_clean_error(result, 2, "cannot create the cache folder")
+    assert not (tmp_path / "o").exists() and blocker.read_text() == "x"
