@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from stfuse.errors import InputError
-from stfuse.prior.estarfm import estarfm, halo
+from stfuse.prior.estarfm import _f_critical, estarfm, halo
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 
@@ -172,6 +172,29 @@ def test_row_blocks_do_not_change_the_result():
         small = estarfm(fine, coarse, target, block_rows=4, **opts)
         for a, b in zip(big, small):
             torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+def test_threads_do_not_change_the_result():
+    """Row blocks run on one Python thread per torch thread (stfuse.prior._window.run_blocks)."""
+    fine, coarse, target, _ = offset_scene(seed=5, height=130, width=41)
+    target = target + 0.03 * torch.rand(target.shape, generator=torch.Generator().manual_seed(5))
+    fine[1, 0, 70:75, 5:9] = float("nan")
+    one = estarfm(fine, coarse, target, window=21)
+    torch.set_num_threads(2)  # the autouse fixture restores 1, then the caller's setting
+    two = estarfm(fine, coarse, target, window=21)
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    for a, b in zip(one, two):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("significance", [0.05, 0.01, 0.001, 0.2])
+def test_f_critical_values_equal_scipy(significance):
+    """The F(1, df) critical values are computed without importing scipy.stats (0.7 s)."""
+    stats = pytest.importorskip("scipy.stats")
+    ours = _f_critical(significance, 1200)
+    assert ours[0] == np.inf and ours.shape == (1201,)
+    np.testing.assert_allclose(ours[1:], stats.f.ppf(1 - significance, 1, np.arange(1, 1201)), rtol=1e-9)
 
 
 def test_tile_with_halo_matches_whole_image():

@@ -175,6 +175,32 @@ def test_row_blocks_do_not_change_the_result():
             torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
 
 
+def test_threads_do_not_change_the_result():
+    """Row blocks run on one Python thread per torch thread (stfuse.prior._window.run_blocks)."""
+    f, c, t, _ = shifted_pair(seed=4, height=150, width=41)
+    t = t + 0.02 * torch.rand(t.shape, generator=torch.Generator().manual_seed(4))
+    f[0, 1, 60:70, 5:9] = float("nan")
+    for opts in ({}, {"threshold": "global", "filtering": "reference"}):
+        one = starfm(f, c, t, **opts)
+        torch.set_num_threads(2)  # the autouse fixture restores 1, then the caller's setting
+        two = starfm(f, c, t, **opts)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        for a, b in zip(one, two):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+def test_inputs_are_not_modified():
+    """Unusable neighbours are masked in place in the halo blocks, which must be copies."""
+    f, c, t, _ = shifted_pair(seed=3)
+    f[0, 0, 3:6, 3:6] = float("nan")
+    before = [x.clone() for x in (f, c, t)]
+    for opts in ({"window": 1}, {"window": 5, "filtering": "paper"}):
+        starfm(f, c, t, **opts)
+    for x, y in zip((f, c, t), before):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, equal_nan=True)
+
+
 def test_tile_with_halo_matches_whole_image():
     f, c, t, _ = shifted_pair(seed=6, height=48, width=40)
     t = t + 0.02 * torch.rand(t.shape, generator=torch.Generator().manual_seed(6))

@@ -42,16 +42,28 @@ Typical use (a weighted mean of ``x`` over the similar neighbours of each pixel)
 The STARFM/ESTARFM modules add a second level: per-pixel quantities are prepared for a
 taller block and the offset loop runs over cache-sized chunks of it, with ``shifted``
 applied to row slices ``xh[..., a : b + 2r, :]`` of the prepared halo block.
+
+Threads: the prepared blocks are independent, so on CPU :func:`run_blocks` hands them to
+one Python thread per torch thread, each running torch single-threaded. torch's own
+intra-op parallelism splits every one of the thousands of small per-offset operations
+and pays a fork/join for each (plus a thread wake-up with ``OMP_WAIT_POLICY=PASSIVE``);
+when another process holds a core, every operation waits for the descheduled thread. With
+whole blocks per thread the cores never wait for each other (measurements in
+docs/benchmarks.md). Results do not depend on the number of threads.
+
+Window sums (:func:`box_sum`, :func:`local_std`) use a cumulative sum along rows and a
+fixed-order doubling sum across rows, in float64, so they are exact enough for
+``E[x^2] - E[x]^2`` and identical whatever the block boundaries.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "Offset",
@@ -67,6 +79,9 @@ __all__ = [
     "global_std",
     "similar_mask",
     "default_block_rows",
+    "block_workers",
+    "prep_blocks",
+    "run_blocks",
 ]
 
 
@@ -123,6 +138,50 @@ def row_blocks(height: int, block_rows: int) -> Iterator[tuple[int, int]]:
         yield y0, min(height, y0 + block_rows)
 
 
+def block_workers(device: torch.device) -> int:
+    """Worker threads :func:`run_blocks` uses on ``device``: torch's intra-op thread count on
+    CPU (1 inside dask tasks, which set it so), 1 on other devices (one stream)."""
+    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
+
+
+def prep_blocks(height: int, min_rows: int, workers: int = 1) -> list[tuple[int, int]]:
+    """Row blocks of near-equal heights for :func:`run_blocks`: about ``min_rows`` rows each
+    (at least half that), their number a multiple of ``workers`` so the threads stay busy."""
+    n = max(1, height // max(1, min_rows))
+    n = -(-n // workers) * workers
+    return list(row_blocks(height, -(-height // n)))
+
+
+def run_blocks(work: Callable[[int, int], None], blocks: list[tuple[int, int]], device: torch.device) -> None:
+    """Call ``work(y0, y1)`` for every block; on CPU spread over :func:`block_workers` threads.
+
+    Each worker thread runs torch single-threaded, so the two (or more) cores work on
+    different row blocks with no synchronisation per operation: torch's own intra-op
+    parallelism pays a fork/join (and, with ``OMP_WAIT_POLICY=PASSIVE``, a thread wake-up) for
+    every one of the thousands of small operations of a moving-window loop, and stalls
+    whenever another process holds one of the cores. ``work`` must write disjoint outputs;
+    results do not depend on the number of threads. torch's thread setting is restored.
+    """
+    workers = min(len(blocks), block_workers(device))
+    if workers <= 1:
+        for y0, y1 in blocks:
+            work(y0, y1)
+        return
+    previous = torch.get_num_threads()
+    grad = torch.is_grad_enabled()  # thread-local in torch: carry the caller's no_grad over
+
+    def run(block: tuple[int, int]) -> None:
+        with torch.set_grad_enabled(grad):
+            work(*block)
+
+    try:
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            for _ in pool.map(run, blocks):
+                pass
+    finally:
+        torch.set_num_threads(previous)
+
+
 def halo_block(x: torch.Tensor, y0: int, y1: int, radius: int, fill: float = float("nan")) -> torch.Tensor:
     """Rows ``y0:y1`` of ``x`` with a ``radius``-pixel halo on all four sides.
 
@@ -133,16 +192,21 @@ def halo_block(x: torch.Tensor, y0: int, y1: int, radius: int, fill: float = flo
         fill: value outside the image (NaN: excluded as neighbour downstream).
 
     Returns:
-        A new contiguous ``(..., y1-y0+2r, W+2r)`` tensor; element ``[..., i, j]`` is
-        ``x[..., y0-r+i, j-r]`` where that lies inside the image, ``fill`` elsewhere.
+        A new contiguous ``(..., y1-y0+2r, W+2r)`` tensor (always a copy, never a view of
+        ``x``: callers modify it in place); element ``[..., i, j]`` is ``x[..., y0-r+i, j-r]``
+        where that lies inside the image, ``fill`` elsewhere.
     """
-    height = x.shape[-2]
+    height, width = x.shape[-2:]
     top, bottom = max(0, y0 - radius), min(height, y1 + radius)
-    core = x[..., top:bottom, :]
-    pad = (radius, radius, top - (y0 - radius), (y1 + radius) - bottom)
-    if not any(pad):
-        return core.contiguous()
-    return F.pad(core, pad, mode="constant", value=fill)
+    pad_top, pad_bottom = top - (y0 - radius), (y1 + radius) - bottom
+    out = torch.empty((*x.shape[:-2], y1 - y0 + 2 * radius, width + 2 * radius), dtype=x.dtype, device=x.device)
+    # copy the image part once and fill only the frame (F.pad fills everything, then copies)
+    out[..., pad_top : pad_top + bottom - top, radius : radius + width] = x[..., top:bottom, :]
+    out[..., :pad_top, :] = fill
+    out[..., out.shape[-2] - pad_bottom :, :] = fill
+    out[..., pad_top : pad_top + bottom - top, :radius] = fill
+    out[..., pad_top : pad_top + bottom - top, radius + width :] = fill
+    return out
 
 
 def shifted(xh: torch.Tensor, radius: int, dy: int, dx: int) -> torch.Tensor:
@@ -151,9 +215,12 @@ def shifted(xh: torch.Tensor, radius: int, dy: int, dx: int) -> torch.Tensor:
     ``shifted(xh, r, dy, dx)[..., i, j]`` is the value at block pixel ``(i+dy, j+dx)``;
     the result has the block's inner shape ``(..., rows, W)`` (no copy).
     """
-    rows = xh.shape[-2] - 2 * radius
-    width = xh.shape[-1] - 2 * radius
-    return xh[..., radius + dy : radius + dy + rows, radius + dx : radius + dx + width]
+    *lead, height, width = xh.shape
+    st = xh.stride()
+    # One as_strided instead of two slices: this runs for every offset, so its Python and
+    # dispatch overhead counts (and is serialised by the GIL when blocks run on threads).
+    offset = xh.storage_offset() + (radius + dy) * st[-2] + (radius + dx) * st[-1]
+    return xh.as_strided((*lead, height - 2 * radius, width - 2 * radius), st, offset)
 
 
 def centre(xh: torch.Tensor, radius: int) -> torch.Tensor:
@@ -180,17 +247,39 @@ def box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
 
     Returns:
         ``(..., rows, W)`` window sums in float64: a cumulative sum along each full row
-        (O(1) per pixel), then a direct sum of ``2r+1`` rows in a fixed order. The result at a
-        pixel depends only on its window, never on where the row block starts, so row-block
-        processing reproduces whole-image processing exactly.
+        (O(1) per pixel), then the ``2r+1`` row sums added in a fixed order that depends only
+        on ``r`` (:func:`_sum_rows`: about ``2 log2(2r+1)`` additions instead of ``2r``). The
+        result at a pixel depends only on its window, never on where the row block starts, so
+        row-block processing reproduces whole-image processing exactly.
     """
     k = 2 * radius + 1
-    c = F.pad(x.to(torch.float64).cumsum(-1), (1, 0))
-    h = c[..., :, k:] - c[..., :, :-k]  # (..., rows+2r, W) horizontal window sums
-    rows = x.shape[-2] - 2 * radius
-    out = h[..., 0:rows, :].clone()
-    for i in range(1, k):
-        out += h[..., i : i + rows, :]
+    c = x.to(torch.float64).cumsum(-1)
+    h = torch.empty((*c.shape[:-1], c.shape[-1] - k + 1), dtype=c.dtype, device=c.device)
+    h[..., 0] = c[..., k - 1]  # (..., rows+2r, W) horizontal window sums: c[j+k-1] - c[j-1]
+    torch.sub(c[..., k:], c[..., : c.shape[-1] - k], out=h[..., 1:])
+    return _sum_rows(h, k)
+
+
+def _sum_rows(h: torch.Tensor, k: int) -> torch.Tensor:
+    """Sums of ``k`` consecutive rows of ``h`` (``(..., n+k-1, W)`` -> ``(..., n, W)``).
+
+    Binary decomposition: ``s_2m[i] = s_m[i] + s_m[i+m]`` (sums of ``m`` rows) are built by
+    doubling and the result adds the ``s_m`` of the set bits of ``k`` at increasing
+    offsets. Each output row is the same fixed-order sum of its own ``k`` input rows.
+    """
+    rows = h.shape[-2] - k + 1
+    out: torch.Tensor | None = None
+    offset, m, s = 0, 1, h
+    while True:
+        if k & m:
+            part = s[..., offset : offset + rows, :]
+            out = part.clone() if out is None else out.add_(part)
+            offset += m
+        if 2 * m > k:
+            break
+        s = s[..., : s.shape[-2] - m, :] + s[..., m:, :]
+        m *= 2
+    assert out is not None
     return out
 
 
@@ -210,21 +299,24 @@ def local_std(xh: torch.Tensor, radius: int) -> torch.Tensor:
     planes = xh.reshape(-1, *xh.shape[-2:])
     rows, width = xh.shape[-2] - 2 * radius, xh.shape[-1] - 2 * radius
     out = torch.empty((planes.shape[0], rows, width), dtype=xh.dtype, device=xh.device)
+    moments = torch.empty((3, *xh.shape[-2:]), dtype=torch.float64, device=xh.device)
     for i, plane in enumerate(planes):
         valid = torch.isfinite(plane)
-        z = torch.where(valid, plane, torch.zeros((), dtype=plane.dtype, device=plane.device)).to(torch.float64)
-        n = box_sum(valid.to(torch.float64), radius)
-        s1 = box_sum(z, radius)
-        s2 = box_sum(z * z, radius)
-        mean = s1 / n.clamp_min(1.0)
-        var = (s2 / n.clamp_min(1.0) - mean * mean).clamp_min(0.0)
-        var = torch.where(n >= 2, var, torch.zeros((), dtype=var.dtype, device=var.device))
-        out[i] = var.sqrt()
+        moments[0].copy_(valid)
+        moments[1].copy_(plane).masked_fill_(~valid, 0.0)
+        torch.mul(moments[1], moments[1], out=moments[2])
+        n, s1, s2 = box_sum(moments, radius)  # one pass for count, sum and sum of squares
+        n_safe = n.clamp_min(1.0)
+        mean = s1.div_(n_safe)
+        var = s2.div_(n_safe).sub_(mean * mean).clamp_min_(0.0)
+        var.masked_fill_(n < 2, 0.0)
+        out[i] = var.sqrt_()
     return out.reshape(*lead, rows, width)
 
 
-def _plane_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Count, sum and sum of squares (float64) of the finite values of each ``(H, W)`` plane.
+def _plane_moments(x: torch.Tensor, second: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Count, sum and sum of squares (float64) of the finite values of each ``(H, W)`` plane
+    (the sum of squares only with ``second``, else zeros).
 
     Planes are reduced one at a time so the temporary memory is one plane, not the image.
     """
@@ -232,19 +324,20 @@ def _plane_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     planes = x.reshape(-1, *x.shape[-2:])
     n = torch.empty(planes.shape[0], dtype=torch.float64, device=x.device)
     s1 = torch.empty_like(n)
-    s2 = torch.empty_like(n)
+    s2 = torch.zeros_like(n)
     for i, plane in enumerate(planes):
         valid = torch.isfinite(plane)
         z = torch.where(valid, plane, torch.zeros((), dtype=plane.dtype, device=plane.device))
         n[i] = valid.sum()
         s1[i] = z.sum(dtype=torch.float64)
-        s2[i] = (z * z).sum(dtype=torch.float64)
+        if second:
+            s2[i] = (z * z).sum(dtype=torch.float64)
     return n.reshape(lead), s1.reshape(lead), s2.reshape(lead)
 
 
 def global_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean of the finite values of each ``(H, W)`` plane of ``(..., H, W)`` (0 where none), float64."""
-    n, s1, _ = _plane_moments(x)
+    n, s1, _ = _plane_moments(x, second=False)
     return s1 / n.clamp_min(1.0)
 
 
@@ -287,3 +380,4 @@ def similar_mask(
     torch.sub(neighbour, centre_value, out=out)
     out.abs_()
     return torch.le(out, threshold, out=out)
+

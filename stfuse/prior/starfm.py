@@ -46,7 +46,8 @@ and the filter is not applied. Where no neighbour is usable the prediction falls
 
 Implementation: row blocks with a halo and a Python loop over the window offsets, each one
 a few whole-block tensor operations (see :mod:`stfuse.prior._window`); ``stride`` samples the
-window sparsely to trade accuracy for speed.
+window sparsely to trade accuracy for speed. On CPU the blocks run on one thread per torch
+thread (:func:`stfuse.prior._window.run_blocks`); results do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -200,38 +201,45 @@ def starfm(
         block_rows = win.default_block_rows(W + 2 * r, 3 * PB)
 
     nan = torch.tensor(float("nan"), dtype=out_dtype, device=device)
-    zero = torch.zeros((), dtype=out_dtype, device=device)
 
     use_filter = filtering != "none"
     # Two levels of blocking: per-pixel quantities are prepared for a tall block (so the halo
     # rows are not recomputed too often), the offset loop then runs over chunks of
-    # ``block_rows`` rows of it, small enough to stay in cache.
-    prep_rows = max(block_rows, 4 * r, 32)
-    for y0, y1 in win.row_blocks(H, prep_rows):
+    # ``block_rows`` rows of it, small enough to stay in cache. Prepared blocks are
+    # independent: on CPU they are spread over threads (see :func:`_window.run_blocks`).
+
+    def block(y0: int, y1: int) -> None:
         rows = y1 - y0
         fh = win.halo_block(fine, y0, y1, r)  # (P, B, rows+2r, W+2r)
         ch = win.halo_block(coarse, y0, y1, r)
         th = win.halo_block(coarse_target, y0, y1, r).unsqueeze(0)  # (1, B, ., .)
-        valid = torch.isfinite(fh) & torch.isfinite(ch) & torch.isfinite(th)
+        hw = fh.shape[-2:]
+        # A neighbour is unusable unless all three are finite (x * 0 is 0 only for finite x).
+        invalid = (fh * 0).add_(ch * 0).add_(th * 0) != 0
 
         s = (fh - ch).abs_()
         t = (ch - th).abs_()
         # Predictions relative to a per-band constant (the mean coarse target) keep the float32
         # second moment accurate (variance = E[P^2] - E[P]^2 cancels less on small numbers).
         pred = fh + (th - shift) - ch
+        # Accumulated quantities per neighbour, q = 1/C: q, q P, q P^2 -> (3, P*B, rows+2r, W+2r),
+        # written in place (no stack copy), zero where the neighbour is unusable.
+        g = torch.empty((3, P, B, *hw), dtype=out_dtype, device=device)
         if weighting == "product":
-            inv_c = (s + spectral_eps).mul_(t + temporal_eps) if temporal_weight else s + spectral_eps
-        else:
-            inv_c = torch.log1p(s * log_b).add_(spectral_eps)
+            torch.add(s, spectral_eps, out=g[0])
             if temporal_weight:
-                inv_c.mul_(torch.log1p(t * log_b).add_(temporal_eps))
-        inv_c = torch.where(valid, inv_c.reciprocal_(), zero)
-        pz = torch.where(valid, pred, zero)
-        # Accumulated quantities per neighbour: q, q P, q P^2 -> (3, P*B, rows+2r, W+2r)
-        g = torch.stack((inv_c, inv_c * pz, inv_c * pz * pz)).reshape(3, PB, *fh.shape[-2:])
-        del pred, pz, inv_c
+                g[0].mul_(t + temporal_eps)
+        else:
+            torch.log1p(s * log_b, out=g[0]).add_(spectral_eps)
+            if temporal_weight:
+                g[0].mul_(torch.log1p(t * log_b).add_(temporal_eps))
+        g[0].reciprocal_()
+        torch.mul(g[0], pred, out=g[1])
+        torch.mul(g[1], pred, out=g[2])
+        g.masked_fill_(invalid, 0.0)
+        g = g.view(3, PB, *hw)
+        del pred
 
-        f_nb = torch.where(valid, fh, nan).reshape(PB, *fh.shape[-2:])  # neighbours (NaN = unusable)
         f_c = win.centre(fh, r)
         c_c = win.centre(ch, r)
         f_centre = torch.where(torch.isfinite(f_c), f_c, c_c).reshape(PB, rows, W).contiguous()
@@ -240,13 +248,14 @@ def starfm(
             thr = global_thr.expand(PB, rows, 1)
         else:
             thr = (win.local_std(fh, r) * (2.0 / n_classes)).reshape(PB, rows, W)
+        f_nb = fh.masked_fill_(invalid, math.nan).view(PB, *hw)  # neighbours (NaN = unusable)
 
         s_nb = t_nb = s_lim = t_lim = None
         if use_filter:
-            s_nb = torch.where(valid, s, nan).reshape(PB, *fh.shape[-2:])
-            t_nb = torch.where(valid, t, nan).reshape(PB, *fh.shape[-2:])
-            s_c = win.centre(torch.where(valid, s, nan), r)  # (P, B, rows, W)
-            t_c = win.centre(torch.where(valid, t, nan), r)
+            s_nb = s.masked_fill_(invalid, math.nan)
+            t_nb = t.masked_fill_(invalid, math.nan)
+            s_c = win.centre(s_nb, r)  # (P, B, rows, W)
+            t_c = win.centre(t_nb, r)
             if filtering == "paper":
                 s_ref = torch.nan_to_num(s_c, nan=-math.inf).amax(0)
                 t_ref = torch.nan_to_num(t_c, nan=-math.inf).amax(0)
@@ -258,7 +267,8 @@ def starfm(
             t_lim = torch.where(torch.isfinite(t_ref), t_ref + sigma_mm, math.inf)
             s_lim = s_lim.unsqueeze(0).expand(P, B, rows, W).reshape(PB, rows, W).contiguous()
             t_lim = t_lim.unsqueeze(0).expand(P, B, rows, W).reshape(PB, rows, W).contiguous()
-        del s, t, valid, fh, ch
+            s_nb, t_nb = s_nb.view(PB, *hw), t_nb.view(PB, *hw)
+        del s, t, invalid, ch
 
         for a, b in win.row_blocks(rows, block_rows):
             n = b - a
@@ -295,4 +305,7 @@ def starfm(
             v = torch.where(ok, v, fallback_std**2) + variance_floor
             mean[:, rows_out] = m
             var[:, rows_out] = torch.where(torch.isnan(m), nan, v)
+
+    workers = win.block_workers(device)
+    win.run_blocks(block, win.prep_blocks(H, max(block_rows, 4 * r, 32), workers), device)
     return mean, var
