@@ -10,7 +10,8 @@ import rasterio
 import torch
 
 from stfuse.errors import InputError
-from stfuse.prior.fsdaf import _similar_filter, fsdaf, halo
+from stfuse.prior._coarse import similar_filter
+from stfuse.prior.fsdaf import fsdaf, halo
 
 F = 8  # coarse factor of the synthetic scenes
 REFL = np.array([[0.05, 0.04, 0.30],  # vegetation
@@ -137,8 +138,8 @@ def test_deterministic_given_seed():
 def test_similar_filter_row_blocks_match():
     rng = np.random.default_rng(0)
     ref, vals = t(rng.random((3, 37, 29))), t(rng.random((2, 37, 29)))
-    m1, v1 = _similar_filter(ref, vals, 4, 10, block_elems=1 << 24)
-    m2, v2 = _similar_filter(ref, vals, 4, 10, block_elems=200)  # one row at a time
+    m1, v1 = similar_filter(ref, vals, 4, 10, block_elems=1 << 24)
+    m2, v2 = similar_filter(ref, vals, 4, 10, block_elems=200)  # one row at a time
     torch.testing.assert_close(m1, m2, rtol=0, atol=1e-6)
     torch.testing.assert_close(v1, v2, rtol=0, atol=1e-6)
     # brute force at one pixel

@@ -73,22 +73,7 @@ from typing import Literal
 import torch
 
 from ..errors import InputError
-from .fsdaf import (
-    _block_expand,
-    _block_mean,
-    _box_sum,
-    _check_factor,
-    _check_inputs,
-    _coarse_fallback,
-    _combine_pairs,
-    _fill_nan,
-    _nearest_pair,
-    _similar_filter,
-    _tps_upsample,
-    _residual_energy,
-    _value_range,
-    _variogram_weight,
-)
+from . import _coarse as co
 
 __all__ = ["fitfc", "halo"]
 
@@ -145,8 +130,8 @@ def fitfc(
         (mean, variance), both (B, H, W) float32 on the input device.
     """
     del seed
-    fine, coarse, coarse_target = _check_inputs(fine, coarse, coarse_target)
-    _check_factor(coarse_factor)
+    fine, coarse, coarse_target = co.check_inputs(fine, coarse, coarse_target)
+    co.check_factor(coarse_factor)
     if rm_radius is not None and (not isinstance(rm_radius, int) or rm_radius < 0):
         raise InputError(f"rm_radius must be a non-negative int (coarse pixels) or None, got {rm_radius!r}")
     if residual_interp not in ("tps", "bicubic"):
@@ -163,10 +148,10 @@ def fitfc(
                 block_elems=int(block_elems))
     pairs = range(fine.shape[0])
     if combine == "nearest" and fine.shape[0] > 1:
-        pairs = [_nearest_pair(coarse, coarse_target)]
+        pairs = [co.nearest_pair(coarse, coarse_target)]
     with torch.no_grad():
         outs = [_fitfc_pair(fine[p], coarse[p], coarse_target, **opts) for p in pairs]
-        mean, var = _combine_pairs([o[0] for o in outs], [o[1] for o in outs])
+        mean, var = co.combine_pairs([o[0] for o in outs], [o[1] for o in outs])
     return mean.contiguous(), var.contiguous()
 
 
@@ -181,7 +166,7 @@ def _regression(c1, c2, radius):
     if radius is None:
         s = lambda t: t.sum((1, 2), keepdim=True)  # noqa: E731
     else:
-        s = lambda t: _box_sum(t, int(radius))  # noqa: E731
+        s = lambda t: co.box_sum(t, int(radius))  # noqa: E731
     n = s(w)
     nn = torch.where(n > 0, n, 1.0)
     m1, m2 = s(x) / nn, s(y) / nn
@@ -209,23 +194,23 @@ def _fitfc_pair(F1, C1, C2, *, f, rm_radius, residual_weight, residual_interp, f
     B, H, W = F1.shape
     dev, dt = F1.device, F1.dtype
     nan = float("nan")
-    c1, _ = _block_mean(C1, f)
-    c2, _ = _block_mean(C2, f)
+    c1, _ = co.block_mean(C1, f)
+    c2, _ = co.block_mean(C2, f)
     if not bool(torch.isfinite(c2).any()):
         full = torch.full((B, H, W), nan, dtype=dt, device=dev)
         return full, full.clone()
     valid = torch.isfinite(F1).all(0)
-    lo, hi = _value_range(F1)
+    lo, hi = co.value_range(F1)
     if not bool(torch.isfinite(c1).any()):  # no coarse image at t1: the aggregated fine image stands in
-        c1, _ = _block_mean(F1, f)
+        c1, _ = co.block_mean(F1, f)
     if not bool(valid.any()) or not bool((torch.isfinite(c1) & torch.isfinite(c2)).any()):
-        fb_mean, fb_var = _coarse_fallback(F1, c1, c2, f, H, W, tps_m, f // 2)
+        fb_mean, fb_var = co.coarse_fallback(F1, c1, c2, f, H, W, tps_m, f // 2)
         return torch.minimum(torch.maximum(fb_mean, lo), hi), fb_var
 
     # 1. regression model fitting on the coarse pixels, coefficients interpolated to the fine grid
     a_c, b_c = _regression(c1, c2, rm_radius)
     if rm_radius is not None and not bool(torch.isfinite(a_c).all()):  # empty windows
-        a_c, b_c = _fill_nan(a_c), _fill_nan(b_c)
+        a_c, b_c = co.fill_nan(a_c), co.fill_nan(b_c)
     if rm_radius is None:
         a, b0 = a_c.expand(B, H, W), b_c.expand(B, H, W)
     else:
@@ -235,14 +220,14 @@ def _fitfc_pair(F1, C1, C2, *, f, rm_radius, residual_weight, residual_interp, f
     del a, b0
 
     # 3. coarse residual (computed before the filter so the variance can use it)
-    Rc = _fill_nan(Rc)
+    Rc = co.fill_nan(Rc)
     Rc = torch.where(torch.isfinite(Rc), Rc, 0.0)
-    rw = _variogram_weight(Rc) if residual_weight == "auto" else torch.full((B,), float(residual_weight), dtype=dt,
+    rw = co.variogram_weight(Rc) if residual_weight == "auto" else torch.full((B,), float(residual_weight), dtype=dt,
                                                                              device=dev)
-    var = _block_expand(_residual_energy(Rc, rw), f, H, W)  # the residual term of the variance
+    var = co.block_expand(co.residual_energy(Rc, rw), f, H, W)  # the residual term of the variance
     Rc = Rc * rw[:, None, None]
     if residual_interp == "tps":
-        Rup = _tps_upsample(Rc, f, H, W, tps_m)
+        Rup = co.tps_upsample(Rc, f, H, W, tps_m)
     else:
         Hc, Wc = Rc.shape[1:]
         Rup = torch.nn.functional.interpolate(Rc.unsqueeze(0), size=(Hc * f, Wc * f), mode="bicubic",
@@ -251,7 +236,7 @@ def _fitfc_pair(F1, C1, C2, *, f, rm_radius, residual_weight, residual_interp, f
     # 2. spatial filtering with similar pixels of F1
     target = torch.where(valid, RM - F1 if filter_change else RM, nan)
     del RM
-    sm, sv = _similar_filter(F1, target, window, n_similar, stride=stride, block_elems=block_elems)
+    sm, sv = co.similar_filter(F1, target, window, n_similar, stride=stride, block_elems=block_elems)
     del target
     mean = (F1 + sm) if filter_change else sm
     del sm
@@ -262,7 +247,7 @@ def _fitfc_pair(F1, C1, C2, *, f, rm_radius, residual_weight, residual_interp, f
     del sv
     good = valid.unsqueeze(0) & torch.isfinite(mean)
     if not bool(good.all()):
-        fb_mean, fb_var = _coarse_fallback(F1, c1, c2, f, H, W, tps_m, f // 2)
+        fb_mean, fb_var = co.coarse_fallback(F1, c1, c2, f, H, W, tps_m, f // 2)
         mean = torch.where(good, mean, torch.minimum(torch.maximum(fb_mean, lo), hi))
         var = torch.where(good, var, fb_var)
     return mean, var.clamp_min(0.0)
