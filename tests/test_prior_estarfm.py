@@ -7,35 +7,20 @@ estarfm-real-2pair RMSE 0.0072, SSIM 0.889 (reference ESTARFM.py: 0.0076, 0.884)
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from priorkit import bench_task, blur, rmse_masked as rmse
+from priorkit import one_torch_thread  # noqa: F401  (fixture used by pytestmark)
 from stfuse.errors import InputError
 from stfuse.prior.estarfm import _f_critical, estarfm, halo
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Run single-threaded: these tests check results, not speed, and torch's thread pool
-    slows many small operations down badly when the CPU cores are shared with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # results, not speed: one torch thread
 
 
 # ----------------------------------------------------------------------------- helpers
-def blur(x: torch.Tensor, k: int = 9) -> torch.Tensor:
-    """Box blur of ``(..., H, W)``: a stand-in for coarse pixels resampled to the fine grid."""
-    shape = x.shape
-    y = torch.nn.functional.avg_pool2d(x.reshape(-1, 1, *shape[-2:]), k, 1, k // 2, count_include_pad=False)
-    return y.reshape(shape)
 
 
 def textured(height: int = 40, width: int = 44, bands: int = 3, seed: int = 0) -> torch.Tensor:
@@ -56,42 +41,6 @@ def offset_scene(seed: int = 0, d13=(0.01, -0.005, 0.015), d12=(0.03, -0.02, 0.0
     fine = torch.stack([f1, f1 + d13])
     coarse = torch.stack([c1, c1 + d13])
     return fine, coarse, c1 + d12, f1 + d12
-
-
-def bench_task(task_id: str):
-    """``fine, coarse, target`` tensors and ``truth, valid`` arrays of a shared benchmark task,
-    read as score.py reads them; skips when the benchmarks are absent."""
-    manifest = BENCH / "MANIFEST.json"
-    if not manifest.exists():
-        pytest.skip(f"shared benchmarks not found at {BENCH}")
-    rasterio = pytest.importorskip("rasterio")
-    task = {t["id"]: t for t in json.loads(manifest.read_text())["tasks"]}[task_id]
-
-    def read(rel: str):
-        with rasterio.open(BENCH / rel) as d:
-            a = d.read().astype("float64")
-            valid = np.ones(a.shape, bool)
-            if d.nodata is not None and not np.isnan(d.nodata):
-                valid &= a != d.nodata
-            if np.issubdtype(np.dtype(d.dtypes[0]), np.integer):
-                scales = [s if s not in (None, 1.0) else 1e-4 for s in d.scales]
-                a = a * np.asarray(scales)[:, None, None] + np.asarray(d.offsets)[:, None, None]
-        return a, valid & np.isfinite(a)
-
-    def tensor(rel: str) -> torch.Tensor:
-        a, valid = read(rel)
-        return torch.from_numpy(np.where(valid, a, np.nan).astype(np.float32))
-
-    fine = torch.stack([tensor(p["fine"]) for p in task["pairs"]])
-    coarse = torch.stack([tensor(p["coarse"]) for p in task["pairs"]])
-    return (fine, coarse, tensor(task["target"]["coarse"]), *read(task["truth"]))
-
-
-def rmse(pred, truth: np.ndarray, valid: np.ndarray) -> float:
-    """Mean over bands of the per-band RMSE exactly as score.py computes it."""
-    p = np.asarray(pred, dtype=np.float32).astype("float64")
-    ok = valid & np.isfinite(p)
-    return float(np.mean([np.sqrt(np.mean((p[b][ok[b]] - truth[b][ok[b]]) ** 2)) for b in range(truth.shape[0])]))
 
 
 # ----------------------------------------------------------------------------- behaviour

@@ -2,52 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
-import rasterio
 import torch
 
+from priorkit import F, block_mean, load_task as _load, rmse_nan as rmse, rmse_ssim as _rmse_ssim, t, voronoi_scene as scene
 from stfuse.errors import InputError
 from stfuse.prior.fitfc import fitfc, halo
-
-F = 8  # coarse factor of the synthetic scenes
-REFL = np.array([[0.05, 0.04, 0.30],
-                 [0.12, 0.15, 0.22],
-                 [0.03, 0.02, 0.01]], np.float32)
-
-
-def block_mean(x: np.ndarray, f: int) -> np.ndarray:
-    """(..., H, W) -> block means expanded back to (..., H, W) (a perfect coarse sensor)."""
-    *lead, H, W = x.shape
-    m = x.reshape(*lead, H // f, f, W // f, f).mean((-3, -1))
-    return np.repeat(np.repeat(m, f, -2), f, -1)
-
-
-def patch_classes(H: int = 96, W: int = 96, n_seeds: int = 30, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    pts = rng.uniform(0, [H, W], (n_seeds, 2))
-    lab = rng.integers(0, 3, n_seeds)
-    lab[:3] = [0, 1, 2]
-    yy, xx = np.mgrid[0:H, 0:W]
-    d = (yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2
-    return lab[d.argmin(-1)]
-
-
-def scene(noise: float = 0.002, seed: int = 0):
-    cls = patch_classes(seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    fine1 = (REFL[cls].transpose(2, 0, 1) + rng.normal(0, noise, (3,) + cls.shape)).astype(np.float32)
-    return cls, fine1
-
-
-def t(x) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x, np.float32))
-
-
-def rmse(a, b) -> float:
-    return float(np.sqrt(np.nanmean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -191,33 +152,6 @@ def test_cpu_cuda_parity():
 # -------------------------------------------------------------------------------------------------
 # shared benchmarks
 # -------------------------------------------------------------------------------------------------
-
-def _read(path):
-    with rasterio.open(path) as d:
-        return d.read().astype(np.float64) * 1e-4
-
-
-def _load(benchmarks, task):
-    fine = np.stack([_read(benchmarks / p["fine"]) for p in task["pairs"]])
-    coarse = np.stack([_read(benchmarks / p["coarse"]) for p in task["pairs"]])
-    return fine, coarse, _read(benchmarks / task["target"]["coarse"]), _read(benchmarks / task["truth"])
-
-
-def _rmse_ssim(benchmarks, pred, truth):
-    """Mean over bands of RMSE and SSIM, as score.py computes them."""
-    spec = importlib.util.spec_from_file_location("bench_score", benchmarks / "score.py")
-    score = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(score)
-    p = np.asarray(pred, np.float64)
-    valid = np.isfinite(p) & np.isfinite(truth)
-    r, s = [], []
-    for b in range(truth.shape[0]):
-        m = valid[b]
-        e = p[b][m] - truth[b][m]
-        r.append(float(np.sqrt(np.mean(e**2))))
-        dr = float(truth[b][m].max() - truth[b][m].min())
-        s.append(score.ssim(np.where(valid[b], p[b], truth[b]), truth[b], dr))
-    return float(np.mean(r)), float(np.mean(s))
 
 
 @pytest.fixture(scope="module")
