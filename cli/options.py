@@ -47,3 +47,8 @@ cache_opt = click.option(
     help="Keep the loaded Landsat/MODIS cubes in this folder (Zarr) and reuse them when the same query "
     "finds the same items again, so a re-run reads no remote COG.",
 )
+coarse_collection_opt = click.option(
+    "--coarse-collection",
+    type=click.Choice(["modis-43A4-061", "modis-09GA-061"]),
+    help="Coarse (MODIS) collection: modis-43A4-061 (MCD43A4 NBAR, default) or modis-09GA-061 (MOD09GA daily).",
+)

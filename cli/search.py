@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import json_opt
+from .options import coarse_collection_opt, json_opt
 
 
 @click.command()
@@ -17,8 +17,9 @@ from .options import json_opt
 @click.option("--start", help="First day, YYYY-MM-DD.")
 @click.option("--end", help="Last day, YYYY-MM-DD.")
 @click.option("--max-cloud", type=click.FloatRange(0, 100), help="Only Landsat items with eo:cloud_cover at most this (%).")
+@coarse_collection_opt
 @json_opt
-def search(catalog, bbox, aoi, start, end, max_cloud, as_json) -> None:
+def search(catalog, bbox, aoi, start, end, max_cloud, coarse_collection, as_json) -> None:
     """List the fine (Landsat) and coarse (MODIS) items a query finds: date, sensor, platform,
     cloud cover and item id (``--json`` for machines)."""
     from stfuse import catalog as cat
@@ -32,7 +33,8 @@ def search(catalog, bbox, aoi, start, end, max_cloud, as_json) -> None:
         max_cloud=max_cloud,
     )
     provider = PROVIDERS.get(str(catalog)) if catalog else None
-    collections = [c for c in ((provider or {}).get("fine", "landsat-c2-l2"), (provider or {}).get("coarse", "modis-43A4-061")) if c]
+    coarse = coarse_collection or (provider or {}).get("coarse", "modis-43A4-061")
+    collections = [c for c in ((provider or {}).get("fine", "landsat-c2-l2"), coarse) if c]
     found = cat.search(catalog, query, collections)
     rows = []
     for collection_id, items in found.items():

@@ -417,20 +417,21 @@ def load_cubes(
     margin_days: int = 48,
     cache: str | os.PathLike[str] | None = None,
     chunks: dict[str, int] | None = None,
+    coarse_collection: str | None = None,
 ) -> Cubes:
     """Query -> search -> lazy fine + coarse cubes on the fine grid: the one path every command uses.
 
     ``catalog``: static catalog path, STAC API URL or provider name (default: sample_scenes).
     Dates are strict ISO 8601 and ordered; ``bbox`` (lon/lat) or ``aoi`` (GeoJSON dict or
-    file), not both. Fine (``landsat-c2-l2``) and coarse (the provider's, else
-    ``modis-43A4-061``) items are searched ``margin_days`` beyond the dates. ``cache``: a
+    file), not both. Fine (``landsat-c2-l2``) and coarse (``coarse_collection``: ``modis-43A4-061``
+    NBAR, the default, or ``modis-09GA-061`` daily surface reflectance) items are searched ``margin_days`` beyond the dates. ``cache``: a
     folder where the loaded cubes are kept as Zarr, keyed by the query and the items found
     (ids and ``updated``/datetimes), so a re-run reads no remote asset (see :func:`cache_key`).
     """
     import datetime as dt
 
     from . import catalog as cat
-    from .sensors import PROVIDERS, check_bands
+    from .sensors import COARSE_COLLECTIONS, PROVIDERS, check_bands
 
     bands = check_bands(bands or BANDS)
     start_date = cat.parse_date(start, name="start") if start is not None else None
@@ -443,7 +444,9 @@ def load_cubes(
     query = cat.Query(start=start_date, end=end_date, bbox=cat.check_bbox(bbox) if bbox is not None else None, aoi=aoi_geom)
     provider = PROVIDERS.get(str(catalog)) if catalog is not None else None
     fine_id = str(provider["fine"]) if provider else "landsat-c2-l2"
-    coarse_id = str(provider["coarse"]) if provider and provider["coarse"] else "modis-43A4-061"
+    coarse_id = coarse_collection or (str(provider["coarse"]) if provider and provider["coarse"] else COARSE_COLLECTIONS[0])
+    if coarse_id not in COARSE_COLLECTIONS:
+        raise InputError(f"{coarse_id!r} is not a coarse collection stfuse can use; use one of {', '.join(COARSE_COLLECTIONS)}")
     margin = dt.timedelta(days=margin_days)
     wide = cat.Query(start=start_date - margin if start_date else None, end=end_date + margin if end_date else None,
                      bbox=query.bbox, aoi=query.aoi)

@@ -171,6 +171,8 @@ MODIS_09GA = Collection(
 )
 
 COLLECTIONS: dict[str, Collection] = {c.id: c for c in (LANDSAT_C2_L2, MODIS_43A4, MODIS_09GA)}
+COARSE_COLLECTIONS = (MODIS_43A4.id, MODIS_09GA.id)
+"""Collections usable as the coarse (daily MODIS) input; the first is the default."""
 
 PROVIDERS: dict[str, dict[str, object]] = {
     "planetary-computer": {

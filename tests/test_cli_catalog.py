@@ -91,6 +91,7 @@ def test_zarr_output_opens_with_crs(tmp_path):
         (["--bands", "red,purple"], 2, "unknown band 'purple'"),
         (["--format", "netcdf"], 2, "unknown output format"),
         (["--catalog", "nowhere/catalog.json"], 2, "catalog not found"),
+        (["--coarse-collection", "modis-09GA-061"], 2, "no modis-09GA-061 items"),  # the sample has MCD43A4 only
     ],
 )
 def test_catalog_mode_bad_input(tmp_path, args, code, match):
