@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import bands_opt, device_opt, method_opt, overwrite_opt, quiet_opt
+from .options import bands_opt, cache_opt, coarse_collection_opt, device_opt, method_opt, overwrite_opt, quiet_opt
 from .progress import progress_reporter
 
 
@@ -36,14 +36,17 @@ from .progress import progress_reporter
 @click.option("--threads", type=int, help="Threads (per worker).")
 @click.option("--memory-limit", help="Memory per LocalCluster worker, e.g. 4GB.")
 @click.option("--refine", type=click.Choice(["none", "shipped", "scene"]), default="none", show_default=True,
-              help="Local-file mode: correct the prior with the CNN refiner — shipped weights, or adapted to the pairs (scene, needs 2 pairs).")
+              help="Hybrid prior + CNN refiner: shipped weights, or adapted to the pairs (scene, with 2 pairs). "
+                   "With --method auto the prior is the Fit-FC + FSDAF ensemble (recommended).")
 @click.option("--mc-samples", type=click.IntRange(1, 256), default=8, show_default=True, help="Monte Carlo dropout passes of the refiner.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (refiner training and dropout; k-means).")
 @click.option("--strict", is_flag=True, help="Refuse days that fail a quality gate (mostly masked coarse image, far pairs, large change) instead of flagging them.")
 @device_opt
 @overwrite_opt
 @quiet_opt
-def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, formats, resume, tile, scheduler, workers, threads, memory_limit, refine, mc_samples, seed, strict, device, overwrite, quiet) -> None:
+@cache_opt
+@coarse_collection_opt
+def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, formats, resume, tile, scheduler, workers, threads, memory_limit, refine, mc_samples, seed, strict, device, overwrite, quiet, cache, coarse_collection) -> None:
     """Predict daily 30 m reflectance with a per-pixel uncertainty band.
 
     \b
@@ -76,8 +79,6 @@ def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, o
         if not quiet:
             click.echo(f"wrote {out} (+ {out.with_suffix('.json').name})")
         return
-    if refine != "none":
-        raise InputError("--refine works in local-file mode (--pair/--coarse) for now; catalog mode uses the prior only")
     if bbox and aoi:
         raise InputError("give --bbox or --aoi, not both")
     with progress_reporter("predicting days", quiet=quiet) as progress:
@@ -86,7 +87,8 @@ def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, o
             method=method, max_pairs=max_pairs, min_clear=min_clear, max_gap_days=max_gap_days, crs=crs,
             device=device, options=options, formats=[f.strip() for f in formats.split(",") if f.strip()],
             overwrite=overwrite, resume=resume, tile=tile, scheduler=scheduler, workers=workers, threads=threads,
-            memory_limit=memory_limit, strict=strict, progress=progress,
+            memory_limit=memory_limit, strict=strict, progress=progress, cache=cache, coarse_collection=coarse_collection, refine=refine, mc_samples=mc_samples,
+            seed=seed,
         )
     if not quiet:
         cogs = [p for p in outputs if p.suffix == ".tif"]

@@ -13,7 +13,9 @@ from .options import overwrite_opt
 @click.option("--synthetic", is_flag=True, help="Pretrain on simulated scenes (how the shipped weights are made).")
 @click.option("--pair", "pairs", nargs=2, multiple=True, type=click.Path(path_type=Path), metavar="FINE COARSE",
               help="Adapt to your data: a fine/coarse pair on one grid (give 2 or more).")
-@click.option("--method", default="starfm", show_default=True, help="Prior whose residual the refiner learns.")
+@click.option("--method", default="ensemble", show_default=True,
+              help="Prior(s) whose predictions the refiner learns to correct and weigh: ensemble (Fit-FC + FSDAF), "
+                   "or one of starfm, fsdaf, fitfc.")
 @click.option("--init", type=click.Path(dir_okay=False, path_type=Path), help="Start from this checkpoint (default: shipped weights).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same weights on CPU.")
 @click.option("--steps", type=int, help="Training steps (default: the trainer's).")
@@ -29,7 +31,7 @@ def train(synthetic: bool, pairs, method: str, init: Path | None, seed: int, ste
     import numpy as np
 
     from stfuse.errors import InputError, OutputError
-    from stfuse.refine import make_shipped_weights, save_checkpoint, train_self_supervised
+    from stfuse.refine import adapt_model, make_shipped_weights, save_checkpoint
 
     if output.exists() and not overwrite:
         raise OutputError(f"{output} already exists; pass --overwrite to replace it")
@@ -51,6 +53,9 @@ def train(synthetic: bool, pairs, method: str, init: Path | None, seed: int, ste
     fine = np.stack([arrays[str(f)].values for f, _ in pairs])
     coarse = np.stack([arrays[str(c)].values for _, c in pairs])
     bands = [str(b) for b in arrays[str(pairs[0][0])].band.values]
-    model = train_self_supervised(fine, coarse, prior_fn=method, init=init, seed=seed, bands=bands, **({"steps": steps} if steps else {}))
-    path = save_checkpoint(model, output, {"bands": bands, "seed": seed, "prior": method, "pairs": [[str(f), str(c)] for f, c in pairs]})
+    model = adapt_model(fine, coarse, prior_fn=method, init=init, seed=seed, bands=bands, **({"steps": steps} if steps else {}))
+    meta = {**getattr(model, "meta", {}), "bands": bands, "band_agnostic": False, "seed": seed, "prior": method,
+            "pairs": [[str(f), str(c)] for f, c in pairs]}
+    meta.pop("sha256", None)
+    path = save_checkpoint(model, output, meta)
     click.echo(f"wrote {path}")

@@ -67,12 +67,14 @@ def fuse(
 
     ``refine``: ``"none"`` (prior only), ``"shipped"`` (the CNN refiner with the weights that
     ship with stfuse) or ``"scene"`` (the refiner first adapted to these pairs, self-supervised,
-    when there are two or more; see :mod:`stfuse.refine`). The refiner runs ``mc_samples``
-    Monte Carlo dropout passes; ``seed`` makes everything reproducible.
+    when there are two or more; see :mod:`stfuse.refine`). With a refiner, ``method`` ``auto``
+    (or ``estarfm``) uses the Fit-FC + FSDAF ensemble (:func:`stfuse.refine.predict_hybrid`),
+    any other method is refined alone. The refiner runs ``mc_samples`` Monte Carlo dropout
+    passes; ``seed`` makes everything reproducible.
     """
     from .prior import changed_fraction, choose_method, predict as prior_predict
 
-    if method == "auto":
+    if method == "auto" and refine == "none":
         method = choose_method(fine.sizes["pair"], changed_fraction(coarse.values, coarse_target.values))
     if method == "estarfm" and fine.sizes["pair"] != 2:
         raise InputError(f"method estarfm needs exactly 2 pairs, got {fine.sizes['pair']}; use starfm or auto")
@@ -86,15 +88,13 @@ def fuse(
     if refine == "none":
         mean, variance = prior_predict(*arrays, method=method, device=device, **(options or {}))
     else:
-        from functools import partial
+        from .refine import ENSEMBLE, predict_hybrid
 
-        from .refine import predict_hybrid
-
-        single = "starfm" if method == "estarfm" else method  # the refiner refines single-pair priors
-        prior_fn = partial(prior_predict, method=single, device=device, **(options or {}))
-        mean, variance = predict_hybrid(*arrays, prior_fn=prior_fn, self_supervised=(refine == "scene"),
-                                        mc_samples=mc_samples, seed=seed, device=device)
-        method = f"{single}+refiner({refine})"
+        # the refiner refines single-pair priors; auto (and estarfm, a two-pair method) -> the Fit-FC + FSDAF ensemble
+        prior = "ensemble" if method in ("auto", "estarfm") else method
+        mean, variance = predict_hybrid(*arrays, prior_fn=prior, self_supervised=(refine == "scene"), mc_samples=mc_samples,
+                                        seed=seed, device=device, prior_options=options)
+        method = f"{'+'.join(ENSEMBLE) if prior == 'ensemble' else prior}+refiner({refine})"
     template = coarse_target.transpose("band", "y", "x")
     mean_da = template.copy(data=mean.astype(np.float32))
     sigma_da = template.copy(data=np.sqrt(np.maximum(variance, 0)).astype(np.float32))
@@ -200,6 +200,26 @@ def _prior_fn(method: str, device: str, options: dict[str, Any]):
     return partial(prior_predict, method=method, device=device, **options)
 
 
+def _hybrid_fn(method: str, refine: str, pair_fine: xr.DataArray, pair_coarse: xr.DataArray, models: dict[Any, Any],
+               device: str, options: dict[str, Any], mc_samples: int, seed: int):
+    """The tile function of the hybrid for one day (:func:`stfuse.refine.hybrid_fn`). With
+    ``refine="scene"`` and 2+ pairs the model is adapted once to those pairs (the whole area,
+    self-supervised) and reused for every day with the same pairs (cached in ``models``)."""
+    from .refine import adapt_model, hybrid_fn
+
+    prior = "ensemble" if method == "auto" else method
+    key = (prior, tuple(str(t) for t in pair_fine["pair"].values) if "pair" in pair_fine.coords else id(pair_fine))
+    if refine == "scene" and pair_fine.sizes["pair"] >= 2:
+        if key not in models:
+            fine = np.asarray(pair_fine.transpose("pair", "band", "y", "x").values, np.float32)
+            coarse = np.asarray(pair_coarse.transpose("pair", "band", "y", "x").values, np.float32)
+            models[key] = adapt_model(fine, coarse, prior_fn=prior, seed=seed, device=device)
+        model = models[key]
+    else:
+        model = None
+    return hybrid_fn(prior, model, mc_samples=mc_samples, seed=seed, device=device, prior_options=options)
+
+
 def predict(
     *,
     catalog: PathLike | None = None,
@@ -227,6 +247,11 @@ def predict(
     strict: bool = False,
     thresholds: "Thresholds | None" = None,
     progress: ProgressCallback | None = None,
+    cache: PathLike | None = None,
+    coarse_collection: str | None = None,
+    refine: Refine = "none",
+    mc_samples: int = 8,
+    seed: int = 0,
 ) -> list[Path]:
     """Catalog mode: predict every day from ``start`` to ``end`` and write the outputs.
 
@@ -238,42 +263,30 @@ def predict(
     method's halo) and run on ``scheduler`` (see :func:`stfuse.tiling.dask_scheduler`).
     ``resume`` skips days already complete. Doubtful days (see :mod:`stfuse.quality`) are
     written with warnings in their tags and a per-pixel ``quality`` band; ``strict`` refuses
-    them instead. Returns the written paths (COGs in date order, then the Zarr store).
+    them instead. ``cache``: a folder where the loaded cubes are kept as Zarr and reused by
+    later runs of the same query (see :func:`stfuse.cube.load_cubes`). ``coarse_collection``:
+    ``modis-43A4-061`` (MCD43A4 NBAR, default) or ``modis-09GA-061`` (MOD09GA). ``refine``,
+    ``mc_samples``, ``seed``: as in :func:`fuse`; with a refiner each day runs the hybrid tile
+    by tile (:func:`stfuse.refine.hybrid_fn`; ``scene`` adapts the model once per set of pairs)
+    and its tags record ``refine``/``seed``/``mc_samples``. Returns the written
+    paths (COGs in date order, then the Zarr store).
     """
-    from . import catalog as cat
-    from .cube import load_coarse, load_fine, read_errors
+    from .cube import load_cubes, read_errors
     from .pairs import date_range, plan_days, usable_pair_days
     from .prior import choose_method, halo as prior_halo
     from .quality import QUALITY_BITS, Thresholds, assess, quality_band
-    from .sensors import PROVIDERS
     from .tiling import dask_scheduler, predict_tiled
 
     bands = check_bands(bands or BANDS)
     unknown_formats = set(formats) - {"cog", "zarr"}
     if unknown_formats or not formats:
         raise InputError(f"unknown output format {sorted(unknown_formats) or formats}; use cog and/or zarr")
-    start_date = cat.parse_date(start, name="start") if start is not None else None
-    end_date = cat.parse_date(end, name="end") if end is not None else None
-    if start_date and end_date and end_date < start_date:
-        raise InputError(f"the date range is reversed: start {start_date} is after end {end_date}")
-    aoi_geom = cat.read_aoi(aoi) if isinstance(aoi, (str, os.PathLike)) else aoi
-    query = cat.Query(start=start_date, end=end_date, bbox=cat.check_bbox(bbox) if bbox is not None else None, aoi=aoi_geom)
-    provider = PROVIDERS.get(str(catalog)) if catalog is not None else None
-    fine_id = str(provider["fine"]) if provider else "landsat-c2-l2"
-    coarse_id = str(provider["coarse"]) if provider and provider["coarse"] else "modis-43A4-061"
     # Pairs may lie outside the target range: search fine/coarse items with a margin.
-    margin = dt.timedelta(days=max_gap_days or 48)
-    wide = cat.Query(start=start_date - margin if start_date else None, end=end_date + margin if end_date else None,
-                     bbox=query.bbox, aoi=query.aoi)
-    found = cat.search(catalog, wide, [fine_id, coarse_id])
-    fine_items = cat.require_items(found, fine_id, catalog, query, searched=wide)
-    coarse_items = cat.require_items(found, coarse_id, catalog, query, searched=wide)
-
-    fine = load_fine(fine_items, bands=bands, bbox=query.bbox, aoi=query.aoi, crs=crs)
-    if fine.sizes["x"] == 0 or fine.sizes["y"] == 0:
-        raise DataUnavailableError("the area does not overlap the fine images; check --bbox / --aoi")
+    cubes = load_cubes(catalog=catalog, bbox=bbox, aoi=aoi, start=start, end=end, bands=bands, crs=crs,
+                       margin_days=max_gap_days or 48, cache=cache, coarse_collection=coarse_collection)
+    start_date, end_date = cubes.query.start, cubes.query.end
+    fine, coarse = cubes.fine, cubes.coarse
     geobox = fine.odc.geobox
-    coarse = load_coarse(coarse_items, geobox=geobox, bands=bands)
     fine_days = [d.astype("datetime64[D]").item() for d in fine.time.values]
     coarse_days = [d.astype("datetime64[D]").item() for d in coarse.time.values]
     with read_errors():  # reads the fine images once (small: a few scenes)
@@ -331,19 +344,29 @@ def predict(
         log.info("resuming: %d of %d days already complete", len(plans) - len(todo), len(plans))
 
     options = dict(options or {})
+    if refine not in ("none", "shipped", "scene"):
+        raise InputError(f"unknown refine mode {refine!r}; use none, shipped or scene")
+    models: dict[Any, Any] = {}  # refine="scene": one adapted model per set of pairs
     thresholds = thresholds or Thresholds()
     outputs: list[Path] = []
     with dask_scheduler(scheduler, workers=workers, threads=threads, memory_limit=memory_limit, device=device), read_errors():
         for done, plan in enumerate(todo, start=1):
             day_method = choose_method(len(plan.pairs)) if method == "auto" else method  # per-day change check: see quality
+            if refine != "none":  # the hybrid (see fuse): auto/estarfm -> the Fit-FC + FSDAF ensemble, refined
+                day_method = "auto" if method in ("auto", "estarfm") else method
             if day_method == "estarfm" and len(plan.pairs) != 2:
                 day_method = "starfm"  # ESTARFM needs a pair on each side; documented fallback
             times = [np.datetime64(d) for d in plan.pairs]
             pair_fine = fine.reflectance.sel(time=times).rename(time="pair")
             pair_coarse = coarse.reflectance.sel(time=times).rename(time="pair")
             target = coarse.reflectance.sel(time=np.datetime64(plan.target))
-            result = predict_tiled(pair_fine, pair_coarse, target, predict_fn=_prior_fn(day_method, device, options),
-                                   halo=prior_halo(day_method, **options), tile=tile)
+            if refine == "none":
+                result = predict_tiled(pair_fine, pair_coarse, target, predict_fn=_prior_fn(day_method, device, options),
+                                       halo=prior_halo(day_method, **options), tile=tile)
+            else:
+                hybrid = _hybrid_fn(day_method, refine, pair_fine, pair_coarse, models, device, options, mc_samples, seed)
+                result = predict_tiled(pair_fine, pair_coarse, target, predict_fn=hybrid, halo=hybrid.halo, tile=tile)
+                day_method = hybrid.name + f"({refine})"
             sigma = np.sqrt(result["variance"].clip(min=0))
             flags = quality_band(pair_fine, pair_coarse, target, change_threshold=thresholds.change_threshold)
             changed = float(((flags & QUALITY_BITS["large_change"]) > 0).mean())
@@ -361,6 +384,7 @@ def predict(
                     "catalog": str(catalog) if catalog is not None else "sample_scenes",
                     "options": options,
                     "quality": quality,
+                    **({"refine": refine, "seed": seed, "mc_samples": mc_samples} if refine != "none" else {}),
                 },
             )
             label = plan.target.isoformat()

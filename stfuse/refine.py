@@ -33,7 +33,19 @@ change and of the coarse-vs-fine residual, absolute reflectance, and four validi
 NaN inputs are filled (prior -> fine + coarse change -> fine -> coarse target -> band mean)
 and flagged in the masks; outputs are NaN where the prior is NaN.
 
-**Pairs.** The model refines *single-pair* predictions. With P pairs,
+**The hybrid** (:func:`predict_hybrid`, :func:`hybrid_arrays`; what ``stfuse predict --refine``
+runs). The prior is an *ensemble* (:data:`ENSEMBLE`: Fit-FC and FSDAF) run once per pair; every
+single-pair member prediction is refined, and the P x M members are combined with per-pixel
+weights from the refined variances (the refiner judges which prior and which pair to trust
+where). The mean keeps the priors' values (:data:`CORRECTION_WEIGHT` = 0: the correction of the
+shipped weights made held-out simulated days and the real benchmark tasks worse); the variance
+is that of the weighted mixture of the members with their prior variances
+(``sum_k w_k (v_k + (mu_k - mu)^2)``), times a post-hoc scale per number of pairs fitted on
+held-out simulated days (:func:`fit_hybrid_scales`, stored with the shipped weights). :func:`hybrid_fn` wraps it as a picklable tile function for
+:func:`stfuse.tiling.predict_tiled` (catalog mode), with :func:`adapt_model` to adapt a model
+once per scene.
+
+**Pairs (refine).** The model refines *single-pair* predictions. With P pairs,
 :func:`refine` takes one prior per pair (``prior_mean`` of shape (P, B, H, W)), refines each
 with its own pair and combines the P refined Gaussians by inverse variance
 (:func:`stfuse.uncertainty.combine_inverse_variance`, with an assumed error correlation,
@@ -55,11 +67,12 @@ once per pair and the results are averaged as an equal-weight mixture.
   pairs at dates A and B the prior predicts B from A (and A from B) and the refiner learns
   from the fine image of B (of A); random 48x48 patches with flips/rotations, early stopping
   on held-out tiles (the initial model counts, so it never ends worse there), and a variance
-  scale fitted on the held-out tiles. With one pair there is nothing to learn across time:
+  scale fitted on the held-out tiles (one per member prior when given several). With one pair there is nothing to learn across time:
   the model is returned unchanged (the shipped weights).
 - :func:`train_supervised` trains on explicit (prior, inputs, target) examples.
-- :func:`predict_hybrid` does it all for a scene: prior per pair, optional
-  self-supervision (P >= 2), refinement, combination.
+- :func:`predict_hybrid` does it all for a scene: optional self-supervision (P >= 2, with
+  every member prior), then the ensemble hybrid above.
+- :func:`make_shipped_weights` = :func:`train_synthetic` + :func:`add_hybrid_calibration`.
 
 Every trainer is bit-for-bit reproducible on CPU for a given seed (deterministic algorithms,
 a fixed intra-op thread count :data:`THREADS`, seeded generators).
@@ -193,11 +206,43 @@ def resolve_prior(prior_fn: PriorFn | str | None, **options: Any) -> PriorFn:
     raise InputError(f"prior_fn must be a callable, a method name or 'additive'; got {prior_fn!r}")
 
 
-def _prior_name(prior_fn: PriorFn | str | None) -> str:
+ENSEMBLE: tuple[str, ...] = ("fitfc", "fsdaf")
+"""Members of the ``"ensemble"`` prior of the hybrid: each pair is predicted by every member,
+each prediction refined, and all are combined by inverse variance (the two priors with the
+lowest RMSE on the real benchmark tasks; their errors are partly independent)."""
+
+
+CORRECTION_WEIGHT = 0.0
+"""Default weight of the refiner's mean correction in the hybrid (0 = keep the prior means,
+1 = full correction). Measured on the real benchmark tasks (docs/methods.md): the shipped
+weights' correction does not carry over from simulated to real scenes (0.5 and 1 raised the
+RMSE of the two-pair ensemble from 0.00634 to 0.00647 / 0.00666), while the refiner's
+per-pixel variance is what weights the ensemble members and pairs; so the default keeps the
+means and uses the refiner for the uncertainty. A documented choice among {0, 0.5, 1}."""
+
+
+def resolve_members(prior_fn: Any, **options: Any) -> list[tuple[str, PriorFn]]:
+    """``[(name, single-pair prior), ...]``: ``"ensemble"`` / ``"auto"`` -> :data:`ENSEMBLE`,
+    a list/tuple -> each of its entries, anything else -> itself (see :func:`resolve_prior`)."""
+    if isinstance(prior_fn, str) and prior_fn in ("ensemble", "auto"):
+        prior_fn = ENSEMBLE
+    if isinstance(prior_fn, (list, tuple)):
+        if not prior_fn:
+            raise InputError("the list of priors is empty; give at least one prior (e.g. 'fitfc')")
+        return [(_prior_name(p), resolve_prior(p, **options)) for p in prior_fn]
+    return [(_prior_name(prior_fn), resolve_prior(prior_fn, **options))]
+
+
+def _prior_name(prior_fn: Any) -> str:
     if prior_fn is None:
         return "additive"
     if isinstance(prior_fn, str):
         return prior_fn
+    if isinstance(prior_fn, (list, tuple)):
+        return "+".join(_prior_name(p) for p in prior_fn)
+    keywords = getattr(prior_fn, "keywords", None)  # functools.partial(stfuse.prior.predict, method=...)
+    if isinstance(keywords, dict) and isinstance(keywords.get("method"), str):
+        return keywords["method"]
     return getattr(prior_fn, "__name__", type(prior_fn).__name__)
 
 
@@ -1078,7 +1123,7 @@ def train_self_supervised(
     *,
     prior_fn: PriorFn | str | None = None,
     init: Refiner | str | Path | None = None,
-    steps: int = 300,
+    steps: int = 160,
     batch: int = 6,
     patch: int = 48,
     lr: float = 5e-4,
@@ -1088,7 +1133,7 @@ def train_self_supervised(
     eval_every: int = 25,
     patience: int = 4,
     mc_samples: int = 8,
-    time_limit: float | None = 120.0,
+    time_limit: float | None = None,
     calibrate: bool = True,
     bands: Sequence[str] | None = None,
     threads: int = THREADS,
@@ -1106,7 +1151,9 @@ def train_self_supervised(
     the other tiles (``holdout``) measure validation MSE every ``eval_every`` steps: the best
     state (the initial model included, so fine-tuning never ends worse on held-out tiles)
     is kept, training stops after ``patience`` evaluations without improvement, after
-    ``steps`` steps or after ``time_limit`` seconds. With ``calibrate`` the variance scale is
+    ``steps`` steps or after ``time_limit`` seconds (default None: a wall-clock limit makes the
+    result depend on the machine's speed; 160 steps take about 90 s on one busy CPU core for
+    400 x 400 x 3 with the two-member ensemble). With ``calibrate`` the variance scale is
     then fitted on the held-out tiles (MC dropout with ``mc_samples`` as at inference).
 
     With P = 1 there is no second date to learn from: the initial model is returned unchanged
@@ -1125,7 +1172,7 @@ def train_self_supervised(
     if fine.shape[0] < 2:
         log.info("one pair: no self-supervision possible, using the initial (shipped) weights")
         return model
-    prior = resolve_prior(prior_fn)
+    members = resolve_members(prior_fn)
     rng = np.random.default_rng(seed)
     h, w = fine.shape[-2:]
     held = _holdout_mask(h, w, rng, frac=holdout)
@@ -1135,19 +1182,27 @@ def train_self_supervised(
             for j in range(fine.shape[0]):
                 if i == j:
                     continue
-                pm, pv = prior(fine[i : i + 1], coarse[i : i + 1], coarse[j])
-                samples.append(_make_sample(pm, pv, fine[i], coarse[i], coarse[j], fine[j], allowed=~held))
+                for name, prior in members:
+                    pm, pv = prior(fine[i : i + 1], coarse[i : i + 1], coarse[j])
+                    samples.append(_make_sample(pm, pv, fine[i], coarse[i], coarse[j], fine[j], allowed=~held))
+                    samples[-1].prior = name
         masks = [torch.as_tensor(held)] * len(samples)
         model = model.to(device)
         hist = _train_loop(
             model, samples, steps=steps, batch=batch, patch=patch, lr=lr, seed=seed, val=(samples, masks),
             eval_every=eval_every, patience=patience, time_limit=time_limit,
         )
-        if calibrate:
+        per_prior: dict[str, float] = {}
+        if calibrate and len(members) == 1:
             model.variance_scale.fill_(_fit_scale_on(model, samples, masks, mc_samples, seed))
+        elif calibrate:  # one scale per member prior on the held-out tiles; overall: their geometric mean
+            for name, _ in members:
+                sub = [k for k, smp in enumerate(samples) if smp.prior == name]
+                per_prior[name] = _fit_scale_on(model, [samples[k] for k in sub], [masks[k] for k in sub], mc_samples, seed)
+            model.variance_scale.fill_(float(np.exp(np.mean(np.log(list(per_prior.values()))))))
     model.meta.update(  # type: ignore[attr-defined]
         {
-            "variance_scales": {} if calibrate else model.meta.get("variance_scales", {}),  # type: ignore[attr-defined]
+            "variance_scales": per_prior if calibrate else model.meta.get("variance_scales", {}),  # type: ignore[attr-defined]
             "self_supervised": {
                 "pairs": int(fine.shape[0]),
                 "steps": hist["steps"],
@@ -1354,12 +1409,115 @@ def train_synthetic(
     return model
 
 
+def _hybrid_examples(seeds: Sequence[int], size: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Held-out synthetic days, green/red/NIR: per scene one single-pair example (pair i ->
+    target j, 1-3 revisits apart) and one two-pair example (pairs i < j < k around target j),
+    as ``(fine (P,3,H,W), coarse (P,3,H,W), coarse_target (3,H,W), truth (3,H,W))``."""
+    out = []
+    for sd in seeds:
+        fine, coarse = _synthetic_scene(sd, size)
+        fine, coarse = fine[:, 1:4], coarse[:, 1:4]
+        rng = np.random.default_rng([sd, 5])
+        n = fine.shape[0]
+        clear = [i for i in range(n) if np.isnan(fine[i]).mean() < 0.2]
+        if len(clear) < 3:
+            continue
+        j = int(rng.choice(clear[1:-1]))
+        before = [i for i in clear if i < j][-3:]
+        after = [i for i in clear if i > j][:3]
+        i, k = int(rng.choice(before)), int(rng.choice(after))
+        single = int(rng.choice([i, k]))
+        out.append((fine[[single]], coarse[[single]], coarse[j], fine[j]))
+        out.append((fine[[i, k]], coarse[[i, k]], coarse[j], fine[j]))
+    return out
+
+
+def fit_hybrid_scales(
+    model: Refiner | str | Path | None = None,
+    *,
+    n_scenes: int = 24,
+    seed: int = 1,
+    size: int = 128,
+    prior_fn: Any = "ensemble",
+    mc_samples: int = 8,
+    correction_weight: float = CORRECTION_WEIGHT,
+    variance: str = "mixture",
+    method: str = "coverage_pair",
+) -> dict[str, Any]:
+    """Fit the hybrid's post-hoc variance scales on held-out simulated days.
+
+    ``n_scenes`` synthetic scenes (seeds from ``SeedSequence(seed)``, disjoint from the
+    training scenes of seed 0 and each other) give single-pair and two-pair days
+    (:func:`_hybrid_examples`); the hybrid (:func:`hybrid_arrays`, scale 1) predicts each; the
+    scale for 1 and for 2 pairs is fitted (:func:`stfuse.uncertainty.fit_variance_scale`,
+    ``method``: by default the compromise between the 68 % and 95 % levels) on
+    the first half of the scenes and the coverage with it reported on the second half.
+    Returns ``{"scales": {"1": s1, "2": s2}, "check": {"1": {...}, "2": {...}}}`` (check:
+    :func:`stfuse.uncertainty.calibration_report`, the mean RMSE over the check days of the
+    hybrid, of each member prior alone (``rmse_<name>``) and the best of those).
+    """
+    from .uncertainty import calibration_report, fit_variance_scale
+
+    mdl = load_model(model)
+    ss = np.random.SeedSequence([seed, 77])
+    seeds = [int(s.generate_state(1)[0]) for s in ss.spawn(n_scenes)]
+    half = len(seeds) // 2
+    members = resolve_members(prior_fn)
+    result: dict[str, Any] = {"scales": {}, "check": {}, "n_scenes": n_scenes, "seed": seed, "size": size}
+    with deterministic(seed):
+        parts = {"fit": _hybrid_examples(seeds[:half], size), "check": _hybrid_examples(seeds[half:], size)}
+        preds: dict[str, dict[str, list[np.ndarray]]] = {}
+        for split, examples in parts.items():
+            for f, c, ct, truth in examples:
+                key = f"{split}{min(f.shape[0], 2)}"
+                m, v = hybrid_arrays(f, c, ct, prior_fn=prior_fn, model=mdl, mc_samples=mc_samples, seed=seed,
+                                     correction_weight=correction_weight, variance_scale=1.0, variance=variance)
+                d = preds.setdefault(key, {"m": [], "v": [], "t": [], "rmse": [], **{name: [] for name, _ in members}})
+                for name, prior in members:  # each member prior alone (all pairs, as stfuse.prior.predict)
+                    d[name].append(float(np.sqrt(np.nanmean((prior(f, c, ct)[0] - truth) ** 2))))
+                ok = np.isfinite(m) & np.isfinite(truth)
+                d["m"].append(m[ok]); d["v"].append(v[ok]); d["t"].append(truth[ok])
+                d["rmse"].append(float(np.sqrt(np.mean((m[ok] - truth[ok]) ** 2))))
+    for p in ("1", "2"):
+        fit, chk = preds.get(f"fit{p}"), preds.get(f"check{p}")
+        if not fit or not chk:
+            continue
+        s = fit_variance_scale(np.concatenate(fit["m"]), np.concatenate(fit["v"]), np.concatenate(fit["t"]), method=method)  # type: ignore[arg-type]
+        rep = calibration_report(np.concatenate(chk["m"]), s * np.concatenate(chk["v"]), np.concatenate(chk["t"]))
+        rep.update(days=len(chk["rmse"]), rmse=float(np.mean(chk["rmse"])),
+                   best_prior_rmse=min(float(np.mean(chk[name])) for name, _ in members),
+                   **{f"rmse_{name}": float(np.mean(chk[name])) for name, _ in members})
+        result["scales"][p] = s
+        result["check"][p] = rep
+    return result
+
+
+HYBRID_CALIBRATION: dict[str, Any] = {"n_scenes": 48, "seed": 1, "size": 128, "method": "coverage_pair", "variance": "mixture"}
+"""Settings of the hybrid variance calibration stored with the shipped weights."""
+
+
+def add_hybrid_calibration(model: Refiner) -> Refiner:
+    """Fit :func:`fit_hybrid_scales` (:data:`HYBRID_CALIBRATION`) and record the scales
+    (rounded to 4 significant digits) and the held-out check in ``model.meta``."""
+    fit = fit_hybrid_scales(model, **HYBRID_CALIBRATION)
+    round4 = lambda x: float(f"{x:.4g}")
+    model.meta["hybrid_variance_scales"] = {k: round4(v) for k, v in fit["scales"].items()}  # type: ignore[attr-defined]
+    model.meta["hybrid_calibration"] = {  # type: ignore[attr-defined]
+        **HYBRID_CALIBRATION,
+        "prior": list(ENSEMBLE),
+        "correction_weight": CORRECTION_WEIGHT,
+        "check": {p: {k: round4(v) for k, v in rep.items()} for p, rep in fit["check"].items()},
+    }
+    return model
+
+
 def make_shipped_weights(path: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, **kwargs: Any) -> Path:
     """Regenerate the shipped weights: ``train_synthetic(seed=seed, **kwargs)`` saved to ``path``
     with metadata (stfuse and torch versions, the command). ``python -m stfuse.refine``."""
     from . import __version__
 
     model = train_synthetic(seed=seed, **kwargs)
+    add_hybrid_calibration(model)
     meta = dict(model.meta)  # type: ignore[attr-defined]
     meta.update(
         {
@@ -1369,6 +1527,12 @@ def make_shipped_weights(path: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, *
             + "".join(f" --{k.replace('_', '-')} {v}" for k, v in sorted(kwargs.items())),
             "function": f"stfuse.refine.make_shipped_weights(seed={seed}"
             + "".join(f", {k}={v!r}" for k, v in sorted(kwargs.items())) + ")",
+            "make": "make weights = stfuse train --synthetic --seed 0 -o stfuse/weights/refiner.pt --overwrite",
+            "data": (
+                "simulated scenes only (stfuse.synth via stfuse.refine._synthetic_scene, MODIS-like perturbations): "
+                "training/validation scene seeds from numpy SeedSequence(seed).spawn(n_scenes + n_val_scenes); hybrid "
+                "calibration scenes from SeedSequence([hybrid_calibration.seed, 77]).spawn(hybrid_calibration.n_scenes)"
+            ),
         }
     )
     meta.pop("seconds", None)  # keep the file identical between equal runs
@@ -1380,49 +1544,209 @@ def make_shipped_weights(path: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, *
 # ------------------------------------------------------------------------------------------
 
 
+def hybrid_variance_scale(model: Refiner, n_pairs: int) -> float:
+    """Post-hoc variance factor of the hybrid for ``n_pairs`` pairs (1 or 2+), fitted on held-out
+    simulated scenes (:func:`fit_hybrid_scales`, ``model.meta["hybrid_variance_scales"]``); 1.0
+    when the model has none."""
+    scales = (getattr(model, "meta", {}) or {}).get("hybrid_variance_scales") or {}
+    value = scales.get(str(min(max(int(n_pairs), 1), 2)))
+    return float(value) if value else 1.0
+
+
+def hybrid_arrays(
+    fine: np.ndarray,
+    coarse: np.ndarray,
+    coarse_target: np.ndarray,
+    *,
+    prior_fn: Any = "ensemble",
+    model: Refiner | str | Path | None = None,
+    mc_samples: int = 8,
+    seed: int = 0,
+    device: str = "cpu",
+    correlation: float = 0.4,
+    correction_weight: float = CORRECTION_WEIGHT,
+    variance_scale: float | None = None,
+    prior_options: dict[str, Any] | None = None,
+    variance: str = "mixture",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The hybrid for one target day with a given model (no training): ``(mean, variance)``.
+
+    For every pair k and every member prior m (:func:`resolve_members`: ``"ensemble"`` =
+    :data:`ENSEMBLE`): the single-pair prior ``prior_m(fine[k], coarse[k], coarse_target)``
+    is refined (:func:`refine`, with the member's variance scale), its correction weighted by
+    ``correction_weight``. The P x M predictions are combined with weights from the refined
+    variances (the refiner judges, per pixel, which prior and pair to trust):
+
+    - ``variance="mixture"`` (default, :func:`stfuse.uncertainty.combine_weighted` with
+      ``spread``): the variance of the weighted mixture of the members with their *prior*
+      variances, ``sum_k w_k (v_k + (mu_k - mu)^2)`` (not shrunk by combining; the members'
+      disagreement adds to it);
+    - ``variance="prior"``: the same without the disagreement term;
+    - ``variance="refined"``: inverse-variance combination of the refined Gaussians with
+      error ``correlation`` (:func:`stfuse.uncertainty.combine_inverse_variance`);
+
+    then multiplied by ``variance_scale`` (default :func:`hybrid_variance_scale` of the model
+    for P pairs, fitted on held-out simulated days). The default was chosen because its
+    coverage came closest to nominal on both held-out simulated and real days
+    (docs/methods.md). Shapes as
+    :func:`predict_hybrid`.
+    """
+    from .uncertainty import combine_inverse_variance, combine_weighted
+
+    fine = np.asarray(fine, np.float32)
+    coarse = np.asarray(coarse, np.float32)
+    ct = np.asarray(coarse_target, np.float32)
+    if fine.ndim != 4 or coarse.shape != fine.shape or ct.shape != fine.shape[1:]:
+        raise InputError(f"fine {fine.shape} / coarse {coarse.shape} must be (P, B, H, W) and coarse_target {ct.shape} (B, H, W)")
+    if not 0.0 <= correction_weight <= 1.0:
+        raise InputError(f"correction_weight must lie in [0, 1]; got {correction_weight}")
+    mdl = load_model(model)
+    members = resolve_members(prior_fn, **(prior_options or {}))
+    means, prior_vars, refined_vars = [], [], []
+    for k in range(fine.shape[0]):
+        for i, (name, prior) in enumerate(members):
+            pm, pv = (np.asarray(a, np.float32) for a in prior(fine[k : k + 1], coarse[k : k + 1], ct))
+            m, v = refine(pm, pv, fine[k : k + 1], coarse[k : k + 1], ct, model=mdl, mc_samples=mc_samples,
+                          seed=seed + 7919 * k + 104729 * i, device=device, prior=name)
+            if correction_weight != 1.0:
+                m = (pm + np.float32(correction_weight) * (m - pm)).astype(np.float32)
+            means.append(m)
+            prior_vars.append(pv)
+            refined_vars.append(v)
+    if variance == "refined":
+        mean, var = combine_inverse_variance(np.stack(means), np.stack(refined_vars), correlation=correlation)
+    elif variance in ("mixture", "prior"):
+        mean, var = combine_weighted(np.stack(means), np.stack(refined_vars), np.stack(prior_vars), spread=variance == "mixture")
+    else:
+        raise InputError(f"unknown variance model {variance!r}; use mixture, prior or refined")
+    scale = hybrid_variance_scale(mdl, fine.shape[0]) if variance_scale is None else float(variance_scale)
+    return mean.astype(np.float32), (var * np.float32(scale)).astype(np.float32)
+
+
+def adapt_model(
+    fine: np.ndarray,
+    coarse: np.ndarray,
+    *,
+    prior_fn: Any = "ensemble",
+    init: Refiner | str | Path | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    **train_options: Any,
+) -> Refiner:
+    """Adapt a model once to a scene's pairs (:func:`train_self_supervised` with every member
+    prior of ``prior_fn``), to be applied afterwards tile by tile (:func:`hybrid_fn`). With one
+    pair the initial model (shipped weights) comes back unchanged. Keeps the initial model's
+    hybrid variance scales."""
+    base = load_model(init)
+    model = train_self_supervised(fine, coarse, prior_fn=prior_fn, init=base, seed=seed, device=device, **train_options)
+    scales = (getattr(base, "meta", {}) or {}).get("hybrid_variance_scales")
+    if scales is not None:
+        model.meta.setdefault("hybrid_variance_scales", scales)  # type: ignore[attr-defined]
+    return model
+
+
+class HybridFn:
+    """Picklable ``fn(fine, coarse, target) -> (mean, variance)`` running :func:`hybrid_arrays`
+    with a fixed model: the ``predict_fn`` of :func:`stfuse.tiling.predict_tiled`, with
+    ``halo`` = :attr:`halo`. Tiles are refined with their own band statistics (small seams
+    are possible at tile edges; the halo covers the priors' and the refiner's neighbourhoods)."""
+
+    def __init__(
+        self,
+        prior: str | Sequence[str] = "ensemble",
+        model: Refiner | str | Path | None = None,
+        *,
+        mc_samples: int = 8,
+        seed: int = 0,
+        device: str = "cpu",
+        correlation: float = 0.4,
+        correction_weight: float = CORRECTION_WEIGHT,
+        prior_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.prior = prior if isinstance(prior, str) else tuple(prior)
+        resolve_members(self.prior, **(prior_options or {}))  # fail early on unknown names
+        self.model = load_model(model)
+        self.mc_samples, self.seed, self.device = int(mc_samples), int(seed), device
+        self.correlation, self.correction_weight = float(correlation), float(correction_weight)
+        self.prior_options = dict(prior_options or {})
+
+    @property
+    def name(self) -> str:
+        return f"{_prior_name(ENSEMBLE if self.prior in ('ensemble', 'auto') else self.prior)}+refiner"
+
+    @property
+    def halo(self) -> int:
+        return hybrid_halo(self.prior, self.model, **self.prior_options)
+
+    def __call__(self, fine: np.ndarray, coarse: np.ndarray, coarse_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return hybrid_arrays(
+            fine, coarse, coarse_target, prior_fn=self.prior, model=self.model, mc_samples=self.mc_samples, seed=self.seed,
+            device=self.device, correlation=self.correlation, correction_weight=self.correction_weight,
+            prior_options=self.prior_options,
+        )
+
+
+def hybrid_fn(
+    prior_method: str | Sequence[str] = "ensemble",
+    model: Refiner | str | Path | None = None,
+    mc_samples: int = 8,
+    seed: int = 0,
+    device: str = "cpu",
+    **kwargs: Any,
+) -> HybridFn:
+    """A tile-friendly hybrid predictor (:class:`HybridFn`); ``model`` may come from
+    :func:`adapt_model` (adapted once per scene) or be None (shipped weights)."""
+    return HybridFn(prior_method, model, mc_samples=mc_samples, seed=seed, device=device, **kwargs)
+
+
+def hybrid_halo(prior: str | Sequence[str] = "ensemble", model: Refiner | str | Path | None = None, **prior_options: Any) -> int:
+    """Tile halo (fine pixels) of the hybrid: the largest member prior's halo plus the refiner's
+    (:func:`halo`). Callable priors count as 0."""
+    from . import prior as _prior
+
+    names = list(ENSEMBLE) if prior in ("ensemble", "auto") else ([prior] if isinstance(prior, str) else list(prior))
+    prior_halo = max((_prior.halo(n, **prior_options) for n in names if isinstance(n, str) and n in _prior.METHODS), default=0)
+    mdl = model if isinstance(model, Refiner) else load_model(model)
+    return int(prior_halo) + halo(mdl.highpass if mdl.highpass > 1 else 0)
+
+
 def predict_hybrid(
     fine: np.ndarray,
     coarse: np.ndarray,
     coarse_target: np.ndarray,
     *,
-    prior_fn: PriorFn | str | None = "starfm",
+    prior_fn: Any = "ensemble",
     model: Refiner | str | Path | None = None,
     self_supervised: bool = True,
     mc_samples: int = 8,
     seed: int = 0,
     device: str = "cpu",
     correlation: float = 0.4,
+    correction_weight: float = CORRECTION_WEIGHT,
     train_options: dict[str, Any] | None = None,
+    prior_options: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Prior + refiner for one target day: returns ``(mean, variance)`` (B, H, W) float32.
 
     ``fine``, ``coarse``: (P, B, H, W) pairs; ``coarse_target`` (B, H, W); reflectance, NaN =
-    missing. ``prior_fn``: single-pair prior (callable, :mod:`stfuse.prior` method name such as
-    ``"starfm"``/``"fitfc"``/``"fsdaf"``, or None/"additive" for the stand-in). ``model``:
-    starting refiner (None = shipped weights). With P >= 2 and ``self_supervised``, the model is
-    first adapted with :func:`train_self_supervised` (``train_options`` passed on; about 2 CPU
-    minutes for 400 x 400 x 3). Then the prior is run once per pair, each single-pair
-    prediction refined and the P results combined by inverse variance (error ``correlation``
-    assumed between pairs).
-
-    Measured on the real ESTARFM benchmark (pairs 2001-05-24 and 2001-08-12, target
-    2001-07-11): self-supervision is what makes the 2-pair uncertainty honest (the variance
-    scale is fitted on held-out tiles of the pairs: 68/95 % coverage 0.69/0.93 with STARFM,
-    0.62/0.91 with Fit-FC, against 0.80/0.97 and 0.82/0.98 with the shipped weights alone),
-    but the mean is not better than without it (RMSE 0.00746 vs 0.00705 with STARFM, 0.00680
-    vs 0.00685 with Fit-FC): the May <-> August relation does not carry over to July.
+    missing. ``prior_fn``: ``"ensemble"`` (default: :data:`ENSEMBLE`, Fit-FC + FSDAF), a
+    :mod:`stfuse.prior` method name, a list of them, a callable single-pair prior, or
+    None/"additive". ``model``: starting refiner (None = shipped weights). With P >= 2 and
+    ``self_supervised`` the model is first adapted to the pairs (:func:`adapt_model`;
+    ``train_options`` passed on; about 2.5 CPU minutes in all for 400 x 400 x 3). Then
+    :func:`hybrid_arrays`: every pair x member prior refined, combined by inverse variance
+    (error ``correlation``), the refiner's correction weighted by ``correction_weight``, the
+    variance calibrated by the model's hybrid variance scale. Figures on the real benchmark
+    tasks: docs/benchmarks.md (hybrid section) and docs/methods.md.
     """
     fine = np.asarray(fine, np.float32)
     coarse = np.asarray(coarse, np.float32)
-    ct = np.asarray(coarse_target, np.float32)
     mdl = load_model(model)
     if self_supervised and fine.shape[0] >= 2:
-        mdl = train_self_supervised(fine, coarse, prior_fn=prior_fn, init=mdl, seed=seed, device=device, **(train_options or {}))
-    prior = resolve_prior(prior_fn)
-    pm, pv = zip(*(prior(fine[k : k + 1], coarse[k : k + 1], ct) for k in range(fine.shape[0])))
-    return refine(
-        np.stack(pm), np.stack(pv), fine, coarse, ct, model=mdl, mc_samples=mc_samples, seed=seed, device=device,
-        correlation=correlation, prior=_prior_name(prior_fn),
+        mdl = adapt_model(fine, coarse, prior_fn=prior_fn, init=mdl, seed=seed, device=device, **(train_options or {}))
+    return hybrid_arrays(
+        fine, coarse, coarse_target, prior_fn=prior_fn, model=mdl, mc_samples=mc_samples, seed=seed, device=device,
+        correlation=correlation, correction_weight=correction_weight, prior_options=prior_options,
     )
 
 
@@ -1442,8 +1766,19 @@ def _main(argv: Sequence[str] | None = None) -> None:
 
 
 __all__ = [
+    "CORRECTION_WEIGHT",
+    "ENSEMBLE",
     "FEATURES",
     "Features",
+    "HybridFn",
+    "adapt_model",
+    "add_hybrid_calibration",
+    "fit_hybrid_scales",
+    "hybrid_arrays",
+    "hybrid_fn",
+    "hybrid_halo",
+    "hybrid_variance_scale",
+    "resolve_members",
     "PriorFn",
     "Refiner",
     "additive_prior",

@@ -67,6 +67,7 @@ def predict_tiled(
     if tile < 1 or halo < 0:
         raise InputError(f"tile must be >= 1 and halo >= 0 (got tile={tile}, halo={halo})")
     n_pairs = fine.sizes["pair"]
+    halo = min(halo, max(fine.sizes["y"], fine.sizes["x"]))  # a halo past the image edge is the whole image
     fine = fine.transpose("pair", "band", "y", "x")
     coarse = coarse.transpose("pair", "band", "y", "x")
     target = coarse_target.transpose("band", "y", "x")

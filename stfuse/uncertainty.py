@@ -16,6 +16,9 @@ arithmetic on such pairs, all on plain numpy arrays with NaN marking a missing v
   error correlation ``rho`` (with ``rho = 0`` it equals ``v``). Members that are NaN
   (or have a non-finite / non-positive variance) are skipped pixel by pixel; a pixel with no
   member left is NaN.
+- :func:`combine_weighted` weights K estimates by one set of variances and averages another
+  with the same weights (the hybrid: weights from the refiner, variance from the priors, the
+  members' errors treated as shared so combining does not shrink it).
 - :func:`coverage` the fraction of truths inside the central Gaussian intervals
   ``mu +- z sigma`` (a wrapper of :func:`stfuse.metrics.interval_coverage` taking variances).
 - :func:`fit_variance_scale` / :func:`apply_variance_scale` post-hoc calibration: one
@@ -84,6 +87,39 @@ def combine_inverse_variance(
             ws = (w * sd).sum(axis=0)
             var = var + correlation * (ws * ws - (w * w * sd * sd).sum(axis=0))
         var = np.where(any_ok, var, np.nan)
+    return mean.astype(np.float32), var.astype(np.float32)
+
+
+def combine_weighted(
+    means: ArrayLike, weight_vars: ArrayLike, variances: ArrayLike, *, spread: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean weighted by inverse ``weight_vars``, variance = the same weighted mean of ``variances``.
+
+    All (K, ...) arrays; a member is skipped where any of its three values is non-finite or a
+    variance is negative::
+
+        w_k = (1/u_k) / sum_j (1/u_j),   mu = sum_k w_k mu_k
+        v   = sum_k w_k v_k                          (spread=False)
+        v   = sum_k w_k (v_k + (mu_k - mu)^2)        (spread=True: the variance of the mixture)
+
+    (the members' errors treated as shared: combining does not shrink the variance; with
+    ``spread`` their disagreement adds to it). Returns float32 ``(mean, variance)``; NaN where
+    no member is valid.
+    """
+    m = np.asarray(means, np.float64)
+    u = np.asarray(weight_vars, np.float64)
+    v = np.asarray(variances, np.float64)
+    ok = np.isfinite(m) & np.isfinite(u) & np.isfinite(v) & (u >= 0) & (v >= 0)
+    prec = np.where(ok, 1.0 / np.maximum(np.where(ok, u, 1.0), 1e-12), 0.0)
+    total = prec.sum(axis=0)
+    any_ok = total > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = prec / np.where(any_ok, total, 1.0)
+        mean = np.where(any_ok, (w * np.where(ok, m, 0.0)).sum(axis=0), np.nan)
+        terms = np.where(ok, v, 0.0)
+        if spread:
+            terms = terms + np.where(ok, (np.where(ok, m, 0.0) - mean) ** 2, 0.0)
+        var = np.where(any_ok, np.maximum((w * terms).sum(axis=0), 1e-10), np.nan)
     return mean.astype(np.float32), var.astype(np.float32)
 
 
@@ -219,6 +255,7 @@ __all__ = [
     "apply_variance_scale",
     "calibration_report",
     "combine_inverse_variance",
+    "combine_weighted",
     "coverage",
     "fit_variance_scale",
     "gaussian_nll",

@@ -12,11 +12,16 @@ from scipy.ndimage import gaussian_filter, zoom
 from stfuse.errors import CheckpointError, InputError
 from stfuse.refine import (
     DEFAULT_WEIGHTS,
+    ENSEMBLE,
     FEATURES,
+    HybridFn,
     Refiner,
     additive_prior,
     build_features,
     halo,
+    hybrid_arrays,
+    hybrid_fn,
+    hybrid_variance_scale,
     load_checkpoint,
     load_model,
     mc_predict,
@@ -26,7 +31,7 @@ from stfuse.refine import (
     train_self_supervised,
     train_supervised,
 )
-from stfuse.uncertainty import coverage
+from stfuse.uncertainty import combine_weighted, coverage
 
 
 @pytest.fixture(autouse=True)
@@ -246,3 +251,81 @@ def test_predict_hybrid_one_pair_uses_shipped_weights_and_feature_count():
     assert mean.shape == (3, 40, 40) and np.isfinite(var).all()
     feats = build_features(pm, pv, f, c, ct)
     assert feats.x.shape == (3, len(FEATURES), 40, 40)
+
+
+def test_hybrid_weights_members_by_refined_variance_and_keeps_prior_means():
+    """The ensemble: prior means weighted by the refined variances (with each member's variance scale),
+    variance = the weighted mixture of the prior variances x the hybrid scale for 1 pair; correction
+    weight 0 keeps the prior means."""
+    pm, pv, f, c, ct = _inputs(bands=2, size=40)
+    model = _random_head(Refiner(width=8))  # a non-zero correction, which weight 0 must drop
+    model.meta = {"variance_scales": {"fitfc": 0.5, "fsdaf": 2.0}, "hybrid_variance_scales": {"1": 1.5, "2": 0.8}}
+    fine, coarse = f[None], c[None]
+    mean, var = hybrid_arrays(fine, coarse, ct, prior_fn="ensemble", model=model, mc_samples=1, correction_weight=0.0)
+    from stfuse.prior import predict
+
+    members = [predict(fine, coarse, ct, method=m) for m in ENSEMBLE]
+    refined = [refine(m, v, fine, coarse, ct, model=model, mc_samples=1, prior=name)[1] for (m, v), name in zip(members, ENSEMBLE)]
+    exp_mean, exp_var = combine_weighted(np.stack([m for m, _ in members]), np.stack(refined), np.stack([v for _, v in members]),
+                                         spread=True)
+    np.testing.assert_allclose(mean, exp_mean, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(var, 1.5 * exp_var, rtol=1e-5)
+    assert hybrid_variance_scale(model, 1) == 1.5 and hybrid_variance_scale(model, 3) == 0.8
+    # full correction moves the mean away from the prior ensemble
+    full, _ = hybrid_arrays(fine, coarse, ct, prior_fn="ensemble", model=model, mc_samples=1, correction_weight=1.0)
+    assert np.nanmax(np.abs(full - mean)) > 1e-4
+    with pytest.raises(InputError, match="correction_weight"):
+        hybrid_arrays(fine, coarse, ct, model=model, correction_weight=2.0)
+
+
+def test_hybrid_fn_is_a_picklable_tile_function_equal_to_the_whole_image():
+    import pickle
+
+    import xarray as xr
+
+    from stfuse.tiling import predict_tiled
+
+    pm, pv, f, c, ct = _inputs(bands=2, size=40)
+    fn = hybrid_fn("ensemble", None, mc_samples=2, seed=3)
+    assert isinstance(fn, HybridFn) and fn.halo >= halo() and fn.name == "fitfc+fsdaf+refiner"
+    fn2 = pickle.loads(pickle.dumps(fn))
+    dims = ("pair", "band", "y", "x")
+    out = predict_tiled(xr.DataArray(f[None], dims=dims), xr.DataArray(c[None], dims=dims), xr.DataArray(ct, dims=dims[1:]),
+                        predict_fn=fn2, halo=min(fn.halo, 40), tile=64)  # predict_tiled needs halo <= the image
+    mean, var = fn(f[None], c[None], ct)
+    again = hybrid_fn("ensemble", None, mc_samples=2, seed=3)(f[None], c[None], ct)
+    np.testing.assert_array_equal(mean, again[0])  # deterministic for a seed
+    np.testing.assert_array_equal(var, again[1])
+    np.testing.assert_allclose(out["mean"].values, mean, rtol=1e-6)
+    np.testing.assert_allclose(out["variance"].values, var, rtol=1e-6)
+    assert np.isfinite(mean).all() and (var > 0).all()
+
+
+def test_shipped_weights_carry_hybrid_calibration():
+    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    scales = meta["hybrid_variance_scales"]
+    assert set(scales) == {"1", "2"} and all(0.05 < v < 20 for v in scales.values())
+    check = meta["hybrid_calibration"]["check"]
+    assert set(check) == {"1", "2"} and all(0 < c["cov68"] < c["cov95"] <= 1 for c in check.values())
+
+
+def test_catalog_predict_with_refiner_writes_hybrid_cogs(mini_catalog, tmp_path):
+    """Catalog mode with --refine: the hybrid runs per day, tile by tile; sigma/mean differ from the prior's."""
+    import rasterio
+
+    from conftest import MINI_SPEC
+    from stfuse.api import predict
+
+    day = MINI_SPEC.dates[9].isoformat()
+    common = dict(catalog=mini_catalog, start=day, end=day, bands=["red", "nir08"], method="auto", tile=64)
+    prior_cog = predict(out_dir=tmp_path / "prior", **common)[0]
+    hybrid_cog = predict(out_dir=tmp_path / "hybrid", refine="shipped", mc_samples=2, seed=5, **common)[0]
+    with rasterio.open(prior_cog) as a, rasterio.open(hybrid_cog) as b:
+        pa, pb = a.read(), b.read()
+        tags = b.tags()
+    n = 2
+    assert np.isfinite(pb[: 2 * n]).all() and (pb[n : 2 * n] > 0).all()
+    assert not np.allclose(pa[n : 2 * n], pb[n : 2 * n])  # sigma
+    assert not np.allclose(pa[:n], pb[:n])  # mean (Fit-FC + FSDAF ensemble instead of the auto prior)
+    assert tags["refine"] == "shipped" and tags["seed"] == "5" and tags["mc_samples"] == "2"
+    assert tags["method"] == "fitfc+fsdaf+refiner(shipped)"

@@ -122,3 +122,28 @@ def test_gaussian_nll_and_report():
     assert set(rep) == {"cov68", "cov95", "spearman", "nll", "scale"}
     assert rep["scale"] == pytest.approx(1.0, rel=0.08)
     assert abs(rep["cov95"] - 0.95) < 0.01
+
+
+def test_combine_weighted_formula_nan_skipping_and_shared_error_calibration():
+    from stfuse.uncertainty import combine_weighted
+
+    m = np.array([[1.0, 2.0, np.nan], [3.0, 6.0, 5.0]])
+    u = np.array([[1.0, 1.0, 1.0], [3.0, 1.0, 2.0]])
+    v = np.array([[2.0, 1.0, 1.0], [4.0, 3.0, 7.0]])
+    mean, var = combine_weighted(m, u, v)
+    np.testing.assert_allclose(mean, [1.5, 4.0, 5.0], rtol=1e-6)  # weights (3/4, 1/4), (1/2, 1/2), member 2 only
+    np.testing.assert_allclose(var, [2.5, 2.0, 7.0], rtol=1e-6)
+    assert np.isnan(combine_weighted(np.full((2, 1), np.nan), np.ones((2, 1)), np.ones((2, 1)))[0]).all()
+    # spread: the variance of the mixture adds the members' disagreement (law of total variance)
+    _, mix = combine_weighted(m, u, v, spread=True)
+    np.testing.assert_allclose(mix, [2.5 + 0.75 * 0.25 + 0.25 * 2.25, 2.0 + 4.0, 7.0], rtol=1e-6)
+    # members sharing one error of sd 0.02 (errors fully correlated): combining must not shrink the
+    # variance, and the weighted prior variance gives nominal coverage whatever the weights
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 0.4, 200_000)
+    err = 0.02 * rng.standard_normal(truth.size)
+    members = np.stack([truth + err, truth + err])
+    weight_vars = np.stack([np.full(truth.size, 1e-4), rng.uniform(1e-5, 1e-3, truth.size)])
+    mean, var = combine_weighted(members, weight_vars, np.full((2, truth.size), 0.02**2))
+    cov = coverage(mean, var, truth, levels=(0.6827, 0.95))
+    assert abs(cov[0.6827] - 0.6827) < 0.005 and abs(cov[0.95] - 0.95) < 0.003
