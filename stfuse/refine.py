@@ -562,6 +562,13 @@ def halo(highpass: int = 9) -> int:
     return RECEPTIVE_RADIUS + highpass // 2 + REG_BOX // 2 + BOX // 2
 
 
+FORWARD_TILE = 128
+"""Tile side (pixels, plus the receptive radius) of the refiner's forward passes. Results do not
+depend on it; 128 keeps each activation under glibc's 32 MB mmap limit so memory is reused instead
+of being mapped and page-faulted afresh (1pair-early hybrid: 16.0 s wall with 512, 10.4 s with 128,
+identical output)."""
+
+
 def _forward_tiled(
     model: Refiner, x: torch.Tensor, tile: int, masks: Sequence[Sequence[torch.Tensor] | None] = (None,)
 ) -> list[torch.Tensor]:
@@ -584,7 +591,7 @@ def _forward_tiled(
 
 
 def _predict_single(
-    model: Refiner, feats: Features, *, mc_samples: int, seed: int, tile: int = 512
+    model: Refiner, feats: Features, *, mc_samples: int, seed: int, tile: int = FORWARD_TILE
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Refined (mean, variance) in reflectance units (B, H, W) of one single-pair prediction."""
     parts = _predict_parts(model, feats, mc_samples=mc_samples, seed=seed, tile=tile)
@@ -592,7 +599,7 @@ def _predict_single(
 
 
 def _predict_parts(
-    model: Refiner, feats: Features, *, mc_samples: int, seed: int, tile: int = 512
+    model: Refiner, feats: Features, *, mc_samples: int, seed: int, tile: int = FORWARD_TILE
 ) -> dict[str, torch.Tensor]:
     """Refined mean and its aleatoric / epistemic variances (reflectance units, (B, H, W)).
 
@@ -680,7 +687,7 @@ def refine(
     device: str = "cpu",
     correlation: float = 0.4,
     stats: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-    tile: int = 512,
+    tile: int = FORWARD_TILE,
     prior: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Refine a prior prediction: returns ``(mean, variance)`` (B, H, W) float32 numpy.
@@ -943,7 +950,7 @@ def _val_loss(model: Refiner, samples: Sequence[_Sample], masks: Sequence[torch.
     model.eval()
     with torch.no_grad():
         for s, m in zip(samples, masks):
-            o = _forward_tiled(model, s.feats.x, 512)[0]
+            o = _forward_tiled(model, s.feats.x, FORWARD_TILE)[0]
             v = s.valid if m is None else (s.valid & m[None])
             r = (s.target_n - o[:, 0]) * v
             tot += float((r * r).sum())
