@@ -38,6 +38,8 @@ from .progress import progress_reporter
 @click.option("--refine", type=click.Choice(["none", "shipped", "scene"]), default="none", show_default=True,
               help="Hybrid prior + CNN refiner: shipped weights, or adapted to the pairs (scene, with 2 pairs). "
                    "With --method auto the prior is the Fit-FC + FSDAF ensemble (recommended).")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+              help="Refiner checkpoint from `stfuse train` to use instead of the shipped weights (with --refine).")
 @click.option("--mc-samples", type=click.IntRange(1, 256), default=8, show_default=True, help="Monte Carlo dropout passes of the refiner.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (refiner training and dropout; k-means).")
 @click.option("--strict", is_flag=True, help="Refuse days that fail a quality gate (mostly masked coarse image, far pairs, large change) instead of flagging them.")
@@ -46,7 +48,7 @@ from .progress import progress_reporter
 @quiet_opt
 @cache_opt
 @coarse_collection_opt
-def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, formats, resume, tile, scheduler, workers, threads, memory_limit, refine, mc_samples, seed, strict, device, overwrite, quiet, cache, coarse_collection) -> None:
+def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, formats, resume, tile, scheduler, workers, threads, memory_limit, refine, weights, mc_samples, seed, strict, device, overwrite, quiet, cache, coarse_collection) -> None:
     """Predict daily 30 m reflectance with a per-pixel uncertainty band.
 
     \b
@@ -74,7 +76,7 @@ def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, o
         out = predict_files(
             list(pairs), coarse_target, output, method=method, bands=bands,
             date=parse_date(target_date, name="--date") if target_date else None,
-            device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed, overwrite=overwrite,
+            device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed, weights=weights, overwrite=overwrite,
         )
         if not quiet:
             click.echo(f"wrote {out} (+ {out.with_suffix('.json').name})")
@@ -88,7 +90,7 @@ def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, o
             device=device, options=options, formats=[f.strip() for f in formats.split(",") if f.strip()],
             overwrite=overwrite, resume=resume, tile=tile, scheduler=scheduler, workers=workers, threads=threads,
             memory_limit=memory_limit, strict=strict, progress=progress, cache=cache, coarse_collection=coarse_collection, refine=refine, mc_samples=mc_samples,
-            seed=seed,
+            seed=seed, weights=weights,
         )
     if not quiet:
         cogs = [p for p in outputs if p.suffix == ".tif"]

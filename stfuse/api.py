@@ -58,6 +58,7 @@ def fuse(
     refine: Refine = "none",
     mc_samples: int = 8,
     seed: int = 0,
+    weights: PathLike | None = None,
 ) -> FusionResult:
     """Predict fine reflectance on the target day from pairs: the pure core.
 
@@ -70,7 +71,8 @@ def fuse(
     when there are two or more; see :mod:`stfuse.refine`). With a refiner, ``method`` ``auto``
     (or ``estarfm``) uses the Fit-FC + FSDAF ensemble (:func:`stfuse.refine.predict_hybrid`),
     any other method is refined alone. The refiner runs ``mc_samples`` Monte Carlo dropout
-    passes; ``seed`` makes everything reproducible.
+    passes; ``seed`` makes everything reproducible. ``weights``: a refiner checkpoint (from
+    ``stfuse train``) instead of the shipped weights; one trained for other bands is refused.
     """
     from .prior import changed_fraction, choose_method, predict as prior_predict
 
@@ -80,6 +82,7 @@ def fuse(
         raise InputError(f"method estarfm needs exactly 2 pairs, got {fine.sizes['pair']}; use starfm or auto")
     if refine not in ("none", "shipped", "scene"):
         raise InputError(f"unknown refine mode {refine!r}; use none, shipped or scene")
+    _check_weights(weights, refine)
     arrays = (
         fine.transpose("pair", "band", "y", "x").values,
         coarse.transpose("pair", "band", "y", "x").values,
@@ -88,17 +91,23 @@ def fuse(
     if refine == "none":
         mean, variance = prior_predict(*arrays, method=method, device=device, **(options or {}))
     else:
-        from .refine import ENSEMBLE, predict_hybrid
+        from .refine import ENSEMBLE, load_model, predict_hybrid
 
         # the refiner refines single-pair priors; auto (and estarfm, a two-pair method) -> the Fit-FC + FSDAF ensemble
         prior = "ensemble" if method in ("auto", "estarfm") else method
-        mean, variance = predict_hybrid(*arrays, prior_fn=prior, self_supervised=(refine == "scene"), mc_samples=mc_samples,
-                                        seed=seed, device=device, prior_options=options)
+        model = load_model(weights, bands=[str(b) for b in coarse_target.band.values]) if weights else None
+        mean, variance = predict_hybrid(*arrays, prior_fn=prior, model=model, self_supervised=(refine == "scene"),
+                                        mc_samples=mc_samples, seed=seed, device=device, prior_options=options)
         method = f"{'+'.join(ENSEMBLE) if prior == 'ensemble' else prior}+refiner({refine})"
     template = coarse_target.transpose("band", "y", "x")
     mean_da = template.copy(data=mean.astype(np.float32))
     sigma_da = template.copy(data=np.sqrt(np.maximum(variance, 0)).astype(np.float32))
     return FusionResult(mean_da, sigma_da, method, {"method": method, "options": options or {}, "refine": refine, "seed": seed})
+
+
+def _check_weights(weights: PathLike | None, refine: str) -> None:
+    if weights is not None and refine == "none":
+        raise InputError("a refiner checkpoint (--weights) is only used with --refine shipped or scene")
 
 
 def _provenance(method: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +135,7 @@ def predict_files(
     refine: Refine = "none",
     mc_samples: int = 8,
     seed: int = 0,
+    weights: PathLike | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Local-file mode: predict ``coarse``'s day from (fine, coarse) pair files; write ``out``.
@@ -160,11 +170,13 @@ def predict_files(
     band_names = [str(b) for b in target.band.values]
     if not band_names or all(b.startswith("b") and b[1:].isdigit() for b in band_names):
         band_names = [f"band{i + 1}" for i in range(len(band_names))]
-    result = fuse(fine, coarse_pairs, target, method=method, device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed)
+    result = fuse(fine, coarse_pairs, target, method=method, device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed,
+                  weights=weights)
     ref = arrays[names[0]]
     crs, transform = crs_of(ref), transform_of(ref)
     tags = _provenance(result.method, {"inputs": {"pairs": [[str(f), str(c)] for f, c in pairs], "coarse_target": str(coarse)},
-                                       "options": options or {}, "refine": refine, "seed": seed, "mc_samples": mc_samples})
+                                       "options": options or {}, "refine": refine, "seed": seed, "mc_samples": mc_samples,
+                                       **({"weights": str(weights)} if weights else {})})
     write_prediction_cog(out, result.mean.values, result.sigma.values, band_names=band_names, crs=crs, transform=transform, tags=tags, overwrite=overwrite)
     write_stac_item(
         out.with_suffix(".json"),
@@ -201,10 +213,11 @@ def _prior_fn(method: str, device: str, options: dict[str, Any]):
 
 
 def _hybrid_fn(method: str, refine: str, pair_fine: xr.DataArray, pair_coarse: xr.DataArray, models: dict[Any, Any],
-               device: str, options: dict[str, Any], mc_samples: int, seed: int):
+               device: str, options: dict[str, Any], mc_samples: int, seed: int, base: Any = None):
     """The tile function of the hybrid for one day (:func:`stfuse.refine.hybrid_fn`). With
     ``refine="scene"`` and 2+ pairs the model is adapted once to those pairs (the whole area,
-    self-supervised) and reused for every day with the same pairs (cached in ``models``)."""
+    self-supervised) and reused for every day with the same pairs (cached in ``models``).
+    ``base``: the starting refiner (a user checkpoint; None = shipped weights)."""
     from .refine import adapt_model, hybrid_fn
 
     prior = "ensemble" if method == "auto" else method
@@ -213,10 +226,10 @@ def _hybrid_fn(method: str, refine: str, pair_fine: xr.DataArray, pair_coarse: x
         if key not in models:
             fine = np.asarray(pair_fine.transpose("pair", "band", "y", "x").values, np.float32)
             coarse = np.asarray(pair_coarse.transpose("pair", "band", "y", "x").values, np.float32)
-            models[key] = adapt_model(fine, coarse, prior_fn=prior, seed=seed, device=device)
+            models[key] = adapt_model(fine, coarse, prior_fn=prior, init=base, seed=seed, device=device)
         model = models[key]
     else:
-        model = None
+        model = base
     return hybrid_fn(prior, model, mc_samples=mc_samples, seed=seed, device=device, prior_options=options)
 
 
@@ -252,6 +265,7 @@ def predict(
     refine: Refine = "none",
     mc_samples: int = 8,
     seed: int = 0,
+    weights: PathLike | None = None,
 ) -> list[Path]:
     """Catalog mode: predict every day from ``start`` to ``end`` and write the outputs.
 
@@ -268,7 +282,8 @@ def predict(
     ``modis-43A4-061`` (MCD43A4 NBAR, default) or ``modis-09GA-061`` (MOD09GA). ``refine``,
     ``mc_samples``, ``seed``: as in :func:`fuse`; with a refiner each day runs the hybrid tile
     by tile (:func:`stfuse.refine.hybrid_fn`; ``scene`` adapts the model once per set of pairs)
-    and its tags record ``refine``/``seed``/``mc_samples``. Returns the written
+    and its tags record ``refine``/``seed``/``mc_samples``; ``weights``: a refiner checkpoint
+    instead of the shipped weights (checked against ``bands`` first). Returns the written
     paths (COGs in date order, then the Zarr store).
     """
     from .cube import load_cubes, read_errors
@@ -278,6 +293,15 @@ def predict(
     from .tiling import dask_scheduler, predict_tiled
 
     bands = check_bands(bands or BANDS)
+    if refine not in ("none", "shipped", "scene"):
+        raise InputError(f"unknown refine mode {refine!r}; use none, shipped or scene")
+    _check_weights(weights, refine)
+    if weights is not None:
+        from .refine import load_model
+
+        base_model = load_model(weights, bands=bands)  # refused here, before any search, if its bands differ
+    else:
+        base_model = None
     unknown_formats = set(formats) - {"cog", "zarr"}
     if unknown_formats or not formats:
         raise InputError(f"unknown output format {sorted(unknown_formats) or formats}; use cog and/or zarr")
@@ -344,8 +368,6 @@ def predict(
         log.info("resuming: %d of %d days already complete", len(plans) - len(todo), len(plans))
 
     options = dict(options or {})
-    if refine not in ("none", "shipped", "scene"):
-        raise InputError(f"unknown refine mode {refine!r}; use none, shipped or scene")
     models: dict[Any, Any] = {}  # refine="scene": one adapted model per set of pairs
     thresholds = thresholds or Thresholds()
     outputs: list[Path] = []
@@ -364,7 +386,8 @@ def predict(
                 result = predict_tiled(pair_fine, pair_coarse, target, predict_fn=_prior_fn(day_method, device, options),
                                        halo=prior_halo(day_method, **options), tile=tile)
             else:
-                hybrid = _hybrid_fn(day_method, refine, pair_fine, pair_coarse, models, device, options, mc_samples, seed)
+                hybrid = _hybrid_fn(day_method, refine, pair_fine, pair_coarse, models, device, options, mc_samples, seed,
+                                    base=base_model)
                 result = predict_tiled(pair_fine, pair_coarse, target, predict_fn=hybrid, halo=hybrid.halo, tile=tile)
                 day_method = hybrid.name + f"({refine})"
             sigma = np.sqrt(result["variance"].clip(min=0))
@@ -385,6 +408,7 @@ def predict(
                     "options": options,
                     "quality": quality,
                     **({"refine": refine, "seed": seed, "mc_samples": mc_samples} if refine != "none" else {}),
+                    **({"weights": str(weights)} if weights else {}),
                 },
             )
             label = plan.target.isoformat()

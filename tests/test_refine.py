@@ -329,3 +329,52 @@ def test_catalog_predict_with_refiner_writes_hybrid_cogs(mini_catalog, tmp_path)
     assert not np.allclose(pa[:n], pb[:n])  # mean (Fit-FC + FSDAF ensemble instead of the auto prior)
     assert tags["refine"] == "shipped" and tags["seed"] == "5" and tags["mc_samples"] == "2"
     assert tags["method"] == "fitfc+fsdaf+refiner(shipped)"
+
+
+def test_predict_uses_a_user_checkpoint_and_refuses_one_for_other_bands(tmp_path):
+    """`stfuse predict --refine shipped --weights CKPT`: the checkpoint replaces the shipped weights
+    (a copy of them gives identical output, a changed one a different output); a checkpoint made
+    for other bands, or --weights without --refine, exits 2 and writes nothing."""
+    import copy
+
+    import rasterio
+    from click.testing import CliRunner
+
+    from conftest import write_tif
+    from stfuse.refine import load_model
+    from stfuse_cli.main import cli
+
+    rng = np.random.default_rng(4)
+    fine = np.kron(0.1 + 0.2 * rng.random((3, 8, 8)), np.ones((1, 8, 8))) + 0.01 * rng.random((3, 64, 64))
+    coarse = np.kron(fine.reshape(3, 4, 16, 4, 16).mean(axis=(2, 4)), np.ones((1, 16, 16)))
+    change = np.kron(0.05 * rng.random((3, 4, 4)), np.ones((1, 16, 16)))
+    paths = [write_tif(tmp_path / f"{name}.tif", a.astype(np.float32))
+             for name, a in (("fine", fine), ("coarse", coarse), ("target", coarse + change))]
+    shipped = load_model(None)
+    same = save_checkpoint(shipped, tmp_path / "same.pt", dict(shipped.meta))
+    changed = copy.deepcopy(shipped)
+    with torch.no_grad():
+        for p in changed.parameters():
+            p.mul_(0.5)
+    other = save_checkpoint(changed, tmp_path / "other.pt", dict(shipped.meta))
+    wrong = save_checkpoint(shipped, tmp_path / "wrong.pt", {**shipped.meta, "bands": ["red", "nir08", "swir16"], "band_agnostic": False})
+
+    def run(out, *extra):
+        args = ["predict", "--pair", paths[0], paths[1], "--coarse", paths[2], "--method", "auto", "--mc-samples", "2", "-o", out, *extra]
+        return CliRunner().invoke(cli, [str(a) for a in args])
+
+    def read(path):
+        with rasterio.open(path) as src:
+            return src.read(), src.tags()
+
+    for name, extra in (("a", ()), ("b", ("--weights", same)), ("c", ("--weights", other))):
+        result = run(tmp_path / f"{name}.tif", "--refine", "shipped", *extra)
+        assert result.exit_code == 0, result.output
+    (a, _), (b, tags_b), (c, _) = (read(tmp_path / f"{n}.tif") for n in "abc")
+    np.testing.assert_array_equal(a, b)
+    assert tags_b["weights"] == str(same) and np.isfinite(c).all()
+    assert np.abs(a - c).max() > 1e-6  # the changed weights are really used
+    result = run(tmp_path / "d.tif", "--refine", "shipped", "--weights", wrong)
+    assert result.exit_code == 2 and "bands" in result.output and not (tmp_path / "d.tif").exists()
+    result = run(tmp_path / "e.tif", "--weights", same)
+    assert result.exit_code == 2 and "only used with --refine" in result.output and not (tmp_path / "e.tif").exists()
