@@ -284,7 +284,8 @@ NOTES = """## Notes
   sum (about 9 additions per pixel for a 31 px window), STARFM writes its per-neighbour terms in place,
   ESTARFM computes its F-test critical values without importing scipy.stats (0.7 s per run). Results are
   unchanged (bit-identical for STARFM, within 3e-8 for ESTARFM; tests/test_prior_*.py).
-- Inside dask tiles (full scenes) torch runs one thread per task and dask runs one task per core.
+- Inside dask tiles (full scenes) torch runs one thread per task and dask runs one task per core; an image
+  that is a single tile runs its one task with every core (catalog-mode days of small areas).
 - Peak memory of the tiled runs is set by the tile size and the number of tiles in flight, not by the scene:
   the 7,000 x 7,000 scene has 12x the pixels of the 2,000 x 2,000 one and about 2x its peak (dask graph,
   COG writer buffers).

@@ -38,12 +38,24 @@ def tile_size_for(memory_bytes: float, *, n_pairs: int, n_bands: int, halo: int,
     return max(256, int(side // 256) * 256)
 
 
-def _block_predict(block: np.ndarray, *, n_pairs: int, predict_fn: PredictFn, options: dict[str, Any]) -> np.ndarray:
-    """One tile: (2P+1, B, h, w) stacked inputs -> (2, B, h, w) stacked [mean, variance]."""
+def _block_predict(block: np.ndarray, *, n_pairs: int, predict_fn: PredictFn, options: dict[str, Any],
+                   only_block: bool = False) -> np.ndarray:
+    """One tile: (2P+1, B, h, w) stacked inputs -> (2, B, h, w) stacked [mean, variance].
+
+    ``only_block``: the image is this one tile, so no other task competes for the cores and
+    torch may use all of them (dask tasks otherwise run torch single-threaded)."""
+    import torch
+
     fine = block[:n_pairs]
     coarse = block[n_pairs : 2 * n_pairs]
     target = block[2 * n_pairs]
-    mean, variance = predict_fn(fine, coarse, target, **options)
+    previous = torch.get_num_threads()
+    if only_block and previous == 1:
+        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    try:
+        mean, variance = predict_fn(fine, coarse, target, **options)
+    finally:
+        torch.set_num_threads(previous)
     return np.stack([mean, variance]).astype(np.float32)
 
 
@@ -82,7 +94,8 @@ def predict_tiled(
     grown = da.overlap.overlap(stacked, depth=depth, boundary="none")
     out_chunks = ((2,), grown.chunks[1], grown.chunks[2], grown.chunks[3])
     predicted = grown.map_blocks(
-        _block_predict, dtype=np.float32, chunks=out_chunks, n_pairs=n_pairs, predict_fn=predict_fn, options=options or {}
+        _block_predict, dtype=np.float32, chunks=out_chunks, n_pairs=n_pairs, predict_fn=predict_fn, options=options or {},
+        only_block=grown.npartitions == 1,
     )
     result = da.overlap.trim_internal(predicted, depth, boundary="none")
     coords = {k: v for k, v in target.coords.items() if set(v.dims) <= {"band", "y", "x"}}
