@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .options import bands_opt, device_opt, json_opt, method_opt, overwrite_opt, quiet_opt
+from .options import bands_opt, device_opt, json_opt, mc_samples_opt, method_opt, overwrite_opt, quiet_opt, refine_opt, seed_opt
 from .progress import progress_reporter
 
 _CATALOG_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "min_clear", "max_pairs", "max_gap_days", "crs")
@@ -38,6 +38,9 @@ _CATALOG_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "min_clear"
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write PNG figures and report.html to this folder.")
 @click.option("--no-predictions", is_flag=True, help="--holdout: do not write the withheld dates' predictions (COGs) to -o.")
+@refine_opt
+@mc_samples_opt
+@seed_opt
 @device_opt
 @overwrite_opt
 @json_opt
@@ -47,7 +50,7 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
              catalog: str | None, bbox: tuple[float, ...], aoi: Path | None, start: str | None, end: str | None,
              bands: list[str] | None, method: str, max_pairs: int, min_clear: float, max_gap_days: int | None,
              crs: str | None, window: int | None, output: Path | None, report_dir: Path | None, no_predictions: bool,
-             device: str, overwrite: bool, as_json: bool, quiet: bool) -> None:
+             refine: str, mc_samples: int, seed: int, device: str, overwrite: bool, as_json: bool, quiet: bool) -> None:
     """Accuracy (RMSE, MAE, bias, CC, SSIM, PSNR per band; ERGAS, SAM) and 68/95% interval coverage.
 
     \b
@@ -75,6 +78,7 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
     if holdout:
         _holdout(catalog=catalog, bbox=bbox or None, aoi=aoi, start=start, end=end, bands=bands, method=method,
                  max_pairs=max_pairs, min_clear=min_clear, max_gap_days=max_gap_days, crs=crs, options=options,
+                 refine=refine, mc_samples=mc_samples, seed=seed,
                  output=output, report_dir=report_dir, predictions=not no_predictions, device=device,
                  overwrite=overwrite, as_json=as_json, quiet=quiet)
         return
@@ -90,7 +94,8 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
         from .predict import _resolve_device
 
         result = evaluate_task(task, benchmarks, method=method, out=output, overwrite=overwrite,
-                               device=_resolve_device(device), options=options, report_dir=report_dir)
+                               device=_resolve_device(device), options=options, report_dir=report_dir,
+                               refine=refine, mc_samples=mc_samples, seed=seed)
         _print_scores(result, as_json, header=f"task {task}, method {method}")
         if report_dir is not None and not as_json and not quiet:
             click.echo(f"wrote {report_dir / 'report.html'}")

@@ -52,3 +52,11 @@ coarse_collection_opt = click.option(
     type=click.Choice(["modis-43A4-061", "modis-09GA-061"]),
     help="Coarse (MODIS) collection: modis-43A4-061 (MCD43A4 NBAR, default) or modis-09GA-061 (MOD09GA daily).",
 )
+refine_opt = click.option(
+    "--refine", type=click.Choice(["none", "shipped", "scene"]), default="none", show_default=True,
+    help="Hybrid prior + CNN refiner: shipped weights, or adapted to the pairs (scene, with 2 pairs). "
+    "With --method auto the prior is the Fit-FC + FSDAF ensemble (recommended).",
+)
+mc_samples_opt = click.option("--mc-samples", type=click.IntRange(1, 256), default=8, show_default=True,
+                              help="Monte Carlo dropout passes of the refiner.")
+seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed (refiner training and dropout; k-means).")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from .options import bands_opt, cache_opt, coarse_collection_opt, device_opt, method_opt, overwrite_opt, quiet_opt
+from .options import bands_opt, cache_opt, coarse_collection_opt, mc_samples_opt, refine_opt, seed_opt, device_opt, method_opt, overwrite_opt, quiet_opt
 from .progress import progress_reporter
 
 
@@ -35,13 +34,11 @@ from .progress import progress_reporter
 @click.option("--workers", type=int, help="LocalCluster worker processes (with --scheduler local).")
 @click.option("--threads", type=int, help="Threads (per worker).")
 @click.option("--memory-limit", help="Memory per LocalCluster worker, e.g. 4GB.")
-@click.option("--refine", type=click.Choice(["none", "shipped", "scene"]), default="none", show_default=True,
-              help="Hybrid prior + CNN refiner: shipped weights, or adapted to the pairs (scene, with 2 pairs). "
-                   "With --method auto the prior is the Fit-FC + FSDAF ensemble (recommended).")
+@refine_opt
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
               help="Refiner checkpoint from `stfuse train` to use instead of the shipped weights (with --refine).")
-@click.option("--mc-samples", type=click.IntRange(1, 256), default=8, show_default=True, help="Monte Carlo dropout passes of the refiner.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (refiner training and dropout; k-means).")
+@mc_samples_opt
+@seed_opt
 @click.option("--strict", is_flag=True, help="Refuse days that fail a quality gate (mostly masked coarse image, far pairs, large change) instead of flagging them.")
 @device_opt
 @overwrite_opt

@@ -217,6 +217,9 @@ def evaluate_task(
     device: str = "cpu",
     options: dict[str, Any] | None = None,
     report_dir: PathLike | None = None,
+    refine: str = "none",
+    mc_samples: int = 8,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Predict a benchmark task with :func:`stfuse.predict_files` and score it against its truth.
 
@@ -224,7 +227,8 @@ def evaluate_task(
     prediction (.tif); default a temporary file removed afterwards. ``report_dir``: also
     write the PNG/HTML report there (:func:`stfuse.report.evaluation_report`). Returns
     :func:`evaluate_files`'s dict plus ``task`` and ``method``; ``prediction`` is None when
-    the prediction was temporary. The numbers equal ``score.py PRED --task ID``.
+    the prediction was temporary. The numbers equal ``score.py PRED --task ID``. ``refine``,
+    ``mc_samples``, ``seed``: the hybrid, as in :func:`stfuse.fuse`.
     """
     from .api import predict_files
     from .catalog import parse_date
@@ -244,7 +248,7 @@ def evaluate_task(
         else:
             pred_path = Path(out)
         predict_files(list(task.pairs), task.coarse, pred_path, method=method, date=date, device=device,
-                      options=options, overwrite=overwrite)
+                      options=options, overwrite=overwrite, refine=refine, mc_samples=mc_samples, seed=seed)
         result = evaluate_files(pred_path, task.truth)
         if report_dir is not None:
             from .report import evaluation_report
@@ -426,6 +430,9 @@ def holdout(
     options: dict[str, Any] | None = None,
     keep_arrays: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
+    refine: str = "none",
+    mc_samples: int = 8,
+    seed: int = 0,
 ) -> HoldoutResult:
     """Leave-one-date-out validation on a catalog query.
 
@@ -437,7 +444,8 @@ def holdout(
     Query flags are those of :func:`stfuse.predict`. ``method`` ``estarfm`` falls back to
     ``starfm`` on days with one pair (as ``predict`` does). Dates that cannot be scored are
     listed in ``skipped`` with the reason. The whole area is held in memory (use a bbox for
-    large scenes). ``keep_arrays``: keep truth/mean/sigma per day (for reports).
+    large scenes). ``keep_arrays``: keep truth/mean/sigma per day (for reports). ``refine``,
+    ``mc_samples``, ``seed``: score the hybrid instead of the prior alone (as :func:`stfuse.fuse`).
     """
     import time
 
@@ -486,6 +494,8 @@ def holdout(
     days: list[HoldoutDay] = []
     for done, (day, pairs) in enumerate(plans, start=1):
         day_method = choose_method(len(pairs)) if method == "auto" else method
+        if refine != "none":  # the hybrid: auto/estarfm -> the Fit-FC + FSDAF ensemble (as stfuse.predict)
+            day_method = "auto" if method in ("auto", "estarfm") else method
         if day_method == "estarfm" and len(pairs) != 2:
             day_method = "starfm"  # ESTARFM needs a pair on each side; as stfuse.predict
         pair_times = [np.datetime64(d, "ns") for d in pairs]
@@ -494,13 +504,13 @@ def holdout(
             fine.reflectance.sel(time=pair_times).rename(time="pair"),
             coarse.reflectance.sel(time=pair_times).rename(time="pair"),
             coarse.reflectance.sel(time=target_time),
-            method=day_method, device=device, options=options,
+            method=day_method, device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed,
         )
         truth = fine.reflectance.sel(time=target_time).transpose("band", "y", "x").values
         valid = fine.valid.sel(time=target_time).values
         mean, sigma = result.mean.values, result.sigma.values
         scores = score_day(mean, sigma, truth, valid, band_names)
-        days.append(HoldoutDay(day, pairs, day_method, cubes.fine_clear[day], scores,
+        days.append(HoldoutDay(day, pairs, result.method, cubes.fine_clear[day], scores,
                                *((truth, mean, sigma) if keep_arrays else (None, None, None))))
         log.info("holdout %s from %s: RMSE %.4f", day, ", ".join(map(str, pairs)), scores["mean"]["rmse"])
         if progress:
