@@ -274,12 +274,6 @@ def _tag_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:
-    """GeoTIFF metadata tags of ``path``."""
-    with rasterio.open(path) as src:
-        return src.tags()
-
-
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
