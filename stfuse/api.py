@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import numpy as np
 import xarray as xr
@@ -23,6 +23,9 @@ import xarray as xr
 from . import __version__
 from .errors import DataUnavailableError, InputError, OutputError
 from .sensors import BANDS, check_bands
+
+if TYPE_CHECKING:
+    from .quality import Thresholds
 
 log = logging.getLogger("stfuse")
 

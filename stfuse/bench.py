@@ -105,14 +105,13 @@ def _synthetic_block(block_id: tuple[int, ...], *, tile: int, bands: int, layer:
 
 def _child_full_scene(size: int, bands: int, method: str, tile: int, out: Path) -> dict[str, Any]:
     """The tiled pipeline on a lazily generated (size x size x bands) scene, COG written tile by tile."""
-    import dask
     import dask.array as da
     import xarray as xr
     from affine import Affine
     from rasterio.crs import CRS
 
     from .io import write_prediction_cog
-    from .prior import halo, predict
+    from .prior import halo
     from .tiling import dask_scheduler, predict_tiled
 
     n = -(-size // tile)

@@ -406,7 +406,6 @@ def _landsat_item(scene: Scene, k: int, out: Path, transform: Any, crs: Any) -> 
 def _modis_items(scene: Scene, out: Path) -> list[Any]:
     import pystac
 
-    spec = scene.spec
     sin_crs, wkt2, projjson = _sinusoidal()
     transform, dn, quality, (h_tile, v_tile) = simulate_modis(scene)
     shape = dn.shape[-2:]
