@@ -77,15 +77,13 @@ def fuse(
     passes; ``seed`` makes everything reproducible. ``weights``: a refiner checkpoint (from
     ``stfuse train``) instead of the shipped weights; one trained for other bands is refused.
     """
-    from .prior import changed_fraction, choose_method, predict as prior_predict
+    from .prior import changed_fraction, choose_method, method_for_day, predict as prior_predict
 
     if method == "auto" and refine == "none":
         method = choose_method(fine.sizes["pair"], changed_fraction(coarse.values, coarse_target.values))
     if method == "estarfm" and fine.sizes["pair"] != 2:
         raise InputError(f"method estarfm needs exactly 2 pairs, got {fine.sizes['pair']}; use starfm or auto")
-    if refine not in ("none", "shipped", "scene"):
-        raise InputError(f"unknown refine mode {refine!r}; use none, shipped or scene")
-    _check_weights(weights, refine)
+    _check_refine(refine, weights)
     arrays = (
         fine.transpose("pair", "band", "y", "x").values,
         coarse.transpose("pair", "band", "y", "x").values,
@@ -96,8 +94,7 @@ def fuse(
     else:
         from .refine import ENSEMBLE, load_model, predict_hybrid
 
-        # the refiner refines single-pair priors; auto (and estarfm, a two-pair method) -> the Fit-FC + FSDAF ensemble
-        prior = "ensemble" if method in ("auto", "estarfm") else method
+        prior = method_for_day(method, fine.sizes["pair"], hybrid=True)  # auto/estarfm -> the Fit-FC + FSDAF ensemble
         model = load_model(weights, bands=[str(b) for b in coarse_target.band.values]) if weights else None
         mean, variance = predict_hybrid(*arrays, prior_fn=prior, model=model, self_supervised=(refine == "scene"),
                                         mc_samples=mc_samples, seed=seed, device=device, prior_options=options)
@@ -108,7 +105,10 @@ def fuse(
     return FusionResult(mean_da, sigma_da, method, {"method": method, "options": options or {}, "refine": refine, "seed": seed})
 
 
-def _check_weights(weights: PathLike | None, refine: str) -> None:
+def _check_refine(refine: str, weights: PathLike | None) -> None:
+    """Refuse an unknown refine mode, or a refiner checkpoint with no refiner to use it."""
+    if refine not in ("none", "shipped", "scene"):
+        raise InputError(f"unknown refine mode {refine!r}; use none, shipped or scene")
     if weights is not None and refine == "none":
         raise InputError("a refiner checkpoint (--weights) is only used with --refine shipped or scene")
 
@@ -220,10 +220,11 @@ def _hybrid_fn(method: str, refine: str, pair_fine: xr.DataArray, pair_coarse: x
     """The tile function of the hybrid for one day (:func:`stfuse.refine.hybrid_fn`). With
     ``refine="scene"`` and 2+ pairs the model is adapted once to those pairs (the whole area,
     self-supervised) and reused for every day with the same pairs (cached in ``models``).
+    ``method``: the day's prior (:func:`stfuse.prior.method_for_day` with ``hybrid``).
     ``base``: the starting refiner (a user checkpoint; None = shipped weights)."""
     from .refine import adapt_model, hybrid_fn
 
-    prior = "ensemble" if method == "auto" else method
+    prior = method
     key = (prior, tuple(str(t) for t in pair_fine["pair"].values) if "pair" in pair_fine.coords else id(pair_fine))
     if refine == "scene" and pair_fine.sizes["pair"] >= 2:
         if key not in models:
@@ -291,14 +292,12 @@ def predict(
     """
     from .cube import load_cubes, read_errors
     from .pairs import date_range, plan_days, usable_pair_days
-    from .prior import choose_method, halo as prior_halo
+    from .prior import halo as prior_halo, method_for_day
     from .quality import QUALITY_BITS, Thresholds, assess, quality_band
     from .tiling import dask_scheduler, predict_tiled
 
     bands = check_bands(bands or BANDS)
-    if refine not in ("none", "shipped", "scene"):
-        raise InputError(f"unknown refine mode {refine!r}; use none, shipped or scene")
-    _check_weights(weights, refine)
+    _check_refine(refine, weights)
     if weights is not None:
         from .refine import load_model
 
@@ -314,14 +313,12 @@ def predict(
     start_date, end_date = cubes.query.start, cubes.query.end
     fine, coarse = cubes.fine, cubes.coarse
     geobox = fine.odc.geobox
-    fine_days = [d.astype("datetime64[D]").item() for d in fine.time.values]
-    coarse_days = [d.astype("datetime64[D]").item() for d in coarse.time.values]
-    with read_errors():  # reads the fine images once (small: a few scenes)
-        fine_clear = dict(zip(fine_days, fine.clear_fraction.values.tolist()))
+    fine_clear = cubes.fine_clear()  # reads the fine images once (small: a few scenes)
+    coarse_days = cubes.coarse_days()
     pair_days = usable_pair_days(fine_clear, coarse_days, min_clear=min_clear)
     if not pair_days:
         raise InputError(
-            f"no clear fine/coarse pair: the {len(fine_days)} Landsat images found have clear fractions "
+            f"no clear fine/coarse pair: the {len(fine_clear)} Landsat images found have clear fractions "
             f"{', '.join(f'{c:.0%}' for c in fine_clear.values())} (need >= {min_clear:.0%}); widen the dates or lower --min-clear"
         )
     first = start_date or min(coarse_days)
@@ -376,11 +373,7 @@ def predict(
     outputs: list[Path] = []
     with dask_scheduler(scheduler, workers=workers, threads=threads, memory_limit=memory_limit, device=device), read_errors():
         for done, plan in enumerate(todo, start=1):
-            day_method = choose_method(len(plan.pairs)) if method == "auto" else method  # per-day change check: see quality
-            if refine != "none":  # the hybrid (see fuse): auto/estarfm -> the Fit-FC + FSDAF ensemble, refined
-                day_method = "auto" if method in ("auto", "estarfm") else method
-            if day_method == "estarfm" and len(plan.pairs) != 2:
-                day_method = "starfm"  # ESTARFM needs a pair on each side; documented fallback
+            day_method = method_for_day(method, len(plan.pairs), hybrid=refine != "none")
             times = [np.datetime64(d) for d in plan.pairs]
             pair_fine = fine.reflectance.sel(time=times).rename(time="pair")
             pair_coarse = coarse.reflectance.sel(time=times).rename(time="pair")

@@ -404,6 +404,16 @@ class Cubes:
     cache_path: Path | None = None
     from_cache: bool = False
 
+    def fine_clear(self) -> dict[Any, float]:
+        """Clear fraction (0..1) of each fine day, ``datetime.date`` -> float; reads the fine images."""
+        with read_errors():
+            clear = self.fine.clear_fraction.values
+        return {np.datetime64(t, "D").item(): float(c) for t, c in zip(self.fine.time.values, clear)}
+
+    def coarse_days(self) -> list[Any]:
+        """The coarse (MODIS) days, ``datetime.date``, in time order."""
+        return [np.datetime64(t, "D").item() for t in self.coarse.time.values]
+
 
 def load_cubes(
     *,

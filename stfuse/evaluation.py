@@ -298,22 +298,12 @@ def load_catalog_cubes(
     Zarr ``cache``); the fine clear fractions are computed (that reads the fine images once).
     Errors name the bad value.
     """
-    from .cube import load_cubes, read_errors
+    from .cube import load_cubes
 
     cubes = load_cubes(catalog=catalog, bbox=bbox, aoi=aoi, start=start, end=end, bands=bands, crs=crs,
                        margin_days=margin_days, cache=cache)
-    fine, coarse = cubes.fine, cubes.coarse
-    start_date, end_date = cubes.query.start, cubes.query.end
-    fine_days = [_day(t) for t in fine.time.values]
-    coarse_days = [_day(t) for t in coarse.time.values]
-    with read_errors():
-        fine_clear = dict(zip(fine_days, (float(c) for c in fine.clear_fraction.values)))
-    return CatalogCubes(fine, coarse, fine_clear, coarse_days, start_date, end_date,
-                        str(catalog) if catalog is not None else "sample_scenes")
-
-
-def _day(value: Any) -> dt.date:
-    return np.datetime64(value, "D").item()
+    return CatalogCubes(cubes.fine, cubes.coarse, cubes.fine_clear(), cubes.coarse_days(), cubes.query.start,
+                        cubes.query.end, cubes.source)
 
 
 @dataclass
@@ -454,7 +444,7 @@ def holdout(
     from .api import fuse
     from .cube import read_errors
     from .pairs import choose_pairs, usable_pair_days
-    from .prior import choose_method
+    from .prior import method_for_day
 
     if not 0 <= min_clear <= 1:
         raise InputError(f"min_clear {min_clear} must be between 0 and 1")
@@ -493,11 +483,7 @@ def holdout(
         fine, coarse = dask.compute(fine.sel(time=times), coarse.sel(time=times))
     days: list[HoldoutDay] = []
     for done, (day, pairs) in enumerate(plans, start=1):
-        day_method = choose_method(len(pairs)) if method == "auto" else method
-        if refine != "none":  # the hybrid: auto/estarfm -> the Fit-FC + FSDAF ensemble (as stfuse.predict)
-            day_method = "auto" if method in ("auto", "estarfm") else method
-        if day_method == "estarfm" and len(pairs) != 2:
-            day_method = "starfm"  # ESTARFM needs a pair on each side; as stfuse.predict
+        day_method = method_for_day(method, len(pairs), hybrid=refine != "none")  # as stfuse.predict
         pair_times = [np.datetime64(d, "ns") for d in pairs]
         target_time = np.datetime64(day, "ns")
         result = fuse(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from stfuse.errors import InputError
-from stfuse.prior import changed_fraction, choose_method, halo, method_function, predict
+from stfuse.prior import changed_fraction, choose_method, halo, method_for_day, method_function, predict
 
 
 def test_auto_rule_by_pairs_and_change():
@@ -34,3 +34,11 @@ def test_unknown_method_and_halos():
         method_function("magic")
     assert halo("starfm") == 15 and halo("starfm", window=11) == 5
     assert halo("auto") == max(halo("fsdaf"), halo("fitfc"))
+
+
+def test_method_for_day_prior_and_hybrid():
+    assert method_for_day("auto", 1) == "fitfc" and method_for_day("auto", 2) == "fsdaf"
+    assert method_for_day("estarfm", 2) == "estarfm" and method_for_day("estarfm", 1) == "starfm"
+    assert method_for_day("starfm", 1) == "starfm"
+    assert method_for_day("auto", 1, hybrid=True) == "ensemble" == method_for_day("estarfm", 2, hybrid=True)
+    assert method_for_day("fitfc", 2, hybrid=True) == "fitfc"

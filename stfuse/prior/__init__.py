@@ -62,6 +62,23 @@ def choose_method(n_pairs: int, changed_fraction: float = 0.0) -> str:
     return "fsdaf" if changed_fraction > CHANGED_FRACTION else "fitfc"
 
 
+def method_for_day(method: str, n_pairs: int, *, hybrid: bool = False) -> str:
+    """The method a day runs with ``n_pairs`` pairs, from the method asked for.
+
+    Prior alone: ``auto`` -> :func:`choose_method` by the number of pairs (per-day change is
+    flagged by :mod:`stfuse.quality`); ``estarfm`` with other than 2 pairs -> ``starfm`` (it
+    needs a pair on each side). With the hybrid (``hybrid``): ``ensemble`` (the Fit-FC + FSDAF
+    ensemble that :mod:`stfuse.refine` refines) for ``auto`` and ``estarfm``, else ``method``.
+    """
+    if hybrid:
+        return "ensemble" if method in ("auto", "estarfm") else method
+    if method == "auto":
+        return choose_method(n_pairs)
+    if method == "estarfm" and n_pairs != 2:
+        return "starfm"
+    return method
+
+
 def changed_fraction(coarse: np.ndarray, coarse_target: np.ndarray, threshold: float = CHANGE_THRESHOLD) -> float:
     """Fraction of pixels whose coarse reflectance changed by more than ``threshold`` in any
     band since the closest pair. ``coarse``: (P, B, H, W); ``coarse_target``: (B, H, W)."""
