@@ -92,13 +92,13 @@ def fuse(
     if refine == "none":
         mean, variance = prior_predict(*arrays, method=method, device=device, **(options or {}))
     else:
-        from .refine import ENSEMBLE, load_model, predict_hybrid
+        from .refine import hybrid_name, load_model, predict_hybrid
 
         prior = method_for_day(method, fine.sizes["pair"], hybrid=True)  # auto/estarfm -> the Fit-FC + FSDAF ensemble
         model = load_model(weights, bands=[str(b) for b in coarse_target.band.values]) if weights else None
         mean, variance = predict_hybrid(*arrays, prior_fn=prior, model=model, self_supervised=(refine == "scene"),
                                         mc_samples=mc_samples, seed=seed, device=device, prior_options=options)
-        method = f"{'+'.join(ENSEMBLE) if prior == 'ensemble' else prior}+refiner({refine})"
+        method = f"{hybrid_name(prior)}({refine})"
     template = coarse_target.transpose("band", "y", "x")
     mean_da = template.copy(data=mean.astype(np.float32))
     sigma_da = template.copy(data=np.sqrt(np.maximum(variance, 0)).astype(np.float32))

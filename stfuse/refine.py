@@ -1679,7 +1679,7 @@ class HybridFn:
 
     @property
     def name(self) -> str:
-        return f"{_prior_name(ENSEMBLE if self.prior in ('ensemble', 'auto') else self.prior)}+refiner"
+        return hybrid_name(self.prior)
 
     @property
     def halo(self) -> int:
@@ -1691,6 +1691,11 @@ class HybridFn:
             device=self.device, correlation=self.correlation, correction_weight=self.correction_weight,
             prior_options=self.prior_options,
         )
+
+
+def hybrid_name(prior: Any) -> str:
+    """The method label of the hybrid on ``prior`` (as in output tags), e.g. ``fitfc+fsdaf+refiner``."""
+    return f"{_prior_name(ENSEMBLE if prior in ('ensemble', 'auto') else prior)}+refiner"
 
 
 def hybrid_fn(
@@ -1784,6 +1789,7 @@ __all__ = [
     "hybrid_arrays",
     "hybrid_fn",
     "hybrid_halo",
+    "hybrid_name",
     "hybrid_variance_scale",
     "resolve_members",
     "PriorFn",
