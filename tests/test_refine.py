@@ -310,16 +310,23 @@ def test_shipped_weights_carry_hybrid_calibration():
 
 
 def test_catalog_predict_with_refiner_writes_hybrid_cogs(mini_catalog, tmp_path):
-    """Catalog mode with --refine: the hybrid runs per day, tile by tile; sigma/mean differ from the prior's."""
+    """`stfuse predict --refine shipped` in catalog mode: the hybrid runs per day, tile by tile;
+    sigma/mean differ from the prior's (`stfuse.predict`)."""
     import rasterio
+    from click.testing import CliRunner
 
     from conftest import MINI_SPEC
     from stfuse.api import predict
+    from stfuse_cli.main import cli
 
     day = MINI_SPEC.dates[9].isoformat()
     common = dict(catalog=mini_catalog, start=day, end=day, bands=["red", "nir08"], method="auto", tile=64)
     prior_cog = predict(out_dir=tmp_path / "prior", **common)[0]
-    hybrid_cog = predict(out_dir=tmp_path / "hybrid", refine="shipped", mc_samples=2, seed=5, **common)[0]
+    args = ["predict", "--catalog", mini_catalog, "--start", day, "--end", day, "--bands", "red,nir08", "--method", "auto",
+            "--tile", "64", "--refine", "shipped", "--mc-samples", "2", "--seed", "5", "-o", tmp_path / "hybrid", "-q"]
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    hybrid_cog = tmp_path / "hybrid" / prior_cog.name
     with rasterio.open(prior_cog) as a, rasterio.open(hybrid_cog) as b:
         pa, pb = a.read(), b.read()
         tags = b.tags()
