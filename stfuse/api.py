@@ -89,20 +89,22 @@ def fuse(
         coarse.transpose("pair", "band", "y", "x").values,
         coarse_target.transpose("band", "y", "x").values,
     )
+    tags: dict[str, Any] = {"options": options or {}, "refine": refine, "seed": seed}
     if refine == "none":
         mean, variance = prior_predict(*arrays, method=method, device=device, **(options or {}))
     else:
-        from .refine import hybrid_name, load_model, predict_hybrid
+        from .refine import load_model
 
         prior = method_for_day(method, fine.sizes["pair"], hybrid=True)  # auto/estarfm -> the Fit-FC + FSDAF ensemble
         model = load_model(weights, bands=[str(b) for b in coarse_target.band.values]) if weights else None
-        mean, variance = predict_hybrid(*arrays, prior_fn=prior, model=model, self_supervised=(refine == "scene"),
-                                        mc_samples=mc_samples, seed=seed, device=device, prior_options=options)
-        method = f"{hybrid_name(prior)}({refine})"
+        hybrid = _hybrid_fn(prior, refine, fine, coarse, {}, device, options or {}, mc_samples, seed, base=model)
+        mean, variance = hybrid(*arrays)
+        method = f"{hybrid.name}({refine})"
+        tags["calibration"] = hybrid.calibration(fine.sizes["pair"])
     template = coarse_target.transpose("band", "y", "x")
     mean_da = template.copy(data=mean.astype(np.float32))
     sigma_da = template.copy(data=np.sqrt(np.maximum(variance, 0)).astype(np.float32))
-    return FusionResult(mean_da, sigma_da, method, {"method": method, "options": options or {}, "refine": refine, "seed": seed})
+    return FusionResult(mean_da, sigma_da, method, {"method": method, **tags})
 
 
 def _check_refine(refine: str, weights: PathLike | None) -> None:
@@ -179,7 +181,8 @@ def predict_files(
     crs, transform = crs_of(ref), transform_of(ref)
     tags = _provenance(result.method, {"inputs": {"pairs": [[str(f), str(c)] for f, c in pairs], "coarse_target": str(coarse)},
                                        "options": options or {}, "refine": refine, "seed": seed, "mc_samples": mc_samples,
-                                       **({"weights": str(weights)} if weights else {})})
+                                       **({"weights": str(weights)} if weights else {}),
+                                       **({"calibration": result.tags["calibration"]} if "calibration" in result.tags else {})})
     write_prediction_cog(out, result.mean.values, result.sigma.values, band_names=band_names, crs=crs, transform=transform, tags=tags, overwrite=overwrite)
     write_stac_item(
         out.with_suffix(".json"),
@@ -403,7 +406,8 @@ def predict(
                     "catalog": str(catalog) if catalog is not None else "sample_scenes",
                     "options": options,
                     "quality": quality,
-                    **({"refine": refine, "seed": seed, "mc_samples": mc_samples} if refine != "none" else {}),
+                    **({"refine": refine, "seed": seed, "mc_samples": mc_samples,
+                        "calibration": hybrid.calibration(len(plan.pairs))} if refine != "none" else {}),
                     **({"weights": str(weights)} if weights else {}),
                 },
             )

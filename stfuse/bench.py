@@ -368,11 +368,17 @@ def hybrid_markdown(rows: list[dict[str, Any]], calibration: dict[str, Any] | No
                      f"{r['spearman']:.2f} | {r['seconds']:.1f} | {verdict} |")
     if calibration:
         lines += ["", f"Held-out simulated days (stored with the shipped weights: {calibration.get('n_scenes')} scenes, seed "
-                  f"{calibration.get('seed')}, half fit / half check):", "",
+                  f"{calibration.get('seed')}, variance scale fitted on the first half, checked on the other; in brackets the 90 %",
+                  "bootstrap interval over check days, `stfuse.uncertainty.coverage_interval`):", "",
                   "| pairs | days | 68% cov | 95% cov | rho | hybrid RMSE | members alone (mean RMSE) |", "|---|---|---|---|---|---|---|"]
+
+        def cov(c: dict[str, float], name: str) -> str:
+            ci = f" ({c[name + '_lo']:.1%}-{c[name + '_hi']:.1%})" if name + "_lo" in c else ""
+            return f"{c[name]:.1%}{ci}"
+
         for p, c in sorted((calibration.get("check") or {}).items()):
             alone = ", ".join(f"{k[5:]} {v:.5f}" for k, v in sorted(c.items()) if k.startswith("rmse_"))
-            lines.append(f"| {p} | {c.get('days', 0):.0f} | {c['cov68']:.1%} | {c['cov95']:.1%} | {c['spearman']:.2f} | "
+            lines.append(f"| {p} | {c.get('days', 0):.0f} | {cov(c, 'cov68')} | {cov(c, 'cov95')} | {c['spearman']:.2f} | "
                          f"{c['rmse']:.5f} | {alone or c.get('best_prior_rmse', float('nan'))} |")
     return "\n".join(lines) + "\n"
 

@@ -1460,10 +1460,11 @@ def fit_hybrid_scales(
     ``method``: by default the compromise between the 68 % and 95 % levels) on
     the first half of the scenes and the coverage with it reported on the second half.
     Returns ``{"scales": {"1": s1, "2": s2}, "check": {"1": {...}, "2": {...}}}`` (check:
-    :func:`stfuse.uncertainty.calibration_report`, the mean RMSE over the check days of the
+    :func:`stfuse.uncertainty.calibration_report`, ``cov68_lo/hi`` and ``cov95_lo/hi``: the
+    90 % bootstrap interval over check days (:func:`stfuse.uncertainty.coverage_interval`), the mean RMSE over the check days of the
     hybrid, of each member prior alone (``rmse_<name>``) and the best of those).
     """
-    from .uncertainty import calibration_report, fit_variance_scale
+    from .uncertainty import calibration_report, coverage_interval, fit_variance_scale
 
     mdl = load_model(model)
     ss = np.random.SeedSequence([seed, 77])
@@ -1491,6 +1492,9 @@ def fit_hybrid_scales(
             continue
         s = fit_variance_scale(np.concatenate(fit["m"]), np.concatenate(fit["v"]), np.concatenate(fit["t"]), method=method)  # type: ignore[arg-type]
         rep = calibration_report(np.concatenate(chk["m"]), s * np.concatenate(chk["v"]), np.concatenate(chk["t"]))
+        ci = coverage_interval([(m, s * v, t) for m, v, t in zip(chk["m"], chk["v"], chk["t"])], seed=seed)
+        for level, name in ((0.6827, "cov68"), (0.95, "cov95")):
+            rep[f"{name}_lo"], rep[f"{name}_hi"] = ci[level]
         rep.update(days=len(chk["rmse"]), rmse=float(np.mean(chk["rmse"])),
                    best_prior_rmse=min(float(np.mean(chk[name])) for name, _ in members),
                    **{f"rmse_{name}": float(np.mean(chk[name])) for name, _ in members})
@@ -1558,6 +1562,27 @@ def hybrid_variance_scale(model: Refiner, n_pairs: int) -> float:
     scales = (getattr(model, "meta", {}) or {}).get("hybrid_variance_scales") or {}
     value = scales.get(str(min(max(int(n_pairs), 1), 2)))
     return float(value) if value else 1.0
+
+
+def calibration_record(model: Refiner, n_pairs: int, members: Sequence[str] | None = None) -> dict[str, Any]:
+    """What calibrated the hybrid's variance for ``n_pairs`` pairs, for output tags:
+    ``{"variance_scale", "fitted_on", "member_variance_scales"}``. ``variance_scale``: the
+    post-hoc factor applied (:func:`hybrid_variance_scale`); ``member_variance_scales``: the
+    refiner's per-prior scales, fitted on held-out tiles of the pairs when the model was
+    adapted to them (``scene``, ``stfuse train --pair``), else on simulated validation scenes;
+    only those of ``members`` (prior names) when given."""
+    meta = getattr(model, "meta", {}) or {}
+    cal = meta.get("hybrid_calibration") or {}
+    adapted = meta.get("self_supervised")
+    return {
+        "variance_scale": hybrid_variance_scale(model, n_pairs),
+        "fitted_on": (f"held-out simulated days ({cal.get('n_scenes')} scenes, seed {cal.get('seed')}; "
+                      f"{cal.get('method')} on the 68 % and 95 % levels)") if cal else "none (scale 1)",
+        "member_variance_scales": {k: round(float(v), 4) for k, v in (meta.get("variance_scales") or {}).items()
+                                   if members is None or k in members},
+        "members_fitted_on": (f"held-out tiles of {adapted.get('pairs')} pairs (self-supervised)" if adapted
+                              else "simulated validation scenes"),
+    }
 
 
 def hybrid_arrays(
@@ -1685,6 +1710,10 @@ class HybridFn:
     def halo(self) -> int:
         return hybrid_halo(self.prior, self.model, **self.prior_options)
 
+    def calibration(self, n_pairs: int) -> dict[str, Any]:
+        """The variance calibration applied with ``n_pairs`` pairs (:func:`calibration_record`)."""
+        return calibration_record(self.model, n_pairs, [name for name, _ in resolve_members(self.prior, **self.prior_options)])
+
     def __call__(self, fine: np.ndarray, coarse: np.ndarray, coarse_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return hybrid_arrays(
             fine, coarse, coarse_target, prior_fn=self.prior, model=self.model, mc_samples=self.mc_samples, seed=self.seed,
@@ -1785,6 +1814,7 @@ __all__ = [
     "HybridFn",
     "adapt_model",
     "add_hybrid_calibration",
+    "calibration_record",
     "fit_hybrid_scales",
     "hybrid_arrays",
     "hybrid_fn",

@@ -25,6 +25,8 @@ arithmetic on such pairs, all on plain numpy arrays with NaN marking a missing v
   factor ``s`` with ``v_calibrated = s * v`` chosen on data with a known truth so that the
   standardized residuals ``z = (y - mu) / sqrt(v)`` behave like a standard normal.
 - :func:`gaussian_nll` the mean negative log-likelihood ``0.5 * (log(2 pi v) + (y - mu)^2 / v)``.
+- :func:`coverage_interval` how uncertain a coverage measured over a few scenes is: a
+  bootstrap interval over days (pixels of one day are not independent draws).
 """
 
 from __future__ import annotations
@@ -233,6 +235,42 @@ def gaussian_nll(pred: ArrayLike, variance: ArrayLike, truth: ArrayLike, valid: 
     return float(np.mean(0.5 * (np.log(2 * np.pi * v[ok]) + r * r / v[ok])))
 
 
+def coverage_interval(
+    days: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike]],
+    levels: Sequence[float] = (0.6827, 0.95),
+    *,
+    confidence: float = 0.9,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[float, tuple[float, float]]:
+    """Bootstrap interval of the pooled coverage, resampling whole days.
+
+    ``days``: one ``(pred, variance, truth)`` per day (any shapes; non-finite pixels left
+    out). Pixels of one day share its errors (a missed phenology, an abrupt change), so the
+    coverage measured on a few days varies far more than a pixel count suggests; this draws
+    ``n_boot`` sets of days with replacement (``numpy.random.default_rng(seed)``) and returns
+    ``{level: (lo, hi)}``, the central ``confidence`` interval of the pooled coverage.
+    """
+    if not days:
+        raise InputError("coverage_interval needs at least one day.")
+    if not 0 < confidence < 1:
+        raise InputError(f"confidence must lie in (0, 1); got {confidence}.")
+    z = [_standardized(p, v, t, None) for p, v, t in days]
+    n = np.array([a.size for a in z], np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(z), size=(n_boot, len(z)))
+    picks = np.zeros((n_boot, len(z)))
+    np.add.at(picks, (np.repeat(np.arange(n_boot), len(z)), draws.ravel()), 1.0)
+    total = picks @ n
+    out: dict[float, tuple[float, float]] = {}
+    for level in levels:
+        inside = np.array([(a <= norm.ppf(0.5 + level / 2)).sum() for a in z], np.float64)
+        frac = (picks @ inside) / np.maximum(total, 1.0)
+        lo, hi = np.quantile(frac, [(1 - confidence) / 2, (1 + confidence) / 2])
+        out[level] = (float(lo), float(hi))
+    return out
+
+
 def calibration_report(
     pred: ArrayLike, variance: ArrayLike, truth: ArrayLike, valid: ArrayLike | None = None
 ) -> dict[str, float]:
@@ -257,6 +295,7 @@ __all__ = [
     "combine_inverse_variance",
     "combine_weighted",
     "coverage",
+    "coverage_interval",
     "fit_variance_scale",
     "gaussian_nll",
     "interval_coverage",

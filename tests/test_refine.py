@@ -18,6 +18,7 @@ from stfuse.refine import (
     Refiner,
     additive_prior,
     build_features,
+    calibration_record,
     halo,
     hybrid_arrays,
     hybrid_fn,
@@ -271,6 +272,11 @@ def test_hybrid_weights_members_by_refined_variance_and_keeps_prior_means():
     np.testing.assert_allclose(mean, exp_mean, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(var, 1.5 * exp_var, rtol=1e-5)
     assert hybrid_variance_scale(model, 1) == 1.5 and hybrid_variance_scale(model, 3) == 0.8
+    record = calibration_record(model, 1)  # what the output tags say was applied
+    assert record["variance_scale"] == 1.5 and record["member_variance_scales"] == {"fitfc": 0.5, "fsdaf": 2.0}
+    assert record["members_fitted_on"] == "simulated validation scenes"
+    model.meta["self_supervised"] = {"pairs": 2}
+    assert calibration_record(model, 2)["members_fitted_on"].startswith("held-out tiles of 2 pairs")
     # full correction moves the mean away from the prior ensemble
     full, _ = hybrid_arrays(fine, coarse, ct, prior_fn="ensemble", model=model, mc_samples=1, correction_weight=1.0)
     assert np.nanmax(np.abs(full - mean)) > 1e-4
@@ -336,6 +342,10 @@ def test_catalog_predict_with_refiner_writes_hybrid_cogs(mini_catalog, tmp_path)
     assert not np.allclose(pa[:n], pb[:n])  # mean (Fit-FC + FSDAF ensemble instead of the auto prior)
     assert tags["refine"] == "shipped" and tags["seed"] == "5" and tags["mc_samples"] == "2"
     assert tags["method"] == "fitfc+fsdaf+refiner(shipped)"
+    calibration = json.loads(tags["calibration"])  # the post-hoc variance scale applied, and what it was fitted on
+    n_pairs = len(json.loads(tags["pair_dates"]))
+    assert calibration["variance_scale"] == hybrid_variance_scale(load_model(None), n_pairs)
+    assert "simulated" in calibration["fitted_on"] and set(calibration["member_variance_scales"]) == {"fitfc", "fsdaf"}
 
 
 def test_predict_uses_a_user_checkpoint_and_refuses_one_for_other_bands(tmp_path):
@@ -377,11 +387,52 @@ def test_predict_uses_a_user_checkpoint_and_refuses_one_for_other_bands(tmp_path
     for name, extra in (("a", ()), ("b", ("--weights", same)), ("c", ("--weights", other))):
         result = run(tmp_path / f"{name}.tif", "--refine", "shipped", *extra)
         assert result.exit_code == 0, result.output
-    (a, _), (b, tags_b), (c, _) = (read(tmp_path / f"{n}.tif") for n in "abc")
+    (a, tags_a), (b, tags_b), (c, _) = (read(tmp_path / f"{n}.tif") for n in "abc")
     np.testing.assert_array_equal(a, b)
+    assert json.loads(tags_a["calibration"])["variance_scale"] == shipped.meta["hybrid_variance_scales"]["1"]
     assert tags_b["weights"] == str(same) and np.isfinite(c).all()
     assert np.abs(a - c).max() > 1e-6  # the changed weights are really used
     result = run(tmp_path / "d.tif", "--refine", "shipped", "--weights", wrong)
     assert result.exit_code == 2 and "bands" in result.output and not (tmp_path / "d.tif").exists()
     result = run(tmp_path / "e.tif", "--weights", same)
     assert result.exit_code == 2 and "only used with --refine" in result.output and not (tmp_path / "e.tif").exists()
+
+
+def test_predict_refine_scene_adapts_to_two_pairs_and_records_the_calibration(tmp_path):
+    """`stfuse predict --pair .. --pair .. --refine scene`: the refiner is adapted to the two pairs
+    (self-supervised), so the output differs from the shipped weights', and the tags say which
+    variance calibration was applied and where it was fitted."""
+    import rasterio
+    from click.testing import CliRunner
+
+    from conftest import write_tif
+    from stfuse_cli.main import cli
+
+    rng = np.random.default_rng(6)
+    base = np.kron(0.1 + 0.2 * rng.random((2, 8, 8)), np.ones((1, 8, 8))) + 0.01 * rng.random((2, 64, 64))
+
+    def coarse_of(a):
+        return np.kron(a.reshape(2, 4, 16, 4, 16).mean(axis=(2, 4)), np.ones((1, 16, 16)))
+
+    images = {"f1": base, "f2": 1.1 * base + 0.01, "target": 1.05 * base + 0.005}
+    paths = {k: write_tif(tmp_path / f"{k}.tif", a.astype(np.float32)) for k, a in images.items()}
+    paths.update({f"c{k[1:]}": write_tif(tmp_path / f"c{k[1:]}.tif", coarse_of(images[k]).astype(np.float32)) for k in ("f1", "f2")})
+    paths["ct"] = write_tif(tmp_path / "ct.tif", coarse_of(images["target"]).astype(np.float32))
+    out = {}
+    for mode in ("shipped", "scene"):
+        args = ["predict", "--pair", paths["f1"], paths["c1"], "--pair", paths["f2"], paths["c2"], "--coarse", paths["ct"],
+                "--method", "auto", "--refine", mode, "--mc-samples", "2", "-o", tmp_path / f"{mode}.tif"]
+        result = CliRunner().invoke(cli, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        with rasterio.open(tmp_path / f"{mode}.tif") as src:
+            out[mode] = (src.read(), src.tags())
+    (shipped, tags_shipped), (scene, tags_scene) = out["shipped"], out["scene"]
+    assert tags_scene["method"] == "fitfc+fsdaf+refiner(scene)" and np.isfinite(scene).all()
+    assert np.abs(scene[2:] - shipped[2:]).max() > 1e-6  # sigma from the adapted refiner's member weights
+    cal_scene, cal_shipped = json.loads(tags_scene["calibration"]), json.loads(tags_shipped["calibration"])
+    assert cal_scene["members_fitted_on"] == "held-out tiles of 2 pairs (self-supervised)"
+    assert cal_shipped["members_fitted_on"] == "simulated validation scenes"
+    assert cal_scene["member_variance_scales"] != cal_shipped["member_variance_scales"]
+    assert cal_scene["variance_scale"] == cal_shipped["variance_scale"] == hybrid_variance_scale(load_model(None), 2)
+    truth = images["target"]
+    assert np.sqrt(np.mean((scene[:2] - truth) ** 2)) < np.sqrt(np.mean((images["f1"] - truth) ** 2))

@@ -14,6 +14,7 @@ from stfuse.uncertainty import (
     calibration_report,
     combine_inverse_variance,
     coverage,
+    coverage_interval,
     fit_variance_scale,
     gaussian_nll,
 )
@@ -147,3 +148,33 @@ def test_combine_weighted_formula_nan_skipping_and_shared_error_calibration():
     mean, var = combine_weighted(members, weight_vars, np.full((2, truth.size), 0.02**2))
     cov = coverage(mean, var, truth, levels=(0.6827, 0.95))
     assert abs(cov[0.6827] - 0.6827) < 0.005 and abs(cov[0.95] - 0.95) < 0.003
+
+
+def _gaussian_days(rng, scales, n=400):
+    """One (pred, variance, truth) per day; truth errors have variance scale * variance."""
+    days = []
+    for s in scales:
+        v = rng.uniform(1e-5, 1e-3, n)
+        days.append((np.zeros(n), v, rng.normal(0, 1, n) * np.sqrt(s * v)))
+    return days
+
+
+def test_coverage_interval_brackets_nominal_and_widens_with_day_to_day_miscalibration():
+    rng = np.random.default_rng(4)
+    calibrated = coverage_interval(_gaussian_days(rng, [1.0] * 30), seed=1)
+    for level, (lo, hi) in calibrated.items():
+        assert lo <= level <= hi and hi - lo < 0.05
+    # each day's sigma off by a factor (too narrow on some days, too wide on others): the pooled
+    # coverage is close to nominal, but a handful of days can land far from it
+    scales = list(np.exp(rng.normal(0, 0.8, 30)))
+    mixed_days = _gaussian_days(rng, scales)
+    mixed = coverage_interval(mixed_days, seed=1)
+    pooled = coverage(np.concatenate([d[0] for d in mixed_days]), np.concatenate([d[1] for d in mixed_days]),
+                      np.concatenate([d[2] for d in mixed_days]), levels=(0.6827, 0.95))
+    for level in (0.6827, 0.95):
+        lo, hi = mixed[level]
+        assert lo <= pooled[level] <= hi
+        assert hi - lo > 2 * (calibrated[level][1] - calibrated[level][0])
+    assert coverage_interval(mixed_days, seed=1) == mixed  # seeded
+    with pytest.raises(InputError):
+        coverage_interval([])
