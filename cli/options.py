@@ -60,3 +60,8 @@ refine_opt = click.option(
 mc_samples_opt = click.option("--mc-samples", type=click.IntRange(1, 256), default=8, show_default=True,
                               help="Monte Carlo dropout passes of the refiner.")
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed (refiner training and dropout; k-means).")
+variance_scale_opt = click.option(
+    "--variance-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+    help="Multiply the predicted variance (sigma^2) by this factor: a calibration for your area, e.g. the "
+    "scale `stfuse evaluate --holdout` fits on withheld Landsat dates. Recorded in the output tags.",
+)

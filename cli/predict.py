@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import bands_opt, cache_opt, coarse_collection_opt, mc_samples_opt, refine_opt, seed_opt, device_opt, method_opt, overwrite_opt, quiet_opt
+from .options import (bands_opt, cache_opt, coarse_collection_opt, device_opt, mc_samples_opt, method_opt, overwrite_opt, quiet_opt,
+                      refine_opt, seed_opt, variance_scale_opt)
 from .progress import progress_reporter
 
 
@@ -39,13 +40,14 @@ from .progress import progress_reporter
               help="Refiner checkpoint from `stfuse train` to use instead of the shipped weights (with --refine).")
 @mc_samples_opt
 @seed_opt
+@variance_scale_opt
 @click.option("--strict", is_flag=True, help="Refuse days that fail a quality gate (mostly masked coarse image, far pairs, large change) instead of flagging them.")
 @device_opt
 @overwrite_opt
 @quiet_opt
 @cache_opt
 @coarse_collection_opt
-def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, formats, resume, tile, scheduler, workers, threads, memory_limit, refine, weights, mc_samples, seed, strict, device, overwrite, quiet, cache, coarse_collection) -> None:
+def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, formats, resume, tile, scheduler, workers, threads, memory_limit, refine, weights, mc_samples, seed, variance_scale, strict, device, overwrite, quiet, cache, coarse_collection) -> None:
     """Predict daily 30 m reflectance with a per-pixel uncertainty band.
 
     \b
@@ -73,7 +75,8 @@ def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, o
         out = predict_files(
             list(pairs), coarse_target, output, method=method, bands=bands,
             date=parse_date(target_date, name="--date") if target_date else None,
-            device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed, weights=weights, overwrite=overwrite,
+            device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed, weights=weights,
+            variance_scale=variance_scale, overwrite=overwrite,
         )
         if not quiet:
             click.echo(f"wrote {out} (+ {out.with_suffix('.json').name})")
@@ -87,7 +90,7 @@ def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, o
             device=device, options=options, formats=[f.strip() for f in formats.split(",") if f.strip()],
             overwrite=overwrite, resume=resume, tile=tile, scheduler=scheduler, workers=workers, threads=threads,
             memory_limit=memory_limit, strict=strict, progress=progress, cache=cache, coarse_collection=coarse_collection, refine=refine, mc_samples=mc_samples,
-            seed=seed, weights=weights,
+            seed=seed, weights=weights, variance_scale=variance_scale,
         )
     if not quiet:
         cogs = [p for p in outputs if p.suffix == ".tif"]

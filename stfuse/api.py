@@ -62,6 +62,7 @@ def fuse(
     mc_samples: int = 8,
     seed: int = 0,
     weights: PathLike | None = None,
+    variance_scale: float = 1.0,
 ) -> FusionResult:
     """Predict fine reflectance on the target day from pairs: the pure core.
 
@@ -76,6 +77,9 @@ def fuse(
     any other method is refined alone. The refiner runs ``mc_samples`` Monte Carlo dropout
     passes; ``seed`` makes everything reproducible. ``weights``: a refiner checkpoint (from
     ``stfuse train``) instead of the shipped weights; one trained for other bands is refused.
+    ``variance_scale``: multiply the variance by this factor, a post-hoc calibration for your
+    area (e.g. the scale ``stfuse evaluate --holdout`` fits on withheld Landsat dates); it is
+    recorded in the tags (``calibration.user_variance_scale``).
     """
     from .prior import changed_fraction, choose_method, method_for_day, predict as prior_predict
 
@@ -84,6 +88,7 @@ def fuse(
     if method == "estarfm" and fine.sizes["pair"] != 2:
         raise InputError(f"method estarfm needs exactly 2 pairs, got {fine.sizes['pair']}; use starfm or auto")
     _check_refine(refine, weights)
+    _check_variance_scale(variance_scale)
     arrays = (
         fine.transpose("pair", "band", "y", "x").values,
         coarse.transpose("pair", "band", "y", "x").values,
@@ -101,10 +106,19 @@ def fuse(
         mean, variance = hybrid(*arrays)
         method = f"{hybrid.name}({refine})"
         tags["calibration"] = hybrid.calibration(fine.sizes["pair"])
+    if variance_scale != 1.0:
+        variance = variance * np.float32(variance_scale)
+    tags.update(_calibration_tag(tags.pop("calibration", None), variance_scale))
     template = coarse_target.transpose("band", "y", "x")
     mean_da = template.copy(data=mean.astype(np.float32))
     sigma_da = template.copy(data=np.sqrt(np.maximum(variance, 0)).astype(np.float32))
     return FusionResult(mean_da, sigma_da, method, {"method": method, **tags})
+
+
+def _check_variance_scale(variance_scale: float) -> None:
+    """Refuse a variance scale that is not a positive finite number."""
+    if not (isinstance(variance_scale, (int, float)) and np.isfinite(variance_scale) and variance_scale > 0):
+        raise InputError(f"variance scale must be a positive number (1 = as predicted); got {variance_scale!r}")
 
 
 def _check_refine(refine: str, weights: PathLike | None) -> None:
@@ -113,6 +127,15 @@ def _check_refine(refine: str, weights: PathLike | None) -> None:
         raise InputError(f"unknown refine mode {refine!r}; use none, shipped or scene")
     if weights is not None and refine == "none":
         raise InputError("a refiner checkpoint (--weights) is only used with --refine shipped or scene")
+
+
+def _calibration_tag(record: dict[str, Any] | None, variance_scale: float) -> dict[str, Any]:
+    """``{"calibration": ...}`` for the tags: the hybrid's record plus a user variance scale
+    other than 1; empty when there is neither."""
+    cal = dict(record or {})
+    if variance_scale != 1.0:
+        cal["user_variance_scale"] = float(variance_scale)
+    return {"calibration": cal} if cal else {}
 
 
 def _provenance(method: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +164,7 @@ def predict_files(
     mc_samples: int = 8,
     seed: int = 0,
     weights: PathLike | None = None,
+    variance_scale: float = 1.0,
     overwrite: bool = False,
 ) -> Path:
     """Local-file mode: predict ``coarse``'s day from (fine, coarse) pair files; write ``out``.
@@ -148,7 +172,7 @@ def predict_files(
     All rasters must share one grid (same shape and transform; all with the same CRS or all
     without). Integer inputs without a band scale are read as reflectance x 10000. Writes a
     float32 COG (reflectance bands, then ``<band>_sigma`` bands) and a STAC item beside it
-    (``out`` with suffix ``.json``). Returns the COG path.
+    (``out`` with suffix ``.json``). Returns the COG path. Other arguments as :func:`fuse`.
     """
     from .io import check_same_grid, crs_of, read_reflectance, transform_of, write_prediction_cog, write_stac_item
 
@@ -176,7 +200,7 @@ def predict_files(
     if not band_names or all(b.startswith("b") and b[1:].isdigit() for b in band_names):
         band_names = [f"band{i + 1}" for i in range(len(band_names))]
     result = fuse(fine, coarse_pairs, target, method=method, device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed,
-                  weights=weights)
+                  weights=weights, variance_scale=variance_scale)
     ref = arrays[names[0]]
     crs, transform = crs_of(ref), transform_of(ref)
     tags = _provenance(result.method, {"inputs": {"pairs": [[str(f), str(c)] for f, c in pairs], "coarse_target": str(coarse)},
@@ -273,6 +297,7 @@ def predict(
     mc_samples: int = 8,
     seed: int = 0,
     weights: PathLike | None = None,
+    variance_scale: float = 1.0,
 ) -> list[Path]:
     """Catalog mode: predict every day from ``start`` to ``end`` and write the outputs.
 
@@ -290,8 +315,8 @@ def predict(
     ``mc_samples``, ``seed``: as in :func:`fuse`; with a refiner each day runs the hybrid tile
     by tile (:func:`stfuse.refine.hybrid_fn`; ``scene`` adapts the model once per set of pairs)
     and its tags record ``refine``/``seed``/``mc_samples``; ``weights``: a refiner checkpoint
-    instead of the shipped weights (checked against ``bands`` first). Returns the written
-    paths (COGs in date order, then the Zarr store).
+    instead of the shipped weights (checked against ``bands`` first). ``variance_scale``:
+    as in :func:`fuse`. Returns the written paths (COGs in date order, then the Zarr store).
     """
     from .cube import load_cubes, read_errors
     from .pairs import date_range, plan_days, usable_pair_days
@@ -301,6 +326,7 @@ def predict(
 
     bands = check_bands(bands or BANDS)
     _check_refine(refine, weights)
+    _check_variance_scale(variance_scale)
     if weights is not None:
         from .refine import load_model
 
@@ -389,7 +415,7 @@ def predict(
                                     base=base_model)
                 result = predict_tiled(pair_fine, pair_coarse, target, predict_fn=hybrid, halo=hybrid.halo, tile=tile)
                 day_method = hybrid.name + f"({refine})"
-            sigma = np.sqrt(result["variance"].clip(min=0))
+            sigma = np.sqrt(result["variance"].clip(min=0) * variance_scale)
             flags = quality_band(pair_fine, pair_coarse, target, change_threshold=thresholds.change_threshold)
             changed = float(((flags & QUALITY_BITS["large_change"]) > 0).mean())
             warnings = assess(day=plan.target.isoformat(), coarse_clear=coarse_clear[plan.target], max_gap_days=plan.max_gap_days,
@@ -406,8 +432,8 @@ def predict(
                     "catalog": str(catalog) if catalog is not None else "sample_scenes",
                     "options": options,
                     "quality": quality,
-                    **({"refine": refine, "seed": seed, "mc_samples": mc_samples,
-                        "calibration": hybrid.calibration(len(plan.pairs))} if refine != "none" else {}),
+                    **({"refine": refine, "seed": seed, "mc_samples": mc_samples} if refine != "none" else {}),
+                    **_calibration_tag(hybrid.calibration(len(plan.pairs)) if refine != "none" else None, variance_scale),
                     **({"weights": str(weights)} if weights else {}),
                 },
             )

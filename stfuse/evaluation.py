@@ -370,6 +370,7 @@ class HoldoutResult:
             "dates": [d.date.isoformat() for d in self.days],
             "skipped": {d.isoformat(): why for d, why in sorted(self.skipped.items())},
             "mean_over_dates": means,
+            **self.extra,
             "seconds": round(self.seconds, 2),
         }
 
@@ -482,6 +483,7 @@ def holdout(
     with read_errors():
         fine, coarse = dask.compute(fine.sel(time=times), coarse.sel(time=times))
     days: list[HoldoutDay] = []
+    checked: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per day: (mean, variance, truth) of scored pixels
     for done, (day, pairs) in enumerate(plans, start=1):
         day_method = method_for_day(method, len(pairs), hybrid=refine != "none")  # as stfuse.predict
         pair_times = [np.datetime64(d, "ns") for d in pairs]
@@ -496,6 +498,8 @@ def holdout(
         valid = fine.valid.sel(time=target_time).values
         mean, sigma = result.mean.values, result.sigma.values
         scores = score_day(mean, sigma, truth, valid, band_names)
+        ok = np.isfinite(mean) & np.isfinite(sigma) & np.isfinite(truth) & np.broadcast_to(valid, mean.shape)
+        checked.append((mean[ok], sigma[ok].astype(np.float64) ** 2, truth[ok]))
         days.append(HoldoutDay(day, pairs, result.method, cubes.fine_clear[day], scores,
                                *((truth, mean, sigma) if keep_arrays else (None, None, None))))
         log.info("holdout %s from %s: RMSE %.4f", day, ", ".join(map(str, pairs)), scores["mean"]["rmse"])
@@ -503,7 +507,32 @@ def holdout(
             progress(done, len(plans), day.isoformat())
     geobox = fine.odc.geobox
     return HoldoutResult(days, skipped, band_names, method, cubes.catalog, crs_wkt=geobox.crs.to_wkt(),
-                         transform=tuple(geobox.transform)[:6], seconds=time.perf_counter() - t0)
+                         transform=tuple(geobox.transform)[:6], seconds=time.perf_counter() - t0,
+                         extra={"calibration": variance_calibration(checked)})
+
+
+def variance_calibration(days: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """A post-hoc variance scale for an area from its withheld dates.
+
+    ``days``: per withheld date ``(mean, variance, truth)`` of its scored pixels. Returns
+    ``{"variance_scale", "coverage_as_predicted", "coverage_leave_one_date_out"}``: the scale
+    fitted on all dates (:func:`stfuse.uncertainty.fit_variance_scale`, to pass to
+    ``stfuse predict --variance-scale``), the 68/95 % coverage without it, and the coverage it
+    gives on dates it was not fitted on (:func:`stfuse.uncertainty.leave_one_out_coverage`;
+    None with a single date).
+    """
+    from .uncertainty import coverage, fit_variance_scale, leave_one_out_coverage
+
+    levels = (0.68, 0.95)
+    if not days or not any(d[0].size for d in days):
+        return {"variance_scale": None, "coverage_as_predicted": None, "coverage_leave_one_date_out": None}
+    m, v, t = (np.concatenate([d[i] for d in days]) for i in range(3))
+    loo = leave_one_out_coverage(days, levels) if len(days) >= 2 else None
+    return {
+        "variance_scale": round(fit_variance_scale(m, v, t), 4),
+        "coverage_as_predicted": {str(k): round(c, 4) for k, c in coverage(m, v, t, levels=levels).items()},
+        "coverage_leave_one_date_out": {str(k): round(c, 4) for k, c in loo.items()} if loo else None,
+    }
 
 
 def _csv_value(value: Any) -> Any:
@@ -579,6 +608,14 @@ def format_holdout(result: HoldoutResult) -> str:
     lines.append(f"withheld {len(result.days)} Landsat date(s): {dated}")
     for d, why in sorted(result.skipped.items()):
         lines.append(f"skipped {d}: {why}")
+    cal = result.extra.get("calibration") or {}
+    if cal.get("variance_scale") is not None:
+        loo = cal.get("coverage_leave_one_date_out")
+        check = (f"; on dates it was not fitted on it gives {loo['0.68']:.1%} / {loo['0.95']:.1%}" if loo else
+                 " (one date: no leave-one-date-out check)")
+        lines.append(f"uncertainty: 68/95 % coverage {cal['coverage_as_predicted']['0.68']:.1%} / "
+                     f"{cal['coverage_as_predicted']['0.95']:.1%} as predicted; variance scale fitted on these dates "
+                     f"{cal['variance_scale']:g} (stfuse predict --variance-scale {cal['variance_scale']:g}){check}")
     return "\n".join(lines)
 
 
@@ -600,6 +637,7 @@ __all__ = [
     "load_task",
     "read_scored_pair",
     "score_day",
+    "variance_calibration",
     "write_holdout",
     "write_holdout_csv",
 ]

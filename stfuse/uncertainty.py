@@ -25,6 +25,7 @@ arithmetic on such pairs, all on plain numpy arrays with NaN marking a missing v
   factor ``s`` with ``v_calibrated = s * v`` chosen on data with a known truth so that the
   standardized residuals ``z = (y - mu) / sqrt(v)`` behave like a standard normal.
 - :func:`gaussian_nll` the mean negative log-likelihood ``0.5 * (log(2 pi v) + (y - mu)^2 / v)``.
+- :func:`leave_one_out_coverage` the coverage a scale fitted on some days gives on another.
 - :func:`coverage_interval` how uncertain a coverage measured over a few scenes is: a
   bootstrap interval over days (pixels of one day are not independent draws).
 """
@@ -183,7 +184,11 @@ def fit_variance_scale(
 
     Returns a positive float; 1.0 when no pixel is valid.
     """
-    z = _standardized(pred, variance, truth, valid)
+    return _scale_from_z(_standardized(pred, variance, truth, valid), method)
+
+
+def _scale_from_z(z: np.ndarray, method: ScaleMethod = "coverage_pair") -> float:
+    """:func:`fit_variance_scale` on standardized absolute residuals ``|z|`` (1-D)."""
     if z.size == 0:
         return 1.0
     if method == "coverage":
@@ -271,6 +276,33 @@ def coverage_interval(
     return out
 
 
+def leave_one_out_coverage(
+    days: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike]],
+    levels: Sequence[float] = (0.6827, 0.95),
+    *,
+    method: ScaleMethod = "coverage_pair",
+) -> dict[float, float]:
+    """Coverage of a variance scale on days it was not fitted on.
+
+    ``days``: two or more ``(pred, variance, truth)``. For each day the scale is fitted
+    (:func:`fit_variance_scale`) on all the other days and applied to it; returns the pooled
+    ``{level: coverage}`` over all days, an honest estimate of what the scale fitted on every
+    day will give on a new one (the in-sample coverage is optimistic).
+    """
+    if len(days) < 2:
+        raise InputError("leave_one_out_coverage needs at least two days.")
+    z = [_standardized(p, v, t, None) for p, v, t in days]
+    inside = {level: 0.0 for level in levels}
+    total = 0
+    for i, zi in enumerate(z):
+        rest = np.concatenate([a for j, a in enumerate(z) if j != i])
+        s = _scale_from_z(rest, method)
+        for level in levels:
+            inside[level] += float((zi <= norm.ppf(0.5 + level / 2) * np.sqrt(s)).sum())
+        total += zi.size
+    return {level: inside[level] / total if total else float("nan") for level in levels}
+
+
 def calibration_report(
     pred: ArrayLike, variance: ArrayLike, truth: ArrayLike, valid: ArrayLike | None = None
 ) -> dict[str, float]:
@@ -299,6 +331,7 @@ __all__ = [
     "fit_variance_scale",
     "gaussian_nll",
     "interval_coverage",
+    "leave_one_out_coverage",
     "reliability_curve",
     "spearman_error_sigma",
 ]

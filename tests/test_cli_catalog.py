@@ -80,6 +80,24 @@ def test_zarr_output_opens_with_crs(tmp_path):
     assert ds.rio.crs.to_epsg() == 32614
 
 
+def test_variance_scale_applies_to_cog_and_zarr(tmp_path):
+    """`--variance-scale 4` in catalog mode: sigma doubles in the COG and the Zarr store, the mean
+    is unchanged, and the COG's tags record the scale."""
+    day = ["--start", "2023-06-20", "--end", "2023-06-20", "--bands", "red"]
+    assert run("predict", *day, "-o", tmp_path / "plain", "-q").exit_code == 0
+    result = run("predict", *day, "--variance-scale", "4", "--format", "cog,zarr", "-o", tmp_path / "scaled", "-q")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "plain" / "stfuse_2023-06-20.tif") as a, rasterio.open(tmp_path / "scaled" / "stfuse_2023-06-20.tif") as b:
+        plain, scaled, tags = a.read(), b.read(), b.tags()
+    np.testing.assert_array_equal(scaled[0], plain[0])
+    ok = np.isfinite(plain[1])
+    assert (plain[1][ok] > 0).mean() > 0.5
+    np.testing.assert_allclose(scaled[1][ok], 2 * plain[1][ok], rtol=1e-6)
+    assert json.loads(tags["calibration"]) == {"user_variance_scale": 4.0}
+    ds = xr.open_zarr(tmp_path / "scaled" / "stfuse.zarr")
+    np.testing.assert_allclose(ds.sigma.isel(time=0, band=0).values[ok], scaled[1][ok], rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "args, code, match",
     [

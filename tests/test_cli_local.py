@@ -88,3 +88,31 @@ def test_bad_input_one_line_exit_2_no_output(scene, tmp_path, case, match):
         assert out.read_bytes() == b"keep me"
     else:
         assert not out.exists()
+
+
+def test_variance_scale_multiplies_the_variance_and_is_recorded(tmp_path):
+    """`--variance-scale 4`: sigma doubles, the mean is unchanged, the tag records it; 0 is refused."""
+    rng = np.random.default_rng(3)
+    fine = (0.1 + 0.2 * rng.random((2, 48, 48))).astype(np.float32)
+    coarse = np.kron(fine.reshape(2, 6, 8, 6, 8).mean(axis=(2, 4)), np.ones((1, 8, 8))).astype(np.float32)
+    paths = [write_tif(tmp_path / f"{n}.tif", a) for n, a in (("f", fine), ("c", coarse), ("t", coarse + 0.02))]
+    outs = {}
+    for scale in ("1", "4"):
+        out = tmp_path / f"pred_{scale}.tif"
+        result = run("predict", "--pair", paths[0], paths[1], "--coarse", paths[2], "--variance-scale", scale, "-o", out)
+        assert result.exit_code == 0, result.output
+        with rasterio.open(out) as src:
+            outs[scale] = (src.read(), src.tags())
+    (plain, tags_plain), (scaled, tags_scaled) = outs["1"], outs["4"]
+    np.testing.assert_array_equal(scaled[:2], plain[:2])
+    assert (plain[2:] > 0).any()
+    np.testing.assert_allclose(scaled[2:], 2 * plain[2:], rtol=1e-6)
+    assert "calibration" not in tags_plain and json.loads(tags_scaled["calibration"]) == {"user_variance_scale": 4.0}
+    result = run("predict", "--pair", paths[0], paths[1], "--coarse", paths[2], "--variance-scale", "0", "-o", tmp_path / "z.tif")
+    assert result.exit_code == 2 and "--variance-scale" in result.output and not (tmp_path / "z.tif").exists()
+    from stfuse.api import predict_files
+    from stfuse.errors import InputError
+
+    with pytest.raises(InputError, match="variance scale must be a positive number"):
+        predict_files([(paths[0], paths[1])], paths[2], tmp_path / "n.tif", variance_scale=float("nan"))
+    assert not (tmp_path / "n.tif").exists()

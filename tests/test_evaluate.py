@@ -101,14 +101,9 @@ def test_holdout_writes_csv_json_predictions_and_report(holdout_dir):
     assert ql[:2] == (350, 1280) and ql[2] in (3, 4)  # one true-colour row: truth | prediction | error | sigma
 
 
-def test_holdout_metrics_equal_an_independent_recomputation(holdout_dir):
-    """RMSE / n_valid of 2023-06-22 from the written prediction and the raw Landsat COGs + QA_PIXEL."""
-    day = "2023-06-22"
-    with rasterio.open(holdout_dir / "predictions" / f"holdout_{day}.tif") as src:
-        assert list(src.descriptions) == BANDS + [f"{b}_sigma" for b in BANDS]
-        pred = src.read().astype(np.float64)
-        bounds = src.bounds
-    mean, sigma = pred[: len(BANDS)], pred[len(BANDS):]
+def sample_landsat(day: str, bounds) -> tuple[np.ndarray, np.ndarray]:
+    """Reflectance (band, y, x) of :data:`BANDS` and the clear mask (y, x) of the sample's Landsat
+    scene of ``day`` inside ``bounds``, read from the raw COGs + QA_PIXEL (independent of stfuse)."""
     scene = next((SAMPLE / "landsat-c2-l2").glob(f"*_{day.replace('-', '')}_*"))
 
     def read(asset: str) -> np.ndarray:
@@ -120,7 +115,43 @@ def test_holdout_metrics_equal_an_independent_recomputation(holdout_dir):
     dn = np.stack([read(b) for b in BANDS]).astype(np.float64)
     qa = read("qa_pixel").astype(np.int64)
     clear = ((qa & 0b111111) == 0) & (dn != 0).all(axis=0)  # fill, dilated cloud, cirrus, cloud, shadow, snow; DN 0 nodata
-    truth = dn * 0.0000275 - 0.2
+    return dn * 0.0000275 - 0.2, clear
+
+
+def test_holdout_fits_a_variance_scale_and_checks_it_on_the_other_date(holdout_dir):
+    """holdout.json's calibration: the scale fitted on both withheld dates, the coverage as
+    predicted, and each date scored with the scale fitted on the other one, all equal to an
+    independent recomputation from the written predictions and the raw Landsat files."""
+    from stfuse.uncertainty import fit_variance_scale
+
+    cal = json.loads((holdout_dir / "holdout.json").read_text())["calibration"]
+    z = []
+    for day in DATES:
+        with rasterio.open(holdout_dir / "predictions" / f"holdout_{day}.tif") as src:
+            pred, bounds = src.read().astype(np.float64), src.bounds
+        truth, clear = sample_landsat(day, bounds)
+        mean, sigma = pred[: len(BANDS)], pred[len(BANDS):]
+        ok = clear & np.isfinite(mean) & np.isfinite(sigma)
+        z.append(np.abs(truth[ok] - mean[ok]) / sigma[ok])
+    both = np.concatenate(z)
+    scale = fit_variance_scale(both, np.ones_like(both), np.zeros_like(both))
+    assert cal["variance_scale"] == pytest.approx(scale, rel=2e-3)
+    assert cal["coverage_as_predicted"]["0.95"] == pytest.approx(np.mean(both <= 1.959964), abs=2e-3)
+    other = [fit_variance_scale(a, np.ones_like(a), np.zeros_like(a)) for a in z[::-1]]  # each date's scale from the other
+    inside = sum(float((a <= 1.959964 * np.sqrt(s)).sum()) for a, s in zip(z, other)) / both.size
+    assert cal["coverage_leave_one_date_out"]["0.95"] == pytest.approx(inside, abs=2e-3)
+    assert scale > 1.5  # STARFM's sigma is too small on the sample: the fitted scale says so
+
+
+def test_holdout_metrics_equal_an_independent_recomputation(holdout_dir):
+    """RMSE / n_valid of 2023-06-22 from the written prediction and the raw Landsat COGs + QA_PIXEL."""
+    day = "2023-06-22"
+    with rasterio.open(holdout_dir / "predictions" / f"holdout_{day}.tif") as src:
+        assert list(src.descriptions) == BANDS + [f"{b}_sigma" for b in BANDS]
+        pred = src.read().astype(np.float64)
+        bounds = src.bounds
+    mean, sigma = pred[: len(BANDS)], pred[len(BANDS):]
+    truth, clear = sample_landsat(day, bounds)
     rows = {r["band"]: r for r in read_csv(holdout_dir / "holdout.csv") if r["date"] == day}
     for b, band in enumerate(BANDS):
         ok = clear & np.isfinite(mean[b]) & np.isfinite(sigma[b])

@@ -15,6 +15,7 @@ from stfuse.uncertainty import (
     combine_inverse_variance,
     coverage,
     coverage_interval,
+    leave_one_out_coverage,
     fit_variance_scale,
     gaussian_nll,
 )
@@ -178,3 +179,18 @@ def test_coverage_interval_brackets_nominal_and_widens_with_day_to_day_miscalibr
     assert coverage_interval(mixed_days, seed=1) == mixed  # seeded
     with pytest.raises(InputError):
         coverage_interval([])
+
+
+def test_leave_one_out_coverage_of_a_fitted_scale():
+    """Every day's sigma is too small by the same factor (variance x 3): a scale fitted on the other
+    days brings each day to nominal; days of different factors are left off nominal."""
+    rng = np.random.default_rng(5)
+    same = leave_one_out_coverage(_gaussian_days(rng, [3.0] * 10, n=2000))
+    assert abs(same[0.6827] - 0.6827) < 0.02 and abs(same[0.95] - 0.95) < 0.01
+    uncalibrated = coverage(*(np.concatenate(a) for a in zip(*_gaussian_days(rng, [3.0] * 10, n=2000))), levels=(0.95,))
+    assert uncalibrated[0.95] < 0.80
+    # one day much worse than the others: the others' scale does not cover it
+    mixed = leave_one_out_coverage(_gaussian_days(rng, [1.0, 1.0, 1.0, 30.0], n=2000))
+    assert mixed[0.95] < 0.90
+    with pytest.raises(InputError):
+        leave_one_out_coverage(_gaussian_days(rng, [1.0]))
