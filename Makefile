@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: install demo test sample bench region regions weights clean report
+.PHONY: install demo test sample bench region regions weights calibration clean report
 REGIONS := $(basename $(notdir $(wildcard regions/*.yaml)))
 
 install: $(STAMP)
@@ -34,6 +34,9 @@ report: $(STAMP)
 
 weights: $(STAMP)
 	$(BIN)/stfuse train --synthetic --seed 0 -o stfuse/weights/refiner.pt --overwrite
+
+calibration: $(STAMP)
+	$(BIN)/python -m stfuse.prior.calibration
 
 region: $(STAMP)
 	@test -n "$(REGION)" || { echo "usage: make region REGION=name   (one of: $(REGIONS))"; exit 2; }

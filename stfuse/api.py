@@ -77,7 +77,9 @@ def fuse(
     any other method is refined alone. The refiner runs ``mc_samples`` Monte Carlo dropout
     passes; ``seed`` makes everything reproducible. ``weights``: a refiner checkpoint (from
     ``stfuse train``) instead of the shipped weights; one trained for other bands is refused.
-    ``variance_scale``: multiply the variance by this factor, a post-hoc calibration for your
+    A prior's variance is multiplied by its factor fitted on simulated days
+    (:mod:`stfuse.prior.calibration`; the hybrid has its own), recorded in the ``calibration`` tag.
+    ``variance_scale``: multiply the variance by this factor too, a post-hoc calibration for your
     area (e.g. the scale ``stfuse evaluate --holdout`` fits on withheld Landsat dates); it is
     recorded in the tags (``calibration.user_variance_scale``).
     """
@@ -96,7 +98,11 @@ def fuse(
     )
     tags: dict[str, Any] = {"options": options or {}, "refine": refine, "seed": seed}
     if refine == "none":
+        from .prior.calibration import calibration_record
+
         mean, variance = prior_predict(*arrays, method=method, device=device, **(options or {}))
+        tags["calibration"] = calibration_record(method, fine.sizes["pair"])
+        variance = variance * np.float32(tags["calibration"]["variance_scale"])  # the prior's factor from simulated days
     else:
         from .refine import load_model
 
@@ -130,8 +136,8 @@ def _check_refine(refine: str, weights: PathLike | None) -> None:
 
 
 def _calibration_tag(record: dict[str, Any] | None, variance_scale: float) -> dict[str, Any]:
-    """``{"calibration": ...}`` for the tags: the hybrid's record plus a user variance scale
-    other than 1; empty when there is neither."""
+    """``{"calibration": ...}`` for the tags: the prior's or the hybrid's record (the factor
+    applied and what it was fitted on) plus a user variance scale other than 1."""
     cal = dict(record or {})
     if variance_scale != 1.0:
         cal["user_variance_scale"] = float(variance_scale)
@@ -321,6 +327,7 @@ def predict(
     from .cube import load_cubes, read_errors
     from .pairs import date_range, plan_days, usable_pair_days
     from .prior import halo as prior_halo, method_for_day
+    from .prior.calibration import calibration_record as prior_calibration
     from .quality import QUALITY_BITS, Thresholds, assess, quality_band
     from .tiling import dask_scheduler, predict_tiled
 
@@ -410,12 +417,16 @@ def predict(
             if refine == "none":
                 result = predict_tiled(pair_fine, pair_coarse, target, predict_fn=_prior_fn(day_method, device, options),
                                        halo=prior_halo(day_method, **options), tile=tile)
+                record = prior_calibration(day_method, len(plan.pairs))
+                factor = record["variance_scale"] * variance_scale  # the prior's factor from simulated days, then the user's
             else:
                 hybrid = _hybrid_fn(day_method, refine, pair_fine, pair_coarse, models, device, options, mc_samples, seed,
                                     base=base_model)
                 result = predict_tiled(pair_fine, pair_coarse, target, predict_fn=hybrid, halo=hybrid.halo, tile=tile)
                 day_method = hybrid.name + f"({refine})"
-            sigma = np.sqrt(result["variance"].clip(min=0) * variance_scale)
+                record = hybrid.calibration(len(plan.pairs))  # already applied inside the hybrid
+                factor = variance_scale
+            sigma = np.sqrt(result["variance"].clip(min=0) * factor)
             flags = quality_band(pair_fine, pair_coarse, target, change_threshold=thresholds.change_threshold)
             changed = float(((flags & QUALITY_BITS["large_change"]) > 0).mean())
             warnings = assess(day=plan.target.isoformat(), coarse_clear=coarse_clear[plan.target], max_gap_days=plan.max_gap_days,
@@ -433,7 +444,7 @@ def predict(
                     "options": options,
                     "quality": quality,
                     **({"refine": refine, "seed": seed, "mc_samples": mc_samples} if refine != "none" else {}),
-                    **_calibration_tag(hybrid.calibration(len(plan.pairs)) if refine != "none" else None, variance_scale),
+                    **_calibration_tag(record, variance_scale),
                     **({"weights": str(weights)} if weights else {}),
                 },
             )

@@ -311,6 +311,7 @@ def hybrid_benchmark(benchmarks: Path, *, tasks: tuple[str, ...] = REAL_TASKS, m
     from .io import read_reflectance
     from .metrics import score_arrays
     from .prior import predict as prior_predict
+    from .prior.calibration import variance_scale as prior_variance_scale
     from .refine import predict_hybrid
     from .uncertainty import calibration_report
 
@@ -334,6 +335,7 @@ def hybrid_benchmark(benchmarks: Path, *, tasks: tuple[str, ...] = REAL_TASKS, m
         for m in priors:
             t0 = time.process_time()
             mean, var = prior_predict(fine, coarse, target, method=m)
+            var = var * np.float32(prior_variance_scale(m, fine.shape[0]))  # as stfuse.fuse outputs it
             prior_rows.append(row(m, mean, var, time.process_time() - t0))
         best = min(prior_rows, key=lambda r: r["rmse"])
         rows += prior_rows
@@ -356,7 +358,8 @@ def hybrid_markdown(rows: list[dict[str, Any]], calibration: dict[str, Any] | No
              "`stfuse.bench.hybrid_benchmark` (part of `make bench`): every prior alone, then `predict_hybrid` (Fit-FC + FSDAF",
              "ensemble weighted per pixel by the refiner, variance calibrated on simulated days) with the shipped weights and,",
              "with two pairs, adapted to the pairs (`scene`). Only the pairs and the target's coarse image are used; the",
-             "truth only scores. Coverage = fraction of truth pixels inside the central 68 % / 95 % intervals;",
+             "truth only scores. Priors' variances carry their factor from simulated days (`stfuse.prior.calibration`), as",
+             "in stfuse's outputs. Coverage = fraction of truth pixels inside the central 68 % / 95 % intervals;",
              "rho = Spearman rank correlation of |error| and sigma. Seconds: CPU time of one thread.", "",
              "| task | method | RMSE | SSIM | 68% cov | 95% cov | rho | CPU s | beats best prior? |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -380,6 +383,24 @@ def hybrid_markdown(rows: list[dict[str, Any]], calibration: dict[str, Any] | No
             alone = ", ".join(f"{k[5:]} {v:.5f}" for k, v in sorted(c.items()) if k.startswith("rmse_"))
             lines.append(f"| {p} | {c.get('days', 0):.0f} | {cov(c, 'cov68')} | {cov(c, 'cov95')} | {c['spearman']:.2f} | "
                          f"{c['rmse']:.5f} | {alone or c.get('best_prior_rmse', float('nan'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def prior_calibration_markdown(stored: dict[str, Any]) -> str:
+    """Table of the priors' variance factors and their check on held-out simulated days
+    (``stfuse/prior/variance_scales.json``, :func:`stfuse.prior.calibration.fit_scales`)."""
+    if not stored.get("scales"):
+        return ""
+    lines = ["", "## Priors' variance factors (held-out simulated days)", "",
+             f"`make calibration` (`stfuse.prior.calibration`): one factor per method and number of pairs, fitted on "
+             f"{stored.get('n_scenes', 0) // 2} simulated scenes", f"(seed {stored.get('seed')}, the hybrid's calibration scenes), "
+             "checked on the other half; coverage of the 68 % / 95 % intervals before and after it.", "",
+             "| method | pairs | factor | check days | RMSE | raw 68% / 95% | calibrated 68% / 95% |", "|---|---|---|---|---|---|---|"]
+    for method, by_pairs in sorted(stored["scales"].items()):
+        for n_pairs, factor in sorted(by_pairs.items()):
+            c = stored["check"][method][n_pairs]
+            lines.append(f"| {method} | {n_pairs} | {factor:g} | {c['days']} | {c['rmse']:.5f} | {c['raw_cov68']:.1%} / "
+                         f"{c['raw_cov95']:.1%} | {c['cov68']:.1%} / {c['cov95']:.1%} |")
     return "\n".join(lines) + "\n"
 
 
@@ -421,8 +442,11 @@ def main(argv: list[str] | None = None) -> None:
     report["hybrid_load"] = f"{before} / {load()}"
     from .refine import load_model
 
+    from .prior.calibration import SCALES_PATH
+
     args.out.write_text(to_markdown(report, "make bench")
-                        + hybrid_markdown(report["hybrid"], getattr(load_model(None), "meta", {}).get("hybrid_calibration")))
+                        + hybrid_markdown(report["hybrid"], getattr(load_model(None), "meta", {}).get("hybrid_calibration"))
+                        + prior_calibration_markdown(json.loads(SCALES_PATH.read_text()) if SCALES_PATH.exists() else {}))
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
 

@@ -1416,7 +1416,7 @@ def train_synthetic(
     return model
 
 
-def _hybrid_examples(seeds: Sequence[int], size: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def simulated_days(seeds: Sequence[int], size: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Held-out synthetic days, green/red/NIR: per scene one single-pair example (pair i ->
     target j, 1-3 revisits apart) and one two-pair example (pairs i < j < k around target j),
     as ``(fine (P,3,H,W), coarse (P,3,H,W), coarse_target (3,H,W), truth (3,H,W))``."""
@@ -1455,7 +1455,7 @@ def fit_hybrid_scales(
 
     ``n_scenes`` synthetic scenes (seeds from ``SeedSequence(seed)``, disjoint from the
     training scenes of seed 0 and each other) give single-pair and two-pair days
-    (:func:`_hybrid_examples`); the hybrid (:func:`hybrid_arrays`, scale 1) predicts each; the
+    (:func:`simulated_days`); the hybrid (:func:`hybrid_arrays`, scale 1) predicts each; the
     scale for 1 and for 2 pairs is fitted (:func:`stfuse.uncertainty.fit_variance_scale`,
     ``method``: by default the compromise between the 68 % and 95 % levels) on
     the first half of the scenes and the coverage with it reported on the second half.
@@ -1473,7 +1473,7 @@ def fit_hybrid_scales(
     members = resolve_members(prior_fn)
     result: dict[str, Any] = {"scales": {}, "check": {}, "n_scenes": n_scenes, "seed": seed, "size": size}
     with deterministic(seed):
-        parts = {"fit": _hybrid_examples(seeds[:half], size), "check": _hybrid_examples(seeds[half:], size)}
+        parts = {"fit": simulated_days(seeds[:half], size), "check": simulated_days(seeds[half:], size)}
         preds: dict[str, dict[str, list[np.ndarray]]] = {}
         for split, examples in parts.items():
             for f, c, ct, truth in examples:
@@ -1815,6 +1815,7 @@ __all__ = [
     "adapt_model",
     "add_hybrid_calibration",
     "calibration_record",
+    "simulated_days",
     "fit_hybrid_scales",
     "hybrid_arrays",
     "hybrid_fn",

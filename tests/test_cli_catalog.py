@@ -93,7 +93,7 @@ def test_variance_scale_applies_to_cog_and_zarr(tmp_path):
     ok = np.isfinite(plain[1])
     assert (plain[1][ok] > 0).mean() > 0.5
     np.testing.assert_allclose(scaled[1][ok], 2 * plain[1][ok], rtol=1e-6)
-    assert json.loads(tags["calibration"]) == {"user_variance_scale": 4.0}
+    assert json.loads(tags["calibration"])["user_variance_scale"] == 4.0
     ds = xr.open_zarr(tmp_path / "scaled" / "stfuse.zarr")
     np.testing.assert_allclose(ds.sigma.isel(time=0, band=0).values[ok], scaled[1][ok], rtol=1e-6)
 

@@ -107,7 +107,8 @@ def test_variance_scale_multiplies_the_variance_and_is_recorded(tmp_path):
     np.testing.assert_array_equal(scaled[:2], plain[:2])
     assert (plain[2:] > 0).any()
     np.testing.assert_allclose(scaled[2:], 2 * plain[2:], rtol=1e-6)
-    assert "calibration" not in tags_plain and json.loads(tags_scaled["calibration"]) == {"user_variance_scale": 4.0}
+    cal_plain, cal_scaled = json.loads(tags_plain["calibration"]), json.loads(tags_scaled["calibration"])
+    assert "user_variance_scale" not in cal_plain and cal_scaled == {**cal_plain, "user_variance_scale": 4.0}
     result = run("predict", "--pair", paths[0], paths[1], "--coarse", paths[2], "--variance-scale", "0", "-o", tmp_path / "z.tif")
     assert result.exit_code == 2 and "--variance-scale" in result.output and not (tmp_path / "z.tif").exists()
     from stfuse.api import predict_files

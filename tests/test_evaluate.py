@@ -135,12 +135,12 @@ def test_holdout_fits_a_variance_scale_and_checks_it_on_the_other_date(holdout_d
         z.append(np.abs(truth[ok] - mean[ok]) / sigma[ok])
     both = np.concatenate(z)
     scale = fit_variance_scale(both, np.ones_like(both), np.zeros_like(both))
-    assert cal["variance_scale"] == pytest.approx(scale, rel=2e-3)
+    assert cal["variance_scale"] == pytest.approx(scale, rel=1e-2)  # the COGs hold float32 sigma
     assert cal["coverage_as_predicted"]["0.95"] == pytest.approx(np.mean(both <= 1.959964), abs=2e-3)
     other = [fit_variance_scale(a, np.ones_like(a), np.zeros_like(a)) for a in z[::-1]]  # each date's scale from the other
     inside = sum(float((a <= 1.959964 * np.sqrt(s)).sum()) for a, s in zip(z, other)) / both.size
     assert cal["coverage_leave_one_date_out"]["0.95"] == pytest.approx(inside, abs=2e-3)
-    assert scale > 1.5  # STARFM's sigma is too small on the sample: the fitted scale says so
+    assert 0.5 < scale < 3  # STARFM's factor from simulated days is already applied (its raw sigma needed ~8.5 here)
 
 
 def test_holdout_metrics_equal_an_independent_recomputation(holdout_dir):
