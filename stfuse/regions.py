@@ -10,6 +10,8 @@ A region file (``regions/NAME.yaml``)::
     method: starfm               # any `stfuse predict --method`
     format: [cog, zarr]          # outputs
     bands: [red, nir08]          # optional, default all
+    refine: shipped              # optional: the hybrid (with method: auto), as `stfuse predict --refine`
+    variance_scale: 1.3          # optional: your area's factor from `stfuse evaluate --holdout`
 
 :func:`load_region` validates it into keyword arguments of :func:`stfuse.predict`;
 :func:`run_region` runs it resumably (days already complete are skipped).
@@ -23,7 +25,9 @@ from typing import Any
 
 from .errors import InputError, MissingFileError
 
-_KEYS = {"name", "catalog", "provider", "bbox", "aoi", "start", "end", "method", "format", "bands", "max_pairs", "min_clear", "max_gap_days", "crs", "tile"}
+_PASSED = ("bands", "max_pairs", "min_clear", "max_gap_days", "crs", "tile", "refine", "mc_samples", "seed", "variance_scale")
+"""Keys passed as they are to :func:`stfuse.predict` (checked there)."""
+_KEYS = {"name", "catalog", "provider", "bbox", "aoi", "start", "end", "method", "format", *_PASSED}
 
 
 def load_region(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -63,7 +67,7 @@ def load_region(path: str | os.PathLike[str]) -> dict[str, Any]:
         kwargs["aoi"] = str(path.parent / str(spec["aoi"]))
     formats = spec.get("format", ["cog"])
     kwargs["formats"] = [formats] if isinstance(formats, str) else list(formats)
-    for key in ("bands", "max_pairs", "min_clear", "max_gap_days", "crs", "tile"):
+    for key in _PASSED:
         if key in spec:
             kwargs[key] = spec[key]
     kwargs["name"] = str(spec.get("name", path.stem))

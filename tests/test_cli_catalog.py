@@ -183,3 +183,19 @@ def test_region_file_runs_and_resumes(tmp_path):
     assert again.exit_code == 0, again.output
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("stfuse_*.tif")} == stamps  # nothing recomputed
     assert "3 outputs complete" in again.output
+
+
+def test_region_file_passes_calibration_options(tmp_path):
+    """`variance_scale` (and the other predict options) in a region file reach `stfuse.predict`."""
+    from stfuse.regions import load_region
+
+    region = tmp_path / "r.yaml"
+    region.write_text(f"catalog: {SAMPLE}\nstart: 2023-06-10\nend: 2023-06-10\nbands: [red]\nvariance_scale: 4\nseed: 3\n")
+    assert load_region(region)["variance_scale"] == 4 and load_region(region)["seed"] == 3
+    result = run("region", region, "-o", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "out" / "stfuse_2023-06-10.tif") as src:
+        assert json.loads(src.tags()["calibration"])["user_variance_scale"] == 4
+    region.write_text(f"catalog: {SAMPLE}\nstart: 2023-06-10\nend: 2023-06-10\nvariance_scale: -1\n")
+    result = run("region", region, "-o", tmp_path / "bad", "-q")
+    assert result.exit_code == 2 and "variance scale must be a positive number" in result.output
