@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,8 @@ def fuse(
 
 def _check_variance_scale(variance_scale: float) -> None:
     """Refuse a variance scale that is not a positive finite number."""
-    if not (isinstance(variance_scale, (int, float)) and np.isfinite(variance_scale) and variance_scale > 0):
+    if isinstance(variance_scale, bool) or not (isinstance(variance_scale, numbers.Real) and np.isfinite(variance_scale)
+                                                and variance_scale > 0):
         raise InputError(f"variance scale must be a positive number (1 = as predicted); got {variance_scale!r}")
 
 
