@@ -64,6 +64,9 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
     <band>_sigma bands give the interval coverage. --holdout writes DIR/holdout.csv (a row per
     date and band, plus band=all), DIR/holdout.json, DIR/predictions/*.tif and a report
     (PNGs + report.html) to -o DIR. --report DIR writes the figures and report.html.
+    --holdout also fits a variance scale for the area on the withheld dates and reports the
+    coverage it gives on dates it was not fitted on; apply it with
+    `stfuse predict --variance-scale S`.
     """
     from stfuse.errors import InputError
 
