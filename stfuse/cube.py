@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -193,7 +194,8 @@ def _refused(text: str) -> bool:
 
 class _Reader:
     """Reads one band like odc-loader's ``RioReader``; failures become :mod:`stfuse.errors`
-    types naming the item and asset; a 403 is answered by re-signing once."""
+    types naming the item and asset; a 403 is answered by re-signing once, another failed
+    HTTP read (e.g. a download cut short) by reading once more without GDAL's cache."""
 
     def __init__(self, src: Any, names: dict[str, tuple[str, str]], resign: Any) -> None:
         self._src, self._names, self._resign = src, names, resign
@@ -210,26 +212,46 @@ class _Reader:
         where = f"item {item_id} asset {asset!r} ({redact(original)})"
         if self._resign is not None and original in _FRESH:
             src = src.patch(uri=_FRESH[original])
-        try:
-            return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
-        except RasterioError as err:
-            text = str(err)
-            if not (self._resign is not None and _refused(text)):
-                raise _classify(text, where) from None
-        fresh = self._resign(original, fresh=True)
-        _FRESH[original] = fresh
-        try:
-            return rio_read(src.patch(uri=fresh), cfg, dst_geobox, dst=dst, selection=selection)
-        except RasterioError as err:
-            text = str(err)
-            if _refused(text):
+        resigned = retried = False
+        while True:
+            try:
+                if retried:  # GDAL keeps what it read of the failed download: read this file again without its cache
+                    import rasterio
+
+                    with rasterio.Env(CPL_VSIL_CURL_NON_CACHED="/vsicurl/" + src.uri):
+                        return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
+                return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
+            except RasterioError as err:
+                text = str(err)
+            if _refused(text) and self._resign is not None and not resigned:  # an expired signed URL: sign again, once
+                _FRESH[original] = self._resign(original, fresh=True)
+                src, resigned = src.patch(uri=_FRESH[original]), True
+            elif _refused(text) and resigned:
                 from .errors import RemoteServiceError
 
                 raise RemoteServiceError(
                     f"the asset server refused {where} (HTTP 403) even after re-signing its URL; "
                     "check your access to the data (e.g. a Planetary Computer subscription key) and try again"
                 ) from None
-            raise _classify(text, where) from None
+            elif _transient(text, original) and not retried:  # e.g. a download cut short: GDAL does not retry those
+                log.warning("reading %s failed (%s); retrying once", where, redact(text))
+                time.sleep(READ_RETRY_DELAY_S)
+                retried = True
+            else:
+                raise _classify(text, where) from None
+
+
+READ_RETRY_DELAY_S = 1.0
+"""Wait before the one retry of a remote read that failed for a reason other than 403/404."""
+
+
+def _transient(text: str, uri: str) -> bool:
+    """A failed read of a remote asset that may succeed when repeated (not refused, not missing)."""
+    return uri.startswith(("http://", "https://")) and not _refused(text) and not _missing(text)
+
+
+def _missing(text: str) -> bool:
+    return bool(re.search(r"\b404\b", text)) or "No such file" in text or "does not exist" in text
 
 
 def _classify(text: str, where: str) -> Exception:
@@ -246,7 +268,7 @@ def _classify(text: str, where: str) -> Exception:
             f"the asset server refused access (HTTP 403) to {text}; a signed URL may have expired: "
             "search again for fresh URLs, or check your access to the data"
         )
-    if re.search(r"\b404\b", text) or "No such file" in text or "does not exist" in text:
+    if _missing(text):
         return DataUnavailableError(f"an asset is missing: {text}; the catalog points at a file that is not there")
     if remote:
         return RemoteServiceError(

@@ -42,7 +42,8 @@ class Faults:
     when set, as rate limiters do); ``delay_s`` slows every answer; paths in ``missing`` are
     404; files in ``truncate`` are served shorter than they are; paths in ``short_body``
     announce the full ``Content-Length`` but the connection closes after a third of the
-    bytes (a cut download); a request whose query string contains one of
+    bytes (a cut download), and paths in ``cut_once`` the same on their first GET only (a
+    transient cut); a request whose query string contains one of
     ``expired_tokens`` is refused with 403 (an expired signed URL). ``requests`` counts
     requests, ``range_requests`` the GETs with a ``Range`` header (COG block reads) and
     ``forbidden`` the 403s sent.
@@ -55,6 +56,7 @@ class Faults:
     missing: set[str] = field(default_factory=set)
     truncate: set[str] = field(default_factory=set)
     short_body: set[str] = field(default_factory=set)
+    cut_once: set[str] = field(default_factory=set)
     expired_tokens: set[str] = field(default_factory=set)
     requests: int = 0
     range_requests: int = 0
@@ -137,7 +139,10 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Type", "image/tiff" if path.suffix == ".tif" else "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if self.path.split("?")[0].lstrip("/") in self.faults.short_body:
+        name = self.path.split("?")[0].lstrip("/")
+        cut = name in self.faults.short_body or name in self.faults.cut_once
+        self.faults.cut_once.discard(name)
+        if cut:
             self.wfile.write(body[: len(body) // 3])  # then hang up: fewer bytes than announced
             self.wfile.flush()
             self.close_connection = True

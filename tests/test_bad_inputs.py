@@ -459,3 +459,21 @@ def test_38_cache_folder_cannot_be_created(tmp_path):
                  "-o", tmp_path / "o")
     assert_clean_error(result, 2, "cannot create the cache folder")
     assert not (tmp_path / "o").exists() and blocker.read_text() == "x"
+
+
+def test_39_a_download_cut_once_is_retried(own_servers, tmp_path):
+    """A transient cut (the first GET of the asset ends early, the next is whole) costs one
+    retry, not the run: the output equals a run without the fault."""
+    import rasterio
+
+    files, api = own_servers()
+    assert run(*_remote_args(api.url, tmp_path / "clean")).exit_code == 0
+    files, api = own_servers()  # fresh servers: nothing cached by GDAL
+    item = cat.search(api.url, cat.Query(), ["landsat-c2-l2"])["landsat-c2-l2"][0]
+    files.faults.cut_once.add(item.assets["red"].href.split(files.url + "/")[1])
+    result = run(*_remote_args(api.url, tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    assert not files.faults.cut_once  # the cut happened
+    (clean,), (cut,) = (sorted((tmp_path / d).glob("stfuse_*.tif")) for d in ("clean", "o"))
+    with rasterio.open(clean) as a, rasterio.open(cut) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
