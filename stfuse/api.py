@@ -102,8 +102,8 @@ def fuse(
         from .prior.calibration import calibration_record
 
         mean, variance = prior_predict(*arrays, method=method, device=device, **(options or {}))
-        tags["calibration"] = calibration_record(method, fine.sizes["pair"])
-        variance = variance * np.float32(tags["calibration"]["variance_scale"])  # the prior's factor from simulated days
+        record = calibration_record(method, fine.sizes["pair"])
+        variance = variance * np.float32(record["variance_scale"])  # the prior's factor from simulated days
     else:
         from .refine import load_model
 
@@ -112,10 +112,10 @@ def fuse(
         hybrid = _hybrid_fn(prior, refine, fine, coarse, {}, device, options or {}, mc_samples, seed, base=model)
         mean, variance = hybrid(*arrays)
         method = f"{hybrid.name}({refine})"
-        tags["calibration"] = hybrid.calibration(fine.sizes["pair"])
+        record = hybrid.calibration(fine.sizes["pair"])  # already applied inside the hybrid
     if variance_scale != 1.0:
         variance = variance * np.float32(variance_scale)
-    tags.update(_calibration_tag(tags.pop("calibration", None), variance_scale))
+    tags["calibration"] = _calibration_tag(record, variance_scale)
     template = coarse_target.transpose("band", "y", "x")
     mean_da = template.copy(data=mean.astype(np.float32))
     sigma_da = template.copy(data=np.sqrt(np.maximum(variance, 0)).astype(np.float32))
@@ -137,13 +137,10 @@ def _check_refine(refine: str, weights: PathLike | None) -> None:
         raise InputError("a refiner checkpoint (--weights) is only used with --refine shipped or scene")
 
 
-def _calibration_tag(record: dict[str, Any] | None, variance_scale: float) -> dict[str, Any]:
-    """``{"calibration": ...}`` for the tags: the prior's or the hybrid's record (the factor
-    applied and what it was fitted on) plus a user variance scale other than 1."""
-    cal = dict(record or {})
-    if variance_scale != 1.0:
-        cal["user_variance_scale"] = float(variance_scale)
-    return {"calibration": cal} if cal else {}
+def _calibration_tag(record: dict[str, Any], variance_scale: float) -> dict[str, Any]:
+    """The ``calibration`` tag: the prior's or the hybrid's record (the factor applied and what
+    it was fitted on) plus a user variance scale other than 1."""
+    return {**record, **({"user_variance_scale": float(variance_scale)} if variance_scale != 1.0 else {})}
 
 
 def _provenance(method: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -213,8 +210,7 @@ def predict_files(
     crs, transform = crs_of(ref), transform_of(ref)
     tags = _provenance(result.method, {"inputs": {"pairs": [[str(f), str(c)] for f, c in pairs], "coarse_target": str(coarse)},
                                        "options": options or {}, "refine": refine, "seed": seed, "mc_samples": mc_samples,
-                                       **({"weights": str(weights)} if weights else {}),
-                                       **({"calibration": result.tags["calibration"]} if "calibration" in result.tags else {})})
+                                       **({"weights": str(weights)} if weights else {}), "calibration": result.tags["calibration"]})
     write_prediction_cog(out, result.mean.values, result.sigma.values, band_names=band_names, crs=crs, transform=transform, tags=tags, overwrite=overwrite)
     write_stac_item(
         out.with_suffix(".json"),
@@ -446,7 +442,7 @@ def predict(
                     "options": options,
                     "quality": quality,
                     **({"refine": refine, "seed": seed, "mc_samples": mc_samples} if refine != "none" else {}),
-                    **_calibration_tag(record, variance_scale),
+                    "calibration": _calibration_tag(record, variance_scale),
                     **({"weights": str(weights)} if weights else {}),
                 },
             )

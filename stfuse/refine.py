@@ -1439,6 +1439,15 @@ def simulated_days(seeds: Sequence[int], size: int) -> list[tuple[np.ndarray, np
     return out
 
 
+def calibration_days(n_scenes: int, seed: int, size: int) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]:
+    """The held-out simulated days of the variance calibrations (the hybrid's and the priors'):
+    :func:`simulated_days` of ``SeedSequence([seed, 77]).spawn(n_scenes)`` (disjoint from the
+    training scenes of seed 0), ``{"fit": first half, "check": second half}``."""
+    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence([seed, 77]).spawn(n_scenes)]
+    half = len(seeds) // 2
+    return {"fit": simulated_days(seeds[:half], size), "check": simulated_days(seeds[half:], size)}
+
+
 def fit_hybrid_scales(
     model: Refiner | str | Path | None = None,
     *,
@@ -1467,13 +1476,10 @@ def fit_hybrid_scales(
     from .uncertainty import calibration_report, coverage_interval, fit_variance_scale
 
     mdl = load_model(model)
-    ss = np.random.SeedSequence([seed, 77])
-    seeds = [int(s.generate_state(1)[0]) for s in ss.spawn(n_scenes)]
-    half = len(seeds) // 2
     members = resolve_members(prior_fn)
     result: dict[str, Any] = {"scales": {}, "check": {}, "n_scenes": n_scenes, "seed": seed, "size": size}
     with deterministic(seed):
-        parts = {"fit": simulated_days(seeds[:half], size), "check": simulated_days(seeds[half:], size)}
+        parts = calibration_days(n_scenes, seed, size)
         preds: dict[str, dict[str, list[np.ndarray]]] = {}
         for split, examples in parts.items():
             for f, c, ct, truth in examples:
@@ -1814,6 +1820,7 @@ __all__ = [
     "HybridFn",
     "adapt_model",
     "add_hybrid_calibration",
+    "calibration_days",
     "calibration_record",
     "simulated_days",
     "fit_hybrid_scales",

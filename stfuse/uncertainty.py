@@ -264,8 +264,7 @@ def coverage_interval(
     n = np.array([a.size for a in z], np.float64)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(z), size=(n_boot, len(z)))
-    picks = np.zeros((n_boot, len(z)))
-    np.add.at(picks, (np.repeat(np.arange(n_boot), len(z)), draws.ravel()), 1.0)
+    picks = np.apply_along_axis(np.bincount, 1, draws, minlength=len(z)).astype(np.float64)  # (n_boot, days): times each day drawn
     total = picks @ n
     out: dict[float, tuple[float, float]] = {}
     for level in levels:

@@ -59,22 +59,19 @@ def calibration_record(method: str, n_pairs: int) -> dict[str, Any]:
 def fit_scales(n_scenes: int = 160, seed: int = 1, size: int = 128, method: str = "coverage_pair") -> dict[str, Any]:
     """Fit and check the factors on simulated days.
 
-    Scenes: :func:`stfuse.refine.simulated_days` of ``SeedSequence([seed, 77]).spawn(n_scenes)``
-    (one single-pair and one two-pair day per scene; green, red, NIR), the first half to fit,
-    the second to check. Methods: STARFM, Fit-FC, FSDAF with one and two pairs, ESTARFM with two,
+    Scenes: :func:`stfuse.refine.calibration_days` (one single-pair and one two-pair day per
+    scene; green, red, NIR; the first half to fit, the second to check). Methods: STARFM, Fit-FC, FSDAF with one and two pairs, ESTARFM with two,
     all with default options. Returns ``{"scales": {method: {"1": s, "2": s}}, "check": {method:
     {"1": {...}, ...}}, **settings}``; a check holds the days, the RMSE and the 68/95 % coverage
     before (``raw_cov68``/``raw_cov95``) and after (``cov68``/``cov95``) the factor.
     """
-    from ..refine import simulated_days
+    from ..refine import calibration_days
     from ..uncertainty import coverage, fit_variance_scale
     from . import predict
 
-    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence([seed, 77]).spawn(n_scenes)]
-    half = len(seeds) // 2
     parts: dict[tuple[str, str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    for split, chunk in (("fit", seeds[:half]), ("check", seeds[half:])):
-        for fine, coarse, target, truth in simulated_days(chunk, size):
+    for split, days in calibration_days(n_scenes, seed, size).items():
+        for fine, coarse, target, truth in days:
             n_pairs = _pairs_key(fine.shape[0])
             for name in ("starfm", "fitfc", "fsdaf", *(("estarfm",) if fine.shape[0] == 2 else ())):
                 mean, var = predict(fine, coarse, target, method=name)
