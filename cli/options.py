@@ -45,7 +45,8 @@ cache_opt = click.option(
     "--cache",
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep the loaded Landsat/MODIS cubes in this folder (Zarr) and reuse them when the same query "
-    "finds the same items again, so a re-run reads no remote COG.",
+    "finds the same items again, so a re-run reads no remote COG. Entries are never deleted: "
+    "remove the folder (or old entries in it) to free space.",
 )
 coarse_collection_opt = click.option(
     "--coarse-collection",
