@@ -1353,7 +1353,7 @@ def train_synthetic(
     batch: int = 8,
     patch: int = 48,
     lr: float = 2e-3,
-    size: int = 128,
+    size: int = 256,
     n_val_scenes: int = 16,
     width: int = 32,
     dropout: float = 0.1,
@@ -1365,8 +1365,9 @@ def train_synthetic(
 ) -> Refiner:
     """Pretrain a refiner on simulated scenes (:mod:`stfuse.synth`), reproducibly on CPU.
 
-    ``n_scenes`` training scenes of ``size`` x ``size`` px (scene seeds derived from
-    ``seed``), up to 4 single-pair examples each (pair date i -> target date j, |i - j| <= 5
+    ``n_scenes`` training scenes of ``size`` x ``size`` px (default 256: trained on 128 px
+    scenes, the hybrid was 3-4 % worse with two pairs on held-out 128 and 384 px simulated days,
+    docs/methods.md; scene seeds derived from ``seed``), up to 4 single-pair examples each (pair date i -> target date j, |i - j| <= 5
     Landsat revisits, prior drawn from ``prior_fn``: one prior or a sequence, default :data:`SYNTHETIC_PRIORS`), plus ``n_val_scenes`` validation scenes;
     AdamW with cosine decay for ``steps`` steps of ``batch`` patches of ``patch`` px with random
     flips/rotations and random band subsets. The best state by validation MSE is kept, and its
