@@ -273,8 +273,8 @@ def test_task_agrees_with_reference_score_py(tmp_path):
 def test_task_with_the_hybrid_beats_the_best_prior_on_1pair_late():
     """`stfuse evaluate --task ... --method auto --refine shipped`: the hybrid (Fit-FC + FSDAF
     weighted by the shipped refiner), scored like score.py, has a lower RMSE than the best prior
-    alone (Fit-FC) on estarfm-real-1pair-late, and intervals near nominal (measured: 0.00638 vs
-    0.00657, 68/95 % coverage 71.9 / 95.6 %)."""
+    alone (Fit-FC) on estarfm-real-1pair-late, and intervals near nominal (`make bench`, 8 MC
+    samples: 0.00639 vs 0.00657, 68/95 % coverage 77.2 / 97.4 %)."""
     if not (BENCH / "MANIFEST.json").is_file():
         pytest.skip(f"{BENCH} absent")
     task = "estarfm-real-1pair-late"
