@@ -1365,9 +1365,9 @@ def train_synthetic(
 ) -> Refiner:
     """Pretrain a refiner on simulated scenes (:mod:`stfuse.synth`), reproducibly on CPU.
 
-    ``n_scenes`` training scenes of ``size`` x ``size`` px (default 256: trained on 128 px
-    scenes, the hybrid was 3-4 % worse with two pairs on held-out 128 and 384 px simulated days,
-    docs/methods.md; scene seeds derived from ``seed``), up to 4 single-pair examples each (pair date i -> target date j, |i - j| <= 5
+    ``n_scenes`` training scenes of ``size`` x ``size`` px (scene seeds derived from ``seed``;
+    default 256: trained on 128 px scenes, the two-pair hybrid was 3-4 % worse on held-out
+    384 px simulated days, docs/methods.md), up to 4 single-pair examples each (pair date i -> target date j, |i - j| <= 5
     Landsat revisits, prior drawn from ``prior_fn``: one prior or a sequence, default :data:`SYNTHETIC_PRIORS`), plus ``n_val_scenes`` validation scenes;
     AdamW with cosine decay for ``steps`` steps of ``batch`` patches of ``patch`` px with random
     flips/rotations and random band subsets. The best state by validation MSE is kept, and its
