@@ -1510,7 +1510,7 @@ def fit_hybrid_scales(
     return result
 
 
-HYBRID_CALIBRATION: dict[str, Any] = {"n_scenes": 96, "seed": 1, "size": 256, "method": "coverage_pair", "variance": "mixture"}
+HYBRID_CALIBRATION: dict[str, Any] = {"n_scenes": 160, "seed": 1, "size": 128, "method": "coverage_pair", "variance": "mixture"}
 """Settings of the hybrid variance calibration stored with the shipped weights."""
 
 

@@ -4,11 +4,9 @@ Each prior's variance is a neighbour spread (how much the similar pixels' predic
 disagree). It ranks errors well but its scale is off, badly for STARFM and ESTARFM (a 95 %
 interval held about 55-70 % of the truth on simulated days). :func:`fit_scales` fits a factor
 ``s`` (``v_calibrated = s * v``, :func:`stfuse.uncertainty.fit_variance_scale`, the 68 %/95 %
-compromise) per method and number of pairs on held-out simulated days, the same 96 scenes of
-256 x 256 px the hybrid is calibrated on (:func:`stfuse.refine.fit_hybrid_scales`): fitted on
-the first 48, checked on the other 48. The factors depend on the scene size (about 1.4-2x
-smaller at 384 px than at 128 px on simulated days; docs/methods.md): 256 px is the size the
-refiner is trained at and the smallest a tile of :func:`stfuse.predict` usually has. The factors ship in ``variance_scales.json`` beside this module;
+compromise) per method and number of pairs on held-out simulated days, the same 160 scenes the
+hybrid is calibrated on (:func:`stfuse.refine.fit_hybrid_scales`): fitted on the first 80,
+checked on the other 80. The factors ship in ``variance_scales.json`` beside this module;
 ``python -m stfuse.prior.calibration`` (``make calibration``) regenerates it bit for bit.
 
 :func:`variance_scale` is what :func:`stfuse.fuse` and :func:`stfuse.predict` multiply a
@@ -27,7 +25,7 @@ from typing import Any
 import numpy as np
 
 SCALES_PATH = Path(__file__).resolve().with_name("variance_scales.json")
-SETTINGS: dict[str, Any] = {"n_scenes": 96, "seed": 1, "size": 256, "method": "coverage_pair"}
+SETTINGS: dict[str, Any] = {"n_scenes": 160, "seed": 1, "size": 128, "method": "coverage_pair"}
 """Scenes of the fit (the same as the hybrid's calibration) and the fitting rule."""
 
 
