@@ -250,7 +250,8 @@ def _hybrid_fn(method: str, refine: str, pair_fine: xr.DataArray, pair_coarse: x
                device: str, options: dict[str, Any], mc_samples: int, seed: int, base: Any = None):
     """The tile function of the hybrid for one day (:func:`stfuse.refine.hybrid_fn`). With
     ``refine="scene"`` and 2+ pairs the model is adapted once to those pairs (the whole area,
-    self-supervised) and reused for every day with the same pairs (cached in ``models``).
+    self-supervised) and reused for every day with the same pairs (cached in ``models``), and
+    likewise the variance scale fitted on those pairs (:meth:`stfuse.refine.HybridFn.fit_scene`).
     ``method``: the day's prior (:func:`stfuse.prior.method_for_day` with ``hybrid``).
     ``base``: the starting refiner (a user checkpoint; None = shipped weights)."""
     from .refine import adapt_model, hybrid_fn
@@ -265,7 +266,12 @@ def _hybrid_fn(method: str, refine: str, pair_fine: xr.DataArray, pair_coarse: x
         model = models[key]
     else:
         model = base
-    return hybrid_fn(prior, model, mc_samples=mc_samples, seed=seed, device=device, prior_options=options)
+    hybrid = hybrid_fn(prior, model, mc_samples=mc_samples, seed=seed, device=device, prior_options=options)
+    scale_key = ("scene_scale", refine, *key)
+    if scale_key not in models:  # the variance scale that follows the scene (2+ pairs, not adapted): once per set of pairs
+        models[scale_key] = hybrid.fit_scene(pair_fine, pair_coarse)
+    hybrid.scene_scale = models[scale_key]
+    return hybrid
 
 
 def predict(

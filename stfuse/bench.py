@@ -356,8 +356,10 @@ def hybrid_markdown(rows: list[dict[str, Any]], calibration: dict[str, Any] | No
     held-out simulated-day check stored with the shipped weights, ``calibration``)."""
     lines = ["", "## Hybrid: prior ensemble + CNN refiner (real tasks, in process)", "",
              "`stfuse.bench.hybrid_benchmark` (part of `make bench`): every prior alone, then `predict_hybrid` (Fit-FC + FSDAF",
-             "ensemble weighted per pixel by the refiner, variance calibrated on simulated days) with the shipped weights and,",
-             "with two pairs, adapted to the pairs (`scene`). Only the pairs and the target's coarse image are used; the",
+             "ensemble weighted per pixel by the refiner) with the shipped weights and, with two pairs, adapted to the pairs",
+             "(`scene`). Variance scale: with one pair, or adapted, a fixed one fitted on simulated days; shipped with two",
+             "pairs, the scale the pairs ask for when predicting each other times a factor fitted on simulated days",
+             "(`stfuse.refine.scene_variance_scale`). Only the pairs and the target's coarse image are used; the",
              "truth only scores. Priors' variances carry their factor from simulated days (`stfuse.prior.calibration`), as",
              "in stfuse's outputs. Coverage = fraction of truth pixels inside the central 68 % / 95 % intervals;",
              "rho = Spearman rank correlation of |error| and sigma. Seconds: CPU time of one thread.", "",
@@ -383,6 +385,9 @@ def hybrid_markdown(rows: list[dict[str, Any]], calibration: dict[str, Any] | No
             alone = ", ".join(f"{k[5:]} {v:.5f}" for k, v in sorted(c.items()) if k.startswith("rmse_"))
             lines.append(f"| {p} | {c.get('days', 0):.0f} | {cov(c, 'cov68')} | {cov(c, 'cov95')} | {c['spearman']:.2f} | "
                          f"{c['rmse']:.5f} | {alone or c.get('best_prior_rmse', float('nan'))} |")
+        for p, c in sorted((calibration.get("check_scene") or {}).items()):
+            lines.append(f"| {p}, scale follows the scene | {c.get('days', 0):.0f} | {cov(c, 'cov68')} | {cov(c, 'cov95')} | "
+                         f"{c['spearman']:.2f} | (as above) | median scene scale {c.get('scene_scale_median', float('nan')):.3f} |")
     return "\n".join(lines) + "\n"
 
 

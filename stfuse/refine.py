@@ -1473,6 +1473,11 @@ def fit_hybrid_scales(
     :func:`stfuse.uncertainty.calibration_report`, ``cov68_lo/hi`` and ``cov95_lo/hi``: the
     90 % bootstrap interval over check days (:func:`stfuse.uncertainty.coverage_interval`), the mean RMSE over the check days of the
     hybrid, of each member prior alone (``rmse_<name>``) and the best of those).
+
+    The scale that follows the scene (two pairs): on each two-pair day the scale its own pairs
+    ask for (:func:`scene_variance_scale`, the pairs predicting each other) is computed too;
+    ``scene_factor`` (scale = factor x scene scale) is fitted on the first half and checked on
+    the second (``check_scene``; days without a scene scale use the fixed one).
     """
     from .uncertainty import calibration_report, coverage_interval, fit_variance_scale
 
@@ -1493,6 +1498,9 @@ def fit_hybrid_scales(
                 ok = np.isfinite(m) & np.isfinite(truth)
                 d["m"].append(m[ok]); d["v"].append(v[ok]); d["t"].append(truth[ok])
                 d["rmse"].append(float(np.sqrt(np.mean((m[ok] - truth[ok]) ** 2))))
+                if f.shape[0] >= 2:  # the scale this day's own pairs ask for (None: too few valid pixels)
+                    d.setdefault("scene", []).append(scene_variance_scale(f, c, prior_fn=prior_fn, model=mdl,
+                                                                          mc_samples=mc_samples, seed=seed))
     for p in ("1", "2"):
         fit, chk = preds.get(f"fit{p}"), preds.get(f"check{p}")
         if not fit or not chk:
@@ -1507,6 +1515,21 @@ def fit_hybrid_scales(
                    **{f"rmse_{name}": float(np.mean(chk[name])) for name, _ in members})
         result["scales"][p] = s
         result["check"][p] = rep
+        if p == "2" and fit.get("scene") and any(e is not None for e in fit["scene"]):
+            # scale that follows the scene: factor * scene scale, the factor fitted on the fit days
+            used = [i for i, e in enumerate(fit["scene"]) if e is not None]
+            factor = fit_variance_scale(np.concatenate([fit["m"][i] for i in used]),
+                                        np.concatenate([fit["scene"][i] * fit["v"][i] for i in used]),
+                                        np.concatenate([fit["t"][i] for i in used]), method=method)  # type: ignore[arg-type]
+            day_scales = [factor * e if e is not None else s for e in chk["scene"]]
+            days = [(m, k * v, t) for m, v, t, k in zip(chk["m"], chk["v"], chk["t"], day_scales)]
+            rep = calibration_report(*(np.concatenate([d[i] for d in days]) for i in range(3)))
+            ci = coverage_interval(days, seed=seed)
+            for level, name in ((0.6827, "cov68"), (0.95, "cov95")):
+                rep[f"{name}_lo"], rep[f"{name}_hi"] = ci[level]
+            rep.update(days=len(days), scene_scale_median=float(np.median([e for e in chk["scene"] if e is not None])))
+            result["scene_factor"] = factor
+            result["check_scene"] = {p: rep}
     return result
 
 
@@ -1520,11 +1543,15 @@ def add_hybrid_calibration(model: Refiner) -> Refiner:
     fit = fit_hybrid_scales(model, **HYBRID_CALIBRATION)
     round4 = lambda x: float(f"{x:.4g}")
     model.meta["hybrid_variance_scales"] = {k: round4(v) for k, v in fit["scales"].items()}  # type: ignore[attr-defined]
+    if "scene_factor" in fit:
+        model.meta["hybrid_scene_factor"] = round4(fit["scene_factor"])  # type: ignore[attr-defined]
     model.meta["hybrid_calibration"] = {  # type: ignore[attr-defined]
         **HYBRID_CALIBRATION,
         "prior": list(ENSEMBLE),
         "correction_weight": CORRECTION_WEIGHT,
         "check": {p: {k: round4(v) for k, v in rep.items()} for p, rep in fit["check"].items()},
+        **({"check_scene": {p: {k: round4(v) for k, v in rep.items()} for p, rep in fit["check_scene"].items()}}
+           if "check_scene" in fit else {}),
     }
     return model
 
@@ -1562,29 +1589,108 @@ def make_shipped_weights(path: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, *
 # ------------------------------------------------------------------------------------------
 
 
-def hybrid_variance_scale(model: Refiner, n_pairs: int) -> float:
-    """Post-hoc variance factor of the hybrid for ``n_pairs`` pairs (1 or 2+), fitted on held-out
-    simulated scenes (:func:`fit_hybrid_scales`, ``model.meta["hybrid_variance_scales"]``); 1.0
-    when the model has none."""
-    scales = (getattr(model, "meta", {}) or {}).get("hybrid_variance_scales") or {}
+def hybrid_variance_scale(model: Refiner, n_pairs: int, scene_scale: float | None = None) -> float:
+    """Post-hoc variance factor of the hybrid for ``n_pairs`` pairs (1 or 2+).
+
+    With 2+ pairs and a ``scene_scale`` (:func:`scene_variance_scale`: the scale the scene's own
+    cross-pair predictions need), for a model that was not adapted to the scene: the model's
+    ``hybrid_scene_factor`` (fitted on held-out simulated days, :func:`fit_hybrid_scales`) times
+    ``scene_scale``. Otherwise the fixed factor fitted on held-out simulated days
+    (``model.meta["hybrid_variance_scales"]``); 1.0 when the model has none."""
+    meta = getattr(model, "meta", {}) or {}
+    factor = meta.get("hybrid_scene_factor")
+    if n_pairs >= 2 and scene_scale is not None and factor and not meta.get("self_supervised"):
+        return float(factor) * float(scene_scale)
+    scales = meta.get("hybrid_variance_scales") or {}
     value = scales.get(str(min(max(int(n_pairs), 1), 2)))
     return float(value) if value else 1.0
 
 
-def calibration_record(model: Refiner, n_pairs: int, members: Sequence[str] | None = None) -> dict[str, Any]:
+def uses_scene_calibration(model: Refiner, n_pairs: int) -> bool:
+    """Whether the hybrid's variance scale follows the scene (:func:`hybrid_variance_scale`)
+    for ``n_pairs`` pairs with ``model``: 2+ pairs, a model with a ``hybrid_scene_factor`` and
+    not adapted to the scene (an adapted model has seen the cross-pair predictions in training)."""
+    meta = getattr(model, "meta", {}) or {}
+    return n_pairs >= 2 and bool(meta.get("hybrid_scene_factor")) and not meta.get("self_supervised")
+
+
+SCENE_WINDOW = 512
+"""Side (fine px) of the central window :func:`scene_variance_scale` predicts on (bounded cost)."""
+MIN_SCENE_PIXELS = 4096
+"""Fewest valid values (pixels x bands) of the cross-pair predictions for a scene scale."""
+
+
+def scene_variance_scale(
+    fine: np.ndarray,
+    coarse: np.ndarray,
+    *,
+    prior_fn: Any = "ensemble",
+    model: Refiner | str | Path | None = None,
+    mc_samples: int = 8,
+    seed: int = 0,
+    device: str = "cpu",
+    prior_options: dict[str, Any] | None = None,
+    window: int = SCENE_WINDOW,
+) -> float | None:
+    """The variance scale the scene's own pairs ask for: each pair predicted from its neighbour
+    in time, both ways (the single-pair hybrid, :func:`hybrid_arrays` at scale 1, on the central
+    ``window`` x ``window`` px), scored against that pair's fine image, and the scale fitted
+    on those predictions (:func:`stfuse.uncertainty.fit_variance_scale`, 68 %/95 % compromise).
+
+    ``fine``, ``coarse``: (P, B, H, W) reflectance in time order (NaN = missing). Returns None
+    with one pair or fewer than :data:`MIN_SCENE_PIXELS` valid values. Costs 2 (P - 1)
+    single-pair hybrid runs on the window.
+    """
+    from .uncertainty import fit_variance_scale
+
+    fine = np.asarray(fine, np.float32)
+    coarse = np.asarray(coarse, np.float32)
+    if fine.ndim != 4 or fine.shape[0] < 2:
+        return None
+    h, w = fine.shape[-2:]
+    r0, c0 = max((h - window) // 2, 0), max((w - window) // 2, 0)
+    crop = (slice(None), slice(None), slice(r0, r0 + window), slice(c0, c0 + window))
+    fine, coarse = fine[crop], coarse[crop]
+    mdl = load_model(model)
+    preds, variances, truths = [], [], []
+    for a in range(fine.shape[0] - 1):
+        for src, dst in ((a, a + 1), (a + 1, a)):
+            m, v = hybrid_arrays(fine[src : src + 1], coarse[src : src + 1], coarse[dst], prior_fn=prior_fn, model=mdl,
+                                 mc_samples=mc_samples, seed=seed, device=device, variance_scale=1.0,
+                                 prior_options=prior_options)
+            ok = np.isfinite(m) & np.isfinite(v) & np.isfinite(fine[dst])
+            preds.append(m[ok]); variances.append(v[ok]); truths.append(fine[dst][ok])
+    if sum(p.size for p in preds) < MIN_SCENE_PIXELS:
+        return None
+    return fit_variance_scale(np.concatenate(preds), np.concatenate(variances), np.concatenate(truths))
+
+
+def calibration_record(model: Refiner, n_pairs: int, members: Sequence[str] | None = None,
+                       scene_scale: float | None = None) -> dict[str, Any]:
     """What calibrated the hybrid's variance for ``n_pairs`` pairs, for output tags:
-    ``{"variance_scale", "fitted_on", "member_variance_scales"}``. ``variance_scale``: the
-    post-hoc factor applied (:func:`hybrid_variance_scale`); ``member_variance_scales``: the
-    refiner's per-prior scales, fitted on held-out tiles of the pairs when the model was
-    adapted to them (``scene``, ``stfuse train --pair``), else on simulated validation scenes;
-    only those of ``members`` (prior names) when given."""
+    ``{"variance_scale", "fitted_on", "member_variance_scales", ...}``. ``variance_scale``: the
+    post-hoc factor applied (:func:`hybrid_variance_scale` with ``scene_scale``; then also
+    ``scene_scale`` and ``scene_factor``); ``member_variance_scales``: the refiner's per-prior
+    scales, fitted on held-out tiles of the pairs when the model was adapted to them (``scene``,
+    ``stfuse train --pair``), else on simulated validation scenes; only those of ``members``
+    (prior names) when given."""
     meta = getattr(model, "meta", {}) or {}
     cal = meta.get("hybrid_calibration") or {}
     adapted = meta.get("self_supervised")
+    follows_scene = scene_scale is not None and uses_scene_calibration(model, n_pairs)
+    if follows_scene:
+        fitted_on = (f"this scene's pairs, each predicted from its neighbour in time (scale {scene_scale:.4g}), times a "
+                     f"factor fitted on held-out simulated days ({cal.get('n_scenes')} scenes, seed {cal.get('seed')})")
+    elif cal:
+        fitted_on = (f"held-out simulated days ({cal.get('n_scenes')} scenes, seed {cal.get('seed')}; "
+                     f"{cal.get('method')} on the 68 % and 95 % levels)")
+    else:
+        fitted_on = "none (scale 1)"
     return {
-        "variance_scale": hybrid_variance_scale(model, n_pairs),
-        "fitted_on": (f"held-out simulated days ({cal.get('n_scenes')} scenes, seed {cal.get('seed')}; "
-                      f"{cal.get('method')} on the 68 % and 95 % levels)") if cal else "none (scale 1)",
+        "variance_scale": hybrid_variance_scale(model, n_pairs, scene_scale),
+        "fitted_on": fitted_on,
+        **({"scene_scale": round(float(scene_scale), 4), "scene_factor": float(meta["hybrid_scene_factor"])}  # type: ignore[arg-type]
+           if follows_scene else {}),
         "member_variance_scales": {k: round(float(v), 4) for k, v in (meta.get("variance_scales") or {}).items()
                                    if members is None or k in members},
         "members_fitted_on": (f"held-out tiles of {adapted.get('pairs')} pairs (self-supervised)" if adapted
@@ -1625,7 +1731,9 @@ def hybrid_arrays(
       error ``correlation`` (:func:`stfuse.uncertainty.combine_inverse_variance`);
 
     then multiplied by ``variance_scale`` (default :func:`hybrid_variance_scale` of the model
-    for P pairs, fitted on held-out simulated days). The default was chosen because its
+    for P pairs: with 2+ pairs the scale the scene's own cross-pair predictions need
+    (:func:`scene_variance_scale` on these arrays) times a factor fitted on held-out simulated
+    days, with one pair a fixed scale fitted on held-out simulated days). The default was chosen because its
     coverage came closest to nominal on both held-out simulated and real days
     (docs/methods.md). Shapes as
     :func:`predict_hybrid`.
@@ -1658,8 +1766,12 @@ def hybrid_arrays(
         mean, var = combine_weighted(np.stack(means), np.stack(refined_vars), np.stack(prior_vars), spread=variance == "mixture")
     else:
         raise InputError(f"unknown variance model {variance!r}; use mixture, prior or refined")
-    scale = hybrid_variance_scale(mdl, fine.shape[0]) if variance_scale is None else float(variance_scale)
-    return mean.astype(np.float32), (var * np.float32(scale)).astype(np.float32)
+    if variance_scale is None:
+        scene = (scene_variance_scale(fine, coarse, prior_fn=prior_fn, model=mdl, mc_samples=mc_samples, seed=seed,
+                                      device=device, prior_options=prior_options)
+                 if uses_scene_calibration(mdl, fine.shape[0]) else None)
+        variance_scale = hybrid_variance_scale(mdl, fine.shape[0], scene)
+    return mean.astype(np.float32), (var * np.float32(variance_scale)).astype(np.float32)
 
 
 def adapt_model(
@@ -1688,7 +1800,9 @@ class HybridFn:
     """Picklable ``fn(fine, coarse, target) -> (mean, variance)`` running :func:`hybrid_arrays`
     with a fixed model: the ``predict_fn`` of :func:`stfuse.tiling.predict_tiled`, with
     ``halo`` = :attr:`halo`. Tiles are refined with their own band statistics (small seams
-    are possible at tile edges; the halo covers the priors' and the refiner's neighbourhoods)."""
+    are possible at tile edges; the halo covers the priors' and the refiner's neighbourhoods).
+    The variance scale is one for the whole area: call :meth:`fit_scene` with the area's pairs
+    first to have it follow the scene (2+ pairs), else the fixed simulated-day scale applies."""
 
     def __init__(
         self,
@@ -1708,6 +1822,28 @@ class HybridFn:
         self.mc_samples, self.seed, self.device = int(mc_samples), int(seed), device
         self.correlation, self.correction_weight = float(correlation), float(correction_weight)
         self.prior_options = dict(prior_options or {})
+        self.scene_scale: float | None = None  # set by fit_scene; tiles never fit their own
+
+    def fit_scene(self, fine: Any, coarse: Any) -> float | None:
+        """Fit the scene's variance scale once, from the whole area's pairs (``(P, B, H, W)``
+        arrays or DataArrays with dims pair, band, y, x; only the central
+        :data:`SCENE_WINDOW` px are read): :func:`scene_variance_scale` when
+        :func:`uses_scene_calibration`, else nothing. Returns it (None when not used)."""
+        n_pairs = int(fine.sizes["pair"] if hasattr(fine, "sizes") else fine.shape[0])
+        self.scene_scale = None
+        if uses_scene_calibration(self.model, n_pairs):
+            arrays = []
+            for a in (fine, coarse):
+                if hasattr(a, "isel"):
+                    a = a.transpose("pair", "band", "y", "x")
+                    h, w = a.sizes["y"], a.sizes["x"]
+                    r0, c0 = max((h - SCENE_WINDOW) // 2, 0), max((w - SCENE_WINDOW) // 2, 0)
+                    a = a.isel(y=slice(r0, r0 + SCENE_WINDOW), x=slice(c0, c0 + SCENE_WINDOW)).values
+                arrays.append(np.asarray(a, np.float32))
+            self.scene_scale = scene_variance_scale(*arrays, prior_fn=self.prior, model=self.model,
+                                                    mc_samples=self.mc_samples, seed=self.seed, device=self.device,
+                                                    prior_options=self.prior_options)
+        return self.scene_scale
 
     @property
     def name(self) -> str:
@@ -1719,13 +1855,15 @@ class HybridFn:
 
     def calibration(self, n_pairs: int) -> dict[str, Any]:
         """The variance calibration applied with ``n_pairs`` pairs (:func:`calibration_record`)."""
-        return calibration_record(self.model, n_pairs, [name for name, _ in resolve_members(self.prior, **self.prior_options)])
+        return calibration_record(self.model, n_pairs, [name for name, _ in resolve_members(self.prior, **self.prior_options)],
+                                  scene_scale=self.scene_scale)
 
     def __call__(self, fine: np.ndarray, coarse: np.ndarray, coarse_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return hybrid_arrays(
             fine, coarse, coarse_target, prior_fn=self.prior, model=self.model, mc_samples=self.mc_samples, seed=self.seed,
             device=self.device, correlation=self.correlation, correction_weight=self.correction_weight,
             prior_options=self.prior_options,
+            variance_scale=hybrid_variance_scale(self.model, int(np.asarray(fine).shape[0]), self.scene_scale),
         )
 
 
@@ -1784,7 +1922,8 @@ def predict_hybrid(
     ``train_options`` passed on; about 2.5 CPU minutes in all for 400 x 400 x 3). Then
     :func:`hybrid_arrays`: every pair x member prior refined, combined by inverse variance
     (error ``correlation``), the refiner's correction weighted by ``correction_weight``, the
-    variance calibrated by the model's hybrid variance scale. Figures on the real benchmark
+    variance calibrated by the model's hybrid variance scale (:func:`hybrid_variance_scale`:
+    with 2+ pairs and a model not adapted here, it follows the scene). Figures on the real benchmark
     tasks: docs/benchmarks.md (hybrid section) and docs/methods.md.
     """
     fine = np.asarray(fine, np.float32)

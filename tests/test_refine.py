@@ -29,6 +29,7 @@ from stfuse.refine import (
     predict_hybrid,
     refine,
     save_checkpoint,
+    scene_variance_scale,
     train_self_supervised,
     train_supervised,
 )
@@ -284,6 +285,64 @@ def test_hybrid_weights_members_by_refined_variance_and_keeps_prior_means():
         hybrid_arrays(fine, coarse, ct, model=model, correction_weight=2.0)
 
 
+def _two_pairs(seed: int = 11, size: int = 64):
+    """Two pairs (fine, coarse) of a field-like scene, the second a brightened version, and a target coarse image."""
+    rng = np.random.default_rng(seed)
+    f1 = _fine(rng, 2, size)
+    f2 = (1.1 * f1 + 0.01).astype(np.float32)
+    fine = np.stack([f1, f2])
+    coarse = np.stack([_coarse(f1), _coarse(f2)])
+    return fine, coarse, _coarse((1.05 * f1 + 0.005).astype(np.float32))
+
+
+def test_scene_variance_scale_is_fitted_on_the_pairs_predicting_each_other():
+    """The scale the scene's own pairs ask for: pair 2 predicted from pair 1 and back (the single-pair
+    hybrid at scale 1), scale fitted on those; noisier pairs (larger cross errors) ask for more. One pair: None."""
+    from stfuse.uncertainty import fit_variance_scale
+
+    fine, coarse, _ = _two_pairs()
+    scale = scene_variance_scale(fine, coarse, mc_samples=1, seed=2)
+    preds = [hybrid_arrays(fine[[a]], coarse[[a]], coarse[b], mc_samples=1, seed=2, variance_scale=1.0) for a, b in ((0, 1), (1, 0))]
+    by_hand = fit_variance_scale(np.concatenate([m.ravel() for m, _ in preds]), np.concatenate([v.ravel() for _, v in preds]),
+                                 np.concatenate([fine[1].ravel(), fine[0].ravel()]))
+    assert scale == pytest.approx(by_hand, rel=1e-6)
+    noisy = fine + 0.03 * np.random.default_rng(0).standard_normal(fine.shape).astype(np.float32)
+    assert scene_variance_scale(noisy, coarse, mc_samples=1, seed=2) > 2 * scale
+    assert scene_variance_scale(fine[:1], coarse[:1]) is None
+    assert scene_variance_scale(fine[:, :, :8, :8], coarse[:, :, :8, :8]) is None  # too few pixels to judge
+
+
+def test_two_pair_hybrid_variance_follows_the_scene_unless_adapted():
+    """With 2 pairs the hybrid's variance scale = the model's scene factor x the scene's own scale
+    (recorded in the calibration tag); a model adapted to the pairs, or one pair, keeps the fixed scale."""
+    fine, coarse, ct = _two_pairs()
+    model = _random_head(Refiner(width=8))
+    model.meta = {"hybrid_variance_scales": {"1": 1.5, "2": 0.8}, "hybrid_scene_factor": 0.5}
+    _, raw = hybrid_arrays(fine, coarse, ct, model=model, mc_samples=1, variance_scale=1.0)
+    _, var = hybrid_arrays(fine, coarse, ct, model=model, mc_samples=1)
+    scene = scene_variance_scale(fine, coarse, model=model, mc_samples=1)
+    np.testing.assert_allclose(var, 0.5 * scene * raw, rtol=1e-5)
+    record = calibration_record(model, 2, scene_scale=scene)
+    assert record["variance_scale"] == pytest.approx(0.5 * scene) and record["scene_scale"] == round(scene, 4)
+    assert record["scene_factor"] == 0.5 and record["fitted_on"].startswith("this scene's pairs")
+    _, one = hybrid_arrays(fine[:1], coarse[:1], ct, model=model, mc_samples=1, variance_scale=1.0)
+    np.testing.assert_allclose(hybrid_arrays(fine[:1], coarse[:1], ct, model=model, mc_samples=1)[1], 1.5 * one, rtol=1e-5)
+    model.meta["self_supervised"] = {"pairs": 2}
+    np.testing.assert_allclose(hybrid_arrays(fine, coarse, ct, model=model, mc_samples=1)[1], 0.8 * raw, rtol=1e-5)
+    assert calibration_record(model, 2, scene_scale=scene)["variance_scale"] == 0.8
+    # tiles: HybridFn fits the scale once on the whole area and applies it to every tile
+    fn = HybridFn("ensemble", _random_head(Refiner(width=8)), mc_samples=1)
+    fn.model.meta = {"hybrid_variance_scales": {"1": 1.5, "2": 0.8}, "hybrid_scene_factor": 0.5}
+    import xarray as xr
+
+    assert fn.fit_scene(xr.DataArray(fine, dims=("pair", "band", "y", "x")), coarse) == pytest.approx(
+        scene_variance_scale(fine, coarse, model=fn.model, mc_samples=1))
+    _, tile_raw = hybrid_arrays(fine[..., :32, :32], coarse[..., :32, :32], ct[:, :32, :32], model=fn.model, mc_samples=1,
+                                variance_scale=1.0)
+    np.testing.assert_allclose(fn(fine[..., :32, :32], coarse[..., :32, :32], ct[:, :32, :32])[1],
+                               0.5 * fn.scene_scale * tile_raw, rtol=1e-5)
+
+
 def test_hybrid_fn_is_a_picklable_tile_function_equal_to_the_whole_image():
     import pickle
 
@@ -433,6 +492,9 @@ def test_predict_refine_scene_adapts_to_two_pairs_and_records_the_calibration(tm
     assert cal_scene["members_fitted_on"] == "held-out tiles of 2 pairs (self-supervised)"
     assert cal_shipped["members_fitted_on"] == "simulated validation scenes"
     assert cal_scene["member_variance_scales"] != cal_shipped["member_variance_scales"]
-    assert cal_scene["variance_scale"] == cal_shipped["variance_scale"] == hybrid_variance_scale(load_model(None), 2)
+    shipped_model = load_model(None)
+    assert cal_scene["variance_scale"] == hybrid_variance_scale(shipped_model, 2)  # adapted: the fixed scale
+    assert cal_shipped["scene_factor"] == shipped_model.meta["hybrid_scene_factor"]  # shipped: follows the scene
+    assert cal_shipped["variance_scale"] == pytest.approx(cal_shipped["scene_factor"] * cal_shipped["scene_scale"], rel=1e-3)
     truth = images["target"]
     assert np.sqrt(np.mean((scene[:2] - truth) ** 2)) < np.sqrt(np.mean((images["f1"] - truth) ** 2))
