@@ -403,7 +403,13 @@ def test_catalog_predict_with_refiner_writes_hybrid_cogs(mini_catalog, tmp_path)
     assert tags["method"] == "fitfc+fsdaf+refiner(shipped)"
     calibration = json.loads(tags["calibration"])  # the post-hoc variance scale applied, and what it was fitted on
     n_pairs = len(json.loads(tags["pair_dates"]))
-    assert calibration["variance_scale"] == hybrid_variance_scale(load_model(None), n_pairs)
+    shipped = load_model(None)
+    if n_pairs >= 2:  # the scale follows the scene: fitted once on the area's pairs predicting each other
+        assert calibration["scene_factor"] == shipped.meta["hybrid_scene_factor"] and calibration["scene_scale"] > 0
+        assert calibration["variance_scale"] == pytest.approx(calibration["scene_factor"] * calibration["scene_scale"], rel=1e-3)
+        assert calibration["fitted_on"].startswith("this scene's pairs")
+    else:
+        assert calibration["variance_scale"] == hybrid_variance_scale(shipped, n_pairs)
     assert "simulated" in calibration["fitted_on"] and set(calibration["member_variance_scales"]) == {"fitfc", "fsdaf"}
 
 
