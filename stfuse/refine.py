@@ -1620,6 +1620,12 @@ MIN_SCENE_PIXELS = 4096
 """Fewest valid values (pixels x bands) of the cross-pair predictions for a scene scale."""
 
 
+def central_window(height: int, width: int, window: int = SCENE_WINDOW) -> tuple[slice, slice]:
+    """(rows, cols) slices of the central ``window`` x ``window`` px of a ``height`` x ``width`` image."""
+    r0, c0 = max((height - window) // 2, 0), max((width - window) // 2, 0)
+    return slice(r0, r0 + window), slice(c0, c0 + window)
+
+
 def scene_variance_scale(
     fine: np.ndarray,
     coarse: np.ndarray,
@@ -1647,10 +1653,8 @@ def scene_variance_scale(
     coarse = np.asarray(coarse, np.float32)
     if fine.ndim != 4 or fine.shape[0] < 2:
         return None
-    h, w = fine.shape[-2:]
-    r0, c0 = max((h - window) // 2, 0), max((w - window) // 2, 0)
-    crop = (slice(None), slice(None), slice(r0, r0 + window), slice(c0, c0 + window))
-    fine, coarse = fine[crop], coarse[crop]
+    rows, cols = central_window(*fine.shape[-2:], window)
+    fine, coarse = fine[..., rows, cols], coarse[..., rows, cols]
     mdl = load_model(model)
     preds, variances, truths = [], [], []
     for a in range(fine.shape[0] - 1):
@@ -1836,9 +1840,8 @@ class HybridFn:
             for a in (fine, coarse):
                 if hasattr(a, "isel"):
                     a = a.transpose("pair", "band", "y", "x")
-                    h, w = a.sizes["y"], a.sizes["x"]
-                    r0, c0 = max((h - SCENE_WINDOW) // 2, 0), max((w - SCENE_WINDOW) // 2, 0)
-                    a = a.isel(y=slice(r0, r0 + SCENE_WINDOW), x=slice(c0, c0 + SCENE_WINDOW)).values
+                    rows, cols = central_window(a.sizes["y"], a.sizes["x"])
+                    a = a.isel(y=rows, x=cols).values
                 arrays.append(np.asarray(a, np.float32))
             self.scene_scale = scene_variance_scale(*arrays, prior_fn=self.prior, model=self.model,
                                                     mc_samples=self.mc_samples, seed=self.seed, device=self.device,
