@@ -1501,15 +1501,21 @@ def fit_hybrid_scales(
                 if f.shape[0] >= 2:  # the scale this day's own pairs ask for (None: too few valid pixels)
                     d.setdefault("scene", []).append(scene_variance_scale(f, c, prior_fn=prior_fn, model=mdl,
                                                                           mc_samples=mc_samples, seed=seed))
+
+    def check_report(days: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+        """calibration_report of check days (mean, scaled variance, truth), with the bootstrap interval over days."""
+        rep = calibration_report(*(np.concatenate([d[i] for d in days]) for i in range(3)))
+        ci = coverage_interval(days, seed=seed)
+        for level, name in ((0.6827, "cov68"), (0.95, "cov95")):
+            rep[f"{name}_lo"], rep[f"{name}_hi"] = ci[level]
+        return rep
+
     for p in ("1", "2"):
         fit, chk = preds.get(f"fit{p}"), preds.get(f"check{p}")
         if not fit or not chk:
             continue
         s = fit_variance_scale(np.concatenate(fit["m"]), np.concatenate(fit["v"]), np.concatenate(fit["t"]), method=method)  # type: ignore[arg-type]
-        rep = calibration_report(np.concatenate(chk["m"]), s * np.concatenate(chk["v"]), np.concatenate(chk["t"]))
-        ci = coverage_interval([(m, s * v, t) for m, v, t in zip(chk["m"], chk["v"], chk["t"])], seed=seed)
-        for level, name in ((0.6827, "cov68"), (0.95, "cov95")):
-            rep[f"{name}_lo"], rep[f"{name}_hi"] = ci[level]
+        rep = check_report([(m, s * v, t) for m, v, t in zip(chk["m"], chk["v"], chk["t"])])
         rep.update(days=len(chk["rmse"]), rmse=float(np.mean(chk["rmse"])),
                    best_prior_rmse=min(float(np.mean(chk[name])) for name, _ in members),
                    **{f"rmse_{name}": float(np.mean(chk[name])) for name, _ in members})
@@ -1522,12 +1528,8 @@ def fit_hybrid_scales(
                                         np.concatenate([fit["scene"][i] * fit["v"][i] for i in used]),
                                         np.concatenate([fit["t"][i] for i in used]), method=method)  # type: ignore[arg-type]
             day_scales = [factor * e if e is not None else s for e in chk["scene"]]
-            days = [(m, k * v, t) for m, v, t, k in zip(chk["m"], chk["v"], chk["t"], day_scales)]
-            rep = calibration_report(*(np.concatenate([d[i] for d in days]) for i in range(3)))
-            ci = coverage_interval(days, seed=seed)
-            for level, name in ((0.6827, "cov68"), (0.95, "cov95")):
-                rep[f"{name}_lo"], rep[f"{name}_hi"] = ci[level]
-            rep.update(days=len(days), scene_scale_median=float(np.median([e for e in chk["scene"] if e is not None])))
+            rep = check_report([(m, k * v, t) for m, v, t, k in zip(chk["m"], chk["v"], chk["t"], day_scales)])
+            rep.update(days=len(day_scales), scene_scale_median=float(np.median([e for e in chk["scene"] if e is not None])))
             result["scene_factor"] = factor
             result["check_scene"] = {p: rep}
     return result
@@ -1598,9 +1600,8 @@ def hybrid_variance_scale(model: Refiner, n_pairs: int, scene_scale: float | Non
     ``scene_scale``. Otherwise the fixed factor fitted on held-out simulated days
     (``model.meta["hybrid_variance_scales"]``); 1.0 when the model has none."""
     meta = getattr(model, "meta", {}) or {}
-    factor = meta.get("hybrid_scene_factor")
-    if n_pairs >= 2 and scene_scale is not None and factor and not meta.get("self_supervised"):
-        return float(factor) * float(scene_scale)
+    if scene_scale is not None and uses_scene_calibration(model, n_pairs):
+        return float(meta["hybrid_scene_factor"]) * float(scene_scale)
     scales = meta.get("hybrid_variance_scales") or {}
     value = scales.get(str(min(max(int(n_pairs), 1), 2)))
     return float(value) if value else 1.0
