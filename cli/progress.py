@@ -27,8 +27,13 @@ def progress_reporter(description: str, *, quiet: bool = False) -> Iterator[Call
             yield update
         return
 
+    printed = {"done": 0}
+
     def log_line(done: float, total: int, label: str) -> None:
-        if float(done).is_integer():  # plain logs: one line per finished unit, not per tile
+        # plain logs: one line per finished unit, not per tile, and not twice when the
+        # unit's last tile and the unit itself both report it
+        if float(done).is_integer() and int(done) > printed["done"]:
+            printed["done"] = int(done)
             click.echo(f"[{int(done)}/{total}] {description} {label}", err=True)
 
     yield log_line

@@ -199,3 +199,11 @@ def test_region_file_passes_calibration_options(tmp_path):
     region.write_text(f"catalog: {SAMPLE}\nstart: 2023-06-10\nend: 2023-06-10\nvariance_scale: -1\n")
     result = run("region", region, "-o", tmp_path / "bad", "-q")
     assert result.exit_code == 2 and "variance scale must be a positive number" in result.output
+
+
+def test_plain_progress_logs_each_day_once(tmp_path):
+    """Without a terminal (logs, CI) progress is one line per finished day, in order."""
+    result = run("predict", "--start", "2023-06-13", "--end", "2023-06-14", "--bands", "red", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.output.splitlines() if "predicting days" in ln]
+    assert lines == ["[1/2] predicting days 2023-06-13", "[2/2] predicting days 2023-06-14"]
