@@ -1,0 +1,5 @@
+"""``python -m stfuse.refine``: regenerate the shipped weights (``make weights``)."""
+
+from .shipped import _main
+
+_main()
