@@ -247,13 +247,15 @@ def _prior_fn(method: str, device: str, options: dict[str, Any]):
 
 
 def _hybrid_fn(method: str, refine: str, pair_fine: xr.DataArray, pair_coarse: xr.DataArray, models: dict[Any, Any],
-               device: str, options: dict[str, Any], mc_samples: int, seed: int, base: Any = None):
+               device: str, options: dict[str, Any], mc_samples: int, seed: int, base: Any = None,
+               scene: tuple[xr.DataArray, xr.DataArray, list[str]] | None = None):
     """The tile function of the hybrid for one day (:func:`stfuse.refine.hybrid_fn`). With
     ``refine="scene"`` and 2+ pairs the model is adapted once to those pairs (the whole area,
     self-supervised) and reused for every day with the same pairs (cached in ``models``), and
-    likewise the variance scale fitted on those pairs (:meth:`stfuse.refine.HybridFn.fit_scene`).
-    ``method``: the day's prior (:func:`stfuse.prior.method_for_day` with ``hybrid``).
-    ``base``: the starting refiner (a user checkpoint; None = shipped weights)."""
+    likewise the variance scale fitted on the ``scene`` images ``(fine, coarse, dates)``: the
+    pairs, or with one pair the pair and its evidence date (:meth:`stfuse.refine.HybridFn.fit_scene`;
+    default: the pairs). ``method``: the day's prior (:func:`stfuse.prior.method_for_day` with
+    ``hybrid``). ``base``: the starting refiner (a user checkpoint; None = shipped weights)."""
     from .refine import adapt_model, hybrid_fn
 
     prior = method
@@ -267,10 +269,12 @@ def _hybrid_fn(method: str, refine: str, pair_fine: xr.DataArray, pair_coarse: x
     else:
         model = base
     hybrid = hybrid_fn(prior, model, mc_samples=mc_samples, seed=seed, device=device, prior_options=options)
-    scale_key = ("scene_scale", refine, *key)
-    if scale_key not in models:  # the variance scale that follows the scene (2+ pairs, not adapted): once per set of pairs
-        models[scale_key] = hybrid.fit_scene(pair_fine, pair_coarse)
-    hybrid.scene_scale = models[scale_key]
+    scene_fine, scene_coarse, scene_dates = scene if scene is not None else (pair_fine, pair_coarse, None)
+    scale_key = ("scene_scale", refine, *key, *(scene_dates or ()))
+    if scale_key not in models:  # the variance scale that follows the scene (not adapted): once per set of images
+        models[scale_key] = (hybrid.fit_scene(scene_fine, scene_coarse, n_pairs=pair_fine.sizes["pair"], dates=scene_dates),
+                             hybrid.scene_dates)
+    hybrid.scene_scale, hybrid.scene_dates = models[scale_key]
     return hybrid
 
 
@@ -368,9 +372,11 @@ def predict(
         raise DataUnavailableError(f"no coarse (MODIS) image between {first} and {last}; widen the date range")
     plans = plan_days(targets, pair_days, max_pairs=max_pairs, max_gap_days=max_gap_days)
     # Only the days used are read: targets and their pairs.
-    needed = sorted({d for p in plans for d in (p.target, *p.pairs)})
+    # With the refiner a single-pair day also reads its evidence date (the scene's error scale).
+    fine_days = sorted({d for p in plans for d in (*p.pairs, *((p.evidence,) if p.evidence and refine != "none" else ()))})
+    needed = sorted({*fine_days, *(p.target for p in plans)})
     coarse = coarse.sel(time=[np.datetime64(d, "ns") for d in needed])
-    fine = fine.sel(time=[np.datetime64(d, "ns") for d in sorted({d for p in plans for d in p.pairs})])
+    fine = fine.sel(time=[np.datetime64(d, "ns") for d in fine_days])
     if fine.reflectance.nbytes + coarse.reflectance.nbytes <= IN_MEMORY_BYTES:
         # Small cubes: read every COG once instead of once per target day.
         import dask
@@ -424,8 +430,12 @@ def predict(
                 record = prior_calibration(day_method, len(plan.pairs))
                 factor = record["variance_scale"] * variance_scale  # the prior's factor from simulated days, then the user's
             else:
+                scene_days = tuple(sorted((*plan.pairs, plan.evidence))) if plan.evidence else plan.pairs
+                scene_times = [np.datetime64(d) for d in scene_days]
                 hybrid = _hybrid_fn(day_method, refine, pair_fine, pair_coarse, models, device, options, mc_samples, seed,
-                                    base=base_model)
+                                    base=base_model, scene=(fine.reflectance.sel(time=scene_times).rename(time="pair"),
+                                                            coarse.reflectance.sel(time=scene_times).rename(time="pair"),
+                                                            [d.isoformat() for d in scene_days]))
                 result = predict_tiled(pair_fine, pair_coarse, target, predict_fn=hybrid, halo=hybrid.halo, tile=tile)
                 day_method = hybrid.name + f"({refine})"
                 record = hybrid.calibration(len(plan.pairs))  # already applied inside the hybrid

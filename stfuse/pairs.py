@@ -5,6 +5,10 @@ A *pair* is a day with both a usable fine (Landsat) image — clear fraction at 
 on or before it and the nearest pair after it (``max_pairs=2``), or the single nearest
 pair when only one side has one (or ``max_pairs=1``). Pairs farther than ``max_gap_days``
 are not used.
+
+A single-pair day also gets an *evidence* date (:func:`evidence_day`): the usable pair day
+nearest its pair, other than the target. The hybrid predicts the pair and that date from each
+other to learn how large this scene's errors are (the variance scale that follows the scene).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ class Plan:
 
     target: dt.date
     pairs: tuple[dt.date, ...]
+    evidence: dt.date | None = None
+    """Single-pair days: the other clear date that tells how large the errors are (:func:`evidence_day`)."""
 
     @property
     def max_gap_days(self) -> int:
@@ -48,10 +54,19 @@ def choose_pairs(target: dt.date, pair_days: Sequence[dt.date], *, max_pairs: in
     return tuple(sorted(chosen))
 
 
+def evidence_day(pair: dt.date, target: dt.date, pair_days: Sequence[dt.date]) -> dt.date | None:
+    """The usable pair day nearest ``pair`` other than ``pair`` and ``target`` (the earlier on a
+    tie); None when there is none. Not limited by ``max_gap_days``: it is not a pair of the day."""
+    others = [d for d in pair_days if d not in (pair, target)]
+    return min(others, key=lambda d: (abs((d - pair).days), d)) if others else None
+
+
 def plan_days(targets: Sequence[dt.date], pair_days: Sequence[dt.date], *, max_pairs: int = 2, max_gap_days: int | None = None) -> list[Plan]:
-    """A :class:`Plan` per target day; :class:`InputError` naming the range if no day has a pair."""
+    """A :class:`Plan` per target day (with an :func:`evidence_day` when it has one pair);
+    :class:`InputError` naming the range if no day has a pair."""
     plans = [Plan(t, choose_pairs(t, pair_days, max_pairs=max_pairs, max_gap_days=max_gap_days)) for t in targets]
-    plans = [p for p in plans if p.pairs]
+    plans = [p if len(p.pairs) != 1 else Plan(p.target, p.pairs, evidence_day(p.pairs[0], p.target, pair_days))
+             for p in plans if p.pairs]
     if not plans:
         span = f"{targets[0]}..{targets[-1]}" if targets else "the requested range"
         raise InputError(

@@ -71,7 +71,7 @@ def fit_scales(n_scenes: int = 160, seed: int = 1, size: int = 128, method: str 
 
     parts: dict[tuple[str, str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for split, days in calibration_days(n_scenes, seed, size).items():
-        for fine, coarse, target, truth in days:
+        for fine, coarse, target, truth, _ in days:
             n_pairs = _pairs_key(fine.shape[0])
             for name in ("starfm", "fitfc", "fsdaf", *(("estarfm",) if fine.shape[0] == 2 else ())):
                 mean, var = predict(fine, coarse, target, method=name)

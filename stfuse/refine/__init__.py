@@ -117,6 +117,7 @@ from .network import (
 from .training import (
     calibration_days,
     deterministic,
+    SimulatedDay,
     simulated_days,
     _synthetic_scene,  # noqa: F401  (named in the shipped weights' metadata)
     train_self_supervised,
@@ -135,6 +136,7 @@ from .hybrid import (
     HybridFn,
     MIN_SCENE_PIXELS,
     predict_hybrid,
+    scene_factor,
     scene_variance_scale,
     SCENE_WINDOW,
     uses_scene_calibration,
@@ -182,8 +184,10 @@ __all__ = [
     "resolve_members",
     "resolve_prior",
     "save_checkpoint",
+    "scene_factor",
     "scene_variance_scale",
     "SCENE_WINDOW",
+    "SimulatedDay",
     "simulated_days",
     "train_self_supervised",
     "train_supervised",

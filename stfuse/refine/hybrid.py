@@ -24,28 +24,43 @@ from .training import train_self_supervised
 # ------------------------------------------------------------------------------------------
 
 
+def scene_factor(model: Refiner, n_pairs: int) -> float | None:
+    """The model's factor on the scene scale for ``n_pairs`` pairs (``hybrid_scene_factors``,
+    fitted on held-out simulated days, :func:`fit_hybrid_scales`); None when it has none.
+    Checkpoints made before one-pair factors existed carry ``hybrid_scene_factor`` (2+ pairs)."""
+    meta = getattr(model, "meta", {}) or {}
+    key = str(min(max(int(n_pairs), 1), 2))
+    factors = dict(meta.get("hybrid_scene_factors") or {})
+    if "hybrid_scene_factor" in meta:
+        factors.setdefault("2", meta["hybrid_scene_factor"])
+    value = factors.get(key)
+    return float(value) if value else None
+
+
 def hybrid_variance_scale(model: Refiner, n_pairs: int, scene_scale: float | None = None) -> float:
     """Post-hoc variance factor of the hybrid for ``n_pairs`` pairs (1 or 2+).
 
-    With 2+ pairs and a ``scene_scale`` (:func:`scene_variance_scale`: the scale the scene's own
-    cross-pair predictions need), for a model that was not adapted to the scene: the model's
-    ``hybrid_scene_factor`` (fitted on held-out simulated days, :func:`fit_hybrid_scales`) times
+    With a ``scene_scale`` (:func:`scene_variance_scale`: the scale the scene's own cross
+    predictions need: the pairs', or with one pair the pair's and the nearest other clear
+    date's), for a model that was not adapted to the scene: :func:`scene_factor` times
     ``scene_scale``. Otherwise the fixed factor fitted on held-out simulated days
     (``model.meta["hybrid_variance_scales"]``); 1.0 when the model has none."""
     meta = getattr(model, "meta", {}) or {}
     if scene_scale is not None and uses_scene_calibration(model, n_pairs):
-        return float(meta["hybrid_scene_factor"]) * float(scene_scale)
+        return float(scene_factor(model, n_pairs)) * float(scene_scale)  # type: ignore[arg-type]
     scales = meta.get("hybrid_variance_scales") or {}
     value = scales.get(str(min(max(int(n_pairs), 1), 2)))
     return float(value) if value else 1.0
 
 
 def uses_scene_calibration(model: Refiner, n_pairs: int) -> bool:
-    """Whether the hybrid's variance scale follows the scene (:func:`hybrid_variance_scale`)
-    for ``n_pairs`` pairs with ``model``: 2+ pairs, a model with a ``hybrid_scene_factor`` and
-    not adapted to the scene (an adapted model has seen the cross-pair predictions in training)."""
+    """Whether the hybrid's variance scale can follow the scene (:func:`hybrid_variance_scale`)
+    for ``n_pairs`` pairs with ``model``: a model with a :func:`scene_factor` for that many
+    pairs and not adapted to the scene (an adapted model has seen the cross-pair predictions
+    in training). With one pair the scene evidence is a second clear date, which only catalog
+    mode has (:func:`stfuse.pairs.evidence_day`)."""
     meta = getattr(model, "meta", {}) or {}
-    return n_pairs >= 2 and bool(meta.get("hybrid_scene_factor")) and not meta.get("self_supervised")
+    return n_pairs >= 1 and scene_factor(model, n_pairs) is not None and not meta.get("self_supervised")
 
 
 SCENE_WINDOW = 512
@@ -104,11 +119,12 @@ def scene_variance_scale(
 
 
 def calibration_record(model: Refiner, n_pairs: int, members: Sequence[str] | None = None,
-                       scene_scale: float | None = None) -> dict[str, Any]:
+                       scene_scale: float | None = None, scene_dates: Sequence[str] | None = None) -> dict[str, Any]:
     """What calibrated the hybrid's variance for ``n_pairs`` pairs, for output tags:
     ``{"variance_scale", "fitted_on", "member_variance_scales", ...}``. ``variance_scale``: the
     post-hoc factor applied (:func:`hybrid_variance_scale` with ``scene_scale``; then also
-    ``scene_scale`` and ``scene_factor``); ``member_variance_scales``: the refiner's per-prior
+    ``scene_scale``, ``scene_factor`` and the dates that gave the scene scale, ``scene_dates``,
+    when known); ``member_variance_scales``: the refiner's per-prior
     scales, fitted on held-out tiles of the pairs when the model was adapted to them (``scene``,
     ``stfuse train --pair``), else on simulated validation scenes; only those of ``members``
     (prior names) when given."""
@@ -117,8 +133,10 @@ def calibration_record(model: Refiner, n_pairs: int, members: Sequence[str] | No
     adapted = meta.get("self_supervised")
     follows_scene = scene_scale is not None and uses_scene_calibration(model, n_pairs)
     if follows_scene:
-        fitted_on = (f"this scene's pairs, each predicted from its neighbour in time (scale {scene_scale:.4g}), times a "
-                     f"factor fitted on held-out simulated days ({cal.get('n_scenes')} scenes, seed {cal.get('seed')})")
+        source = ("this scene's pairs, each predicted from its neighbour in time" if n_pairs >= 2 else
+                  "this day's pair and the nearest other clear date, each predicted from the other")
+        fitted_on = (f"{source} (scale {scene_scale:.4g}), times a factor fitted on held-out simulated days "
+                     f"({cal.get('n_scenes')} scenes, seed {cal.get('seed')})")
     elif cal:
         fitted_on = (f"held-out simulated days ({cal.get('n_scenes')} scenes, seed {cal.get('seed')}; "
                      f"{cal.get('method')} on the 68 % and 95 % levels)")
@@ -127,8 +145,9 @@ def calibration_record(model: Refiner, n_pairs: int, members: Sequence[str] | No
     return {
         "variance_scale": hybrid_variance_scale(model, n_pairs, scene_scale),
         "fitted_on": fitted_on,
-        **({"scene_scale": round(float(scene_scale), 4), "scene_factor": float(meta["hybrid_scene_factor"])}  # type: ignore[arg-type]
+        **({"scene_scale": round(float(scene_scale), 4), "scene_factor": scene_factor(model, n_pairs)}  # type: ignore[arg-type]
            if follows_scene else {}),
+        **({"scene_dates": list(scene_dates)} if follows_scene and scene_dates else {}),
         "member_variance_scales": {k: round(float(v), 4) for k, v in (meta.get("variance_scales") or {}).items()
                                    if members is None or k in members},
         "members_fitted_on": (f"held-out tiles of {adapted.get('pairs')} pairs (self-supervised)" if adapted
@@ -171,7 +190,8 @@ def hybrid_arrays(
     then multiplied by ``variance_scale`` (default :func:`hybrid_variance_scale` of the model
     for P pairs: with 2+ pairs the scale the scene's own cross-pair predictions need
     (:func:`scene_variance_scale` on these arrays) times a factor fitted on held-out simulated
-    days, with one pair a fixed scale fitted on held-out simulated days). The default was chosen because its
+    days; with one pair the fixed scale fitted on held-out simulated days, since these arrays
+    hold no second clear date: :class:`HybridFn` takes one from catalog mode). The default was chosen because its
     coverage came closest to nominal on both held-out simulated and real days
     (docs/methods.md). Shapes as
     :func:`predict_hybrid`.
@@ -207,7 +227,7 @@ def hybrid_arrays(
     if variance_scale is None:
         scene = (scene_variance_scale(fine, coarse, prior_fn=prior_fn, model=mdl, mc_samples=mc_samples, seed=seed,
                                       device=device, prior_options=prior_options)
-                 if uses_scene_calibration(mdl, fine.shape[0]) else None)
+                 if fine.shape[0] >= 2 and uses_scene_calibration(mdl, fine.shape[0]) else None)
         variance_scale = hybrid_variance_scale(mdl, fine.shape[0], scene)
     return mean.astype(np.float32), (var * np.float32(variance_scale)).astype(np.float32)
 
@@ -240,7 +260,8 @@ class HybridFn:
     ``halo`` = :attr:`halo`. Tiles are refined with their own band statistics (small seams
     are possible at tile edges; the halo covers the priors' and the refiner's neighbourhoods).
     The variance scale is one for the whole area: call :meth:`fit_scene` with the area's pairs
-    first to have it follow the scene (2+ pairs), else the fixed simulated-day scale applies."""
+    (one pair: the pair and another clear date) first to have it follow the scene, else the
+    fixed simulated-day scale applies."""
 
     def __init__(
         self,
@@ -261,15 +282,18 @@ class HybridFn:
         self.correlation, self.correction_weight = float(correlation), float(correction_weight)
         self.prior_options = dict(prior_options or {})
         self.scene_scale: float | None = None  # set by fit_scene; tiles never fit their own
+        self.scene_dates: list[str] | None = None
 
-    def fit_scene(self, fine: Any, coarse: Any) -> float | None:
-        """Fit the scene's variance scale once, from the whole area's pairs (``(P, B, H, W)``
-        arrays or DataArrays with dims pair, band, y, x; only the central
-        :data:`SCENE_WINDOW` px are read): :func:`scene_variance_scale` when
-        :func:`uses_scene_calibration`, else nothing. Returns it (None when not used)."""
-        n_pairs = int(fine.sizes["pair"] if hasattr(fine, "sizes") else fine.shape[0])
-        self.scene_scale = None
-        if uses_scene_calibration(self.model, n_pairs):
+    def fit_scene(self, fine: Any, coarse: Any, n_pairs: int | None = None, dates: Sequence[str] | None = None) -> float | None:
+        """Fit the scene's variance scale once, for days with ``n_pairs`` pairs (default: as many
+        as given), from the whole area's ``fine``, ``coarse`` images: the day's pairs, or with one
+        pair the pair and the nearest other clear date (:func:`stfuse.pairs.evidence_day`), in time
+        order (``(P, B, H, W)`` arrays or DataArrays with dims pair, band, y, x; only the central
+        :data:`SCENE_WINDOW` px are read; ``dates`` are recorded in the tags): :func:`scene_variance_scale`
+        when :func:`uses_scene_calibration`, else nothing. Returns it (None when not used)."""
+        given = int(fine.sizes["pair"] if hasattr(fine, "sizes") else fine.shape[0])
+        self.scene_scale, self.scene_dates = None, None
+        if given >= 2 and uses_scene_calibration(self.model, given if n_pairs is None else n_pairs):
             arrays = []
             for a in (fine, coarse):
                 if hasattr(a, "isel"):
@@ -280,6 +304,7 @@ class HybridFn:
             self.scene_scale = scene_variance_scale(*arrays, prior_fn=self.prior, model=self.model,
                                                     mc_samples=self.mc_samples, seed=self.seed, device=self.device,
                                                     prior_options=self.prior_options)
+            self.scene_dates = list(dates) if dates is not None and self.scene_scale is not None else None
         return self.scene_scale
 
     @property
@@ -293,7 +318,7 @@ class HybridFn:
     def calibration(self, n_pairs: int) -> dict[str, Any]:
         """The variance calibration applied with ``n_pairs`` pairs (:func:`calibration_record`)."""
         return calibration_record(self.model, n_pairs, [name for name, _ in resolve_members(self.prior, **self.prior_options)],
-                                  scene_scale=self.scene_scale)
+                                  scene_scale=self.scene_scale, scene_dates=self.scene_dates)
 
     def __call__(self, fine: np.ndarray, coarse: np.ndarray, coarse_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return hybrid_arrays(

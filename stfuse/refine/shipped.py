@@ -34,7 +34,7 @@ def fit_hybrid_scales(
 
     ``n_scenes`` synthetic scenes (seeds from ``SeedSequence(seed)``, disjoint from the
     training scenes of seed 0 and each other) give single-pair and two-pair days
-    (:func:`simulated_days`); the hybrid (:func:`hybrid_arrays`, scale 1) predicts each; the
+    (:func:`simulated_days`, :class:`SimulatedDay`); the hybrid (:func:`hybrid_arrays`, scale 1) predicts each; the
     scale for 1 and for 2 pairs is fitted (:func:`stfuse.uncertainty.fit_variance_scale`,
     ``method``: by default the compromise between the 68 % and 95 % levels) on
     the first half of the scenes and the coverage with it reported on the second half.
@@ -43,10 +43,12 @@ def fit_hybrid_scales(
     90 % bootstrap interval over check days (:func:`stfuse.uncertainty.coverage_interval`), the mean RMSE over the check days of the
     hybrid, of each member prior alone (``rmse_<name>``) and the best of those).
 
-    The scale that follows the scene (two pairs): on each two-pair day the scale its own pairs
-    ask for (:func:`scene_variance_scale`, the pairs predicting each other) is computed too;
-    ``scene_factor`` (scale = factor x scene scale) is fitted on the first half and checked on
-    the second (``check_scene``; days without a scene scale use the fixed one).
+    The scale that follows the scene: on each day the scale the scene asks for
+    (:func:`scene_variance_scale`: with two pairs the pairs predicting each other, with one the
+    pair and the nearest other clear date, :class:`SimulatedDay` ``evidence``) is computed too;
+    ``scene_factors`` ``{"1": f1, "2": f2}`` (scale = factor x scene scale) are fitted on the
+    first half and checked on the second (``check_scene``; days without a scene scale use the
+    fixed one).
     """
     from ..uncertainty import calibration_report, coverage_interval, fit_variance_scale
 
@@ -57,19 +59,21 @@ def fit_hybrid_scales(
         parts = calibration_days(n_scenes, seed, size)
         preds: dict[str, dict[str, list[np.ndarray]]] = {}
         for split, examples in parts.items():
-            for f, c, ct, truth in examples:
+            for f, c, ct, truth, evidence in examples:
                 key = f"{split}{min(f.shape[0], 2)}"
                 m, v = hybrid_arrays(f, c, ct, prior_fn=prior_fn, model=mdl, mc_samples=mc_samples, seed=seed,
                                      correction_weight=correction_weight, variance_scale=1.0, variance=variance)
-                d = preds.setdefault(key, {"m": [], "v": [], "t": [], "rmse": [], **{name: [] for name, _ in members}})
+                d = preds.setdefault(key, {"m": [], "v": [], "t": [], "rmse": [], "scene": [], **{name: [] for name, _ in members}})
                 for name, prior in members:  # each member prior alone (all pairs, as stfuse.prior.predict)
                     d[name].append(float(np.sqrt(np.nanmean((prior(f, c, ct)[0] - truth) ** 2))))
                 ok = np.isfinite(m) & np.isfinite(truth)
                 d["m"].append(m[ok]); d["v"].append(v[ok]); d["t"].append(truth[ok])
                 d["rmse"].append(float(np.sqrt(np.mean((m[ok] - truth[ok]) ** 2))))
-                if f.shape[0] >= 2:  # the scale this day's own pairs ask for (None: too few valid pixels)
-                    d.setdefault("scene", []).append(scene_variance_scale(f, c, prior_fn=prior_fn, model=mdl,
-                                                                          mc_samples=mc_samples, seed=seed))
+                # the scale this day's scene asks for: its pairs (two pairs) or its pair and the
+                # nearest other clear date (one pair) predicting each other (None: too few valid pixels)
+                scene = (f, c) if f.shape[0] >= 2 else evidence
+                d["scene"].append(None if scene is None else scene_variance_scale(*scene, prior_fn=prior_fn, model=mdl,
+                                                                                 mc_samples=mc_samples, seed=seed))
 
     def check_report(days: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:
         """calibration_report of check days (mean, scaled variance, truth), with the bootstrap interval over days."""
@@ -90,7 +94,7 @@ def fit_hybrid_scales(
                    **{f"rmse_{name}": float(np.mean(chk[name])) for name, _ in members})
         result["scales"][p] = s
         result["check"][p] = rep
-        if p == "2" and fit.get("scene") and any(e is not None for e in fit["scene"]):
+        if any(e is not None for e in fit["scene"]):
             # scale that follows the scene: factor * scene scale, the factor fitted on the fit days
             used = [i for i, e in enumerate(fit["scene"]) if e is not None]
             factor = fit_variance_scale(np.concatenate([fit["m"][i] for i in used]),
@@ -99,8 +103,8 @@ def fit_hybrid_scales(
             day_scales = [factor * e if e is not None else s for e in chk["scene"]]
             rep = check_report([(m, k * v, t) for m, v, t, k in zip(chk["m"], chk["v"], chk["t"], day_scales)])
             rep.update(days=len(day_scales), scene_scale_median=float(np.median([e for e in chk["scene"] if e is not None])))
-            result["scene_factor"] = factor
-            result["check_scene"] = {p: rep}
+            result.setdefault("scene_factors", {})[p] = factor
+            result.setdefault("check_scene", {})[p] = rep
     return result
 
 
@@ -114,8 +118,8 @@ def add_hybrid_calibration(model: Refiner) -> Refiner:
     fit = fit_hybrid_scales(model, **HYBRID_CALIBRATION)
     round4 = lambda x: float(f"{x:.4g}")
     model.meta["hybrid_variance_scales"] = {k: round4(v) for k, v in fit["scales"].items()}  # type: ignore[attr-defined]
-    if "scene_factor" in fit:
-        model.meta["hybrid_scene_factor"] = round4(fit["scene_factor"])  # type: ignore[attr-defined]
+    if "scene_factors" in fit:
+        model.meta["hybrid_scene_factors"] = {k: round4(v) for k, v in fit["scene_factors"].items()}  # type: ignore[attr-defined]
     model.meta["hybrid_calibration"] = {  # type: ignore[attr-defined]
         **HYBRID_CALIBRATION,
         "prior": list(ENSEMBLE),

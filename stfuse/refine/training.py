@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -585,10 +585,24 @@ def train_synthetic(
     return model
 
 
-def simulated_days(seeds: Sequence[int], size: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+class SimulatedDay(NamedTuple):
+    """One held-out simulated target day: ``fine``, ``coarse`` (P, 3, H, W) pairs,
+    ``coarse_target`` and ``truth`` (3, H, W) reflectance; ``evidence``, for a single-pair
+    day: ``(fine, coarse)`` (2, 3, H, W) of the pair and the nearest other clear date, in time
+    order (the scene evidence :func:`stfuse.refine.scene_variance_scale` uses; None otherwise)."""
+
+    fine: np.ndarray
+    coarse: np.ndarray
+    coarse_target: np.ndarray
+    truth: np.ndarray
+    evidence: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def simulated_days(seeds: Sequence[int], size: int) -> list[SimulatedDay]:
     """Held-out synthetic days, green/red/NIR: per scene one single-pair example (pair i ->
-    target j, 1-3 revisits apart) and one two-pair example (pairs i < j < k around target j),
-    as ``(fine (P,3,H,W), coarse (P,3,H,W), coarse_target (3,H,W), truth (3,H,W))``."""
+    target j, 1-3 revisits apart) and one two-pair example (pairs i < j < k around target j).
+    The single-pair day's evidence date is the clear date nearest the pair other than the
+    target (the earlier on a tie), as :func:`stfuse.pairs.evidence_day` picks it in catalog mode."""
     out = []
     for sd in seeds:
         fine, coarse = _synthetic_scene(sd, size)
@@ -603,12 +617,14 @@ def simulated_days(seeds: Sequence[int], size: int) -> list[tuple[np.ndarray, np
         after = [i for i in clear if i > j][:3]
         i, k = int(rng.choice(before)), int(rng.choice(after))
         single = int(rng.choice([i, k]))
-        out.append((fine[[single]], coarse[[single]], coarse[j], fine[j]))
-        out.append((fine[[i, k]], coarse[[i, k]], coarse[j], fine[j]))
+        e = min((c for c in clear if c not in (single, j)), key=lambda c: (abs(c - single), c))
+        both = sorted((single, e))
+        out.append(SimulatedDay(fine[[single]], coarse[[single]], coarse[j], fine[j], (fine[both], coarse[both])))
+        out.append(SimulatedDay(fine[[i, k]], coarse[[i, k]], coarse[j], fine[j]))
     return out
 
 
-def calibration_days(n_scenes: int, seed: int, size: int) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]:
+def calibration_days(n_scenes: int, seed: int, size: int) -> dict[str, list[SimulatedDay]]:
     """The held-out simulated days of the variance calibrations (the hybrid's and the priors'):
     :func:`simulated_days` of ``SeedSequence([seed, 77]).spawn(n_scenes)`` (disjoint from the
     training scenes of seed 0), ``{"fit": first half, "check": second half}``."""
