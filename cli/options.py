@@ -56,8 +56,9 @@ coarse_collection_opt = click.option(
 refine_opt = click.option(
     "--refine", type=click.Choice(["none", "shipped", "scene"]), default="none", show_default=True,
     help="Hybrid prior + CNN refiner: shipped weights, or adapted to the pairs (scene, with 2 pairs). "
-    "With --method auto the prior is the Fit-FC + FSDAF ensemble (recommended). With shipped weights and 2+ "
-    "pairs, sigma's scale is fitted on the pairs predicting each other (tag `calibration`: scene_scale).",
+    "With --method auto the prior is the Fit-FC + FSDAF ensemble (recommended). With shipped weights, sigma's "
+    "scale is fitted on the pairs predicting each other (one pair, catalog mode: the pair and the nearest other "
+    "clear date; tag `calibration`: scene_scale, scene_dates).",
 )
 mc_samples_opt = click.option("--mc-samples", type=click.IntRange(1, 256), default=8, show_default=True,
                               help="Monte Carlo dropout passes of the refiner.")

@@ -64,6 +64,7 @@ def fuse(
     seed: int = 0,
     weights: PathLike | None = None,
     variance_scale: float = 1.0,
+    scene: tuple[xr.DataArray, xr.DataArray] | None = None,
 ) -> FusionResult:
     """Predict fine reflectance on the target day from pairs: the pure core.
 
@@ -83,6 +84,9 @@ def fuse(
     ``variance_scale``: multiply the variance by this factor too, a post-hoc calibration for your
     area (e.g. the scale ``stfuse evaluate --holdout`` fits on withheld Landsat dates); it is
     recorded in the tags (``calibration.user_variance_scale``).
+    ``scene``: ``(fine, coarse)`` (pair, band, y, x) the hybrid's variance scale is fitted on, in
+    time order; with one pair, the pair and another clear date (:func:`stfuse.pairs.evidence_day`;
+    what catalog mode uses). Default: the pairs (one pair: the fixed scale).
     """
     from .prior import changed_fraction, choose_method, method_for_day, predict as prior_predict
 
@@ -109,7 +113,13 @@ def fuse(
 
         prior = method_for_day(method, fine.sizes["pair"], hybrid=True)  # auto/estarfm -> the Fit-FC + FSDAF ensemble
         model = load_model(weights, bands=[str(b) for b in coarse_target.band.values]) if weights else None
-        hybrid = _hybrid_fn(prior, refine, fine, coarse, {}, device, options or {}, mc_samples, seed, base=model)
+        scene_arrays = None
+        if scene is not None:
+            dates = ([str(np.datetime_as_string(t, "D")) for t in scene[0]["pair"].values]
+                     if "pair" in scene[0].coords and np.issubdtype(scene[0]["pair"].dtype, np.datetime64) else None)
+            scene_arrays = (scene[0], scene[1], dates)
+        hybrid = _hybrid_fn(prior, refine, fine, coarse, {}, device, options or {}, mc_samples, seed, base=model,
+                            scene=scene_arrays)
         mean, variance = hybrid(*arrays)
         method = f"{hybrid.name}({refine})"
         record = hybrid.calibration(fine.sizes["pair"])  # already applied inside the hybrid

@@ -436,7 +436,9 @@ def holdout(
     ``starfm`` on days with one pair (as ``predict`` does). Dates that cannot be scored are
     listed in ``skipped`` with the reason. The whole area is held in memory (use a bbox for
     large scenes). ``keep_arrays``: keep truth/mean/sigma per day (for reports). ``refine``,
-    ``mc_samples``, ``seed``: score the hybrid instead of the prior alone (as :func:`stfuse.fuse`).
+    ``mc_samples``, ``seed``: score the hybrid instead of the prior alone (as :func:`stfuse.fuse`);
+    as in :func:`stfuse.predict`, a one-pair day's variance scale then follows the scene through
+    the nearest other clear date (:func:`stfuse.pairs.evidence_day`), never the withheld one.
     """
     import time
 
@@ -444,7 +446,7 @@ def holdout(
 
     from .api import fuse
     from .cube import read_errors
-    from .pairs import choose_pairs, usable_pair_days
+    from .pairs import choose_pairs, evidence_day, usable_pair_days
     from .prior import method_for_day
 
     if not 0 <= min_clear <= 1:
@@ -464,6 +466,7 @@ def holdout(
         )
     skipped: dict[dt.date, str] = {}
     plans: list[tuple[dt.date, tuple[dt.date, ...]]] = []
+    evidence: dict[dt.date, dt.date] = {}  # hybrid, one pair: another clear date for the variance scale (never the withheld one)
     for day in in_period:
         if cubes.fine_clear[day] < min_clear:
             skipped[day] = f"clear fraction {cubes.fine_clear[day]:.0%} < min_clear {min_clear:.0%}"
@@ -473,12 +476,15 @@ def holdout(
             pairs = choose_pairs(day, [d for d in usable if d != day], max_pairs=max_pairs, max_gap_days=max_gap_days)
             if pairs:
                 plans.append((day, pairs))
+                other = evidence_day(pairs[0], day, [d for d in usable if d != day]) if len(pairs) == 1 else None
+                if other is not None and refine != "none":
+                    evidence[day] = other
             else:
                 skipped[day] = "no other clear pair" + (f" within {max_gap_days} days" if max_gap_days else "")
     if not plans:
         reasons = "; ".join(f"{d}: {why}" for d, why in skipped.items())
         raise DataUnavailableError(f"no Landsat date can be withheld and predicted ({reasons}); widen the dates or lower --min-clear")
-    needed = sorted({d for day, pairs in plans for d in (day, *pairs)})
+    needed = sorted({d for day, pairs in plans for d in (day, *pairs)} | set(evidence.values()))
     times = [np.datetime64(d, "ns") for d in needed]
     with read_errors():
         fine, coarse = dask.compute(fine.sel(time=times), coarse.sel(time=times))
@@ -488,11 +494,14 @@ def holdout(
         day_method = method_for_day(method, len(pairs), hybrid=refine != "none")  # as stfuse.predict
         pair_times = [np.datetime64(d, "ns") for d in pairs]
         target_time = np.datetime64(day, "ns")
+        scene_times = sorted([*pair_times, np.datetime64(evidence[day], "ns")]) if day in evidence else None
         result = fuse(
             fine.reflectance.sel(time=pair_times).rename(time="pair"),
             coarse.reflectance.sel(time=pair_times).rename(time="pair"),
             coarse.reflectance.sel(time=target_time),
             method=day_method, device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed,
+            scene=None if scene_times is None else (fine.reflectance.sel(time=scene_times).rename(time="pair"),
+                                                    coarse.reflectance.sel(time=scene_times).rename(time="pair")),
         )
         truth = fine.reflectance.sel(time=target_time).transpose("band", "y", "x").values
         valid = fine.valid.sel(time=target_time).values

@@ -342,3 +342,28 @@ def test_timeseries_plot(tmp_path):
         timeseries_plot(series, None, [(1, 1)], tmp_path / "x.png", bands=["blue"])
     with pytest.raises(MissingFileError):
         timeseries_plot(tmp_path / "nowhere", None, [(1, 1)], tmp_path / "x.png")
+
+
+def test_holdout_hybrid_one_pair_days_take_evidence_never_the_withheld_date(monkeypatch):
+    """As in `stfuse predict`, the hybrid's one-pair days in a holdout fit their variance scale on
+    the pair and the nearest other clear date, which must never be the withheld (truth) date.
+    The spy records what reaches `stfuse.fuse` and runs the prior alone (fast)."""
+    import stfuse.api
+    from stfuse.evaluation import holdout
+
+    real_fuse, calls = stfuse.api.fuse, []
+
+    def spy(fine, coarse, coarse_target, *, scene=None, refine="none", **kwargs):
+        day = str(np.datetime_as_string(coarse_target["time"].values, "D"))
+        pairs = [str(np.datetime_as_string(t, "D")) for t in fine["pair"].values]
+        calls.append((day, pairs, None if scene is None else [str(np.datetime_as_string(t, "D")) for t in scene[0]["pair"].values],
+                      refine))
+        return real_fuse(fine, coarse, coarse_target, **{**kwargs, "method": "starfm"})
+
+    monkeypatch.setattr(stfuse.api, "fuse", spy)
+    result = holdout(catalog=SAMPLE, bbox=[float(v) for v in BBOX], start="2023-06-01", end="2023-07-31", bands=["red"],
+                     max_pairs=1, refine="shipped", keep_arrays=False)
+    assert len(result.days) == len(calls) >= 3
+    for day, pairs, scene, refine in calls:
+        assert refine == "shipped" and len(pairs) == 1 and day not in pairs
+        assert scene is not None and len(scene) == 2 and scene == sorted(scene) and pairs[0] in scene and day not in scene

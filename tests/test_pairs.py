@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from stfuse.errors import InputError
-from stfuse.pairs import choose_pairs, date_range, plan_days, usable_pair_days
+from stfuse.pairs import choose_pairs, date_range, evidence_day, plan_days, usable_pair_days
 
 D = dt.date
 
@@ -30,3 +30,21 @@ def test_no_pair_and_reversed_range_errors():
     with pytest.raises(InputError, match="reversed"):
         date_range(D(2023, 6, 2), D(2023, 6, 1))
     assert len(date_range(D(2023, 6, 1), D(2023, 6, 30))) == 30
+
+
+def test_single_pair_days_get_the_nearest_other_clear_date_as_evidence():
+    """A one-pair day's evidence date: the usable pair day nearest its pair, never the pair or the
+    target, the earlier on a tie, not limited by max_gap (it is not a pair); two-pair days get none."""
+    days = [D(2023, 6, 1), D(2023, 6, 17), D(2023, 7, 3), D(2023, 7, 19)]
+    assert evidence_day(D(2023, 7, 19), D(2023, 7, 25), days) == D(2023, 7, 3)
+    assert evidence_day(D(2023, 6, 17), D(2023, 6, 20), days) == D(2023, 6, 1)  # 16 days either side: the earlier
+    assert evidence_day(D(2023, 6, 17), D(2023, 7, 3), days) == D(2023, 6, 1)  # the target's own pair day is not evidence
+    assert evidence_day(D(2023, 6, 1), D(2023, 6, 5), [D(2023, 6, 1)]) is None
+    plans = plan_days([D(2023, 6, 10), D(2023, 7, 25), D(2023, 8, 20), D(2023, 9, 30)], days, max_gap_days=40)
+    assert [(p.pairs, p.evidence) for p in plans] == [
+        ((D(2023, 6, 1), D(2023, 6, 17)), None),
+        ((D(2023, 7, 19),), D(2023, 7, 3)),
+        ((D(2023, 7, 19),), D(2023, 7, 3)),
+    ]
+    one = plan_days([D(2023, 6, 10)], days, max_pairs=1)[0]
+    assert one.pairs == (D(2023, 6, 17),) and one.evidence == D(2023, 6, 1)

@@ -343,6 +343,35 @@ def test_two_pair_hybrid_variance_follows_the_scene_unless_adapted():
                                0.5 * fn.scene_scale * tile_raw, rtol=1e-5)
 
 
+def test_one_pair_variance_follows_the_scene_from_an_evidence_date():
+    """With one pair and a second clear date (catalog mode), the scale = the model's one-pair scene
+    factor x the scale the pair and that date ask for predicting each other; without one (the arrays
+    of a single pair) the fixed one-pair scale. Old checkpoints' `hybrid_scene_factor` counts for 2+ pairs."""
+    import xarray as xr
+
+    from stfuse.refine import scene_factor
+
+    fine, coarse, ct = _two_pairs()
+    meta = {"hybrid_variance_scales": {"1": 1.5, "2": 0.8}, "hybrid_scene_factors": {"1": 1.2, "2": 0.5}}
+    fn = HybridFn("ensemble", _random_head(Refiner(width=8)), mc_samples=1)
+    fn.model.meta = dict(meta)
+    evidence = xr.DataArray(fine, dims=("pair", "band", "y", "x"))  # date 1 = evidence, date 2 = the day's pair
+    scene = fn.fit_scene(evidence, coarse, n_pairs=1, dates=["2023-06-01", "2023-06-17"])
+    assert scene == pytest.approx(scene_variance_scale(fine, coarse, model=fn.model, mc_samples=1))
+    _, raw = hybrid_arrays(fine[1:], coarse[1:], ct, model=fn.model, mc_samples=1, variance_scale=1.0)
+    np.testing.assert_allclose(fn(fine[1:], coarse[1:], ct)[1], 1.2 * scene * raw, rtol=1e-5)
+    record = fn.calibration(1)
+    assert record["variance_scale"] == pytest.approx(1.2 * scene) and record["scene_factor"] == 1.2
+    assert record["scene_dates"] == ["2023-06-01", "2023-06-17"] and record["fitted_on"].startswith("this day's pair")
+    # the arrays of one pair hold no evidence: the fixed scale
+    np.testing.assert_allclose(hybrid_arrays(fine[1:], coarse[1:], ct, model=fn.model, mc_samples=1)[1], 1.5 * raw, rtol=1e-5)
+    assert fn.fit_scene(evidence[1:], coarse[1:], n_pairs=1) is None and fn.calibration(1)["variance_scale"] == 1.5
+    # a model without a one-pair factor (older checkpoints) keeps the fixed scale with one pair
+    fn.model.meta = {"hybrid_variance_scales": {"1": 1.5, "2": 0.8}, "hybrid_scene_factor": 0.5}
+    assert scene_factor(fn.model, 1) is None and scene_factor(fn.model, 2) == 0.5
+    assert fn.fit_scene(evidence, coarse, n_pairs=1) is None and fn.calibration(1)["variance_scale"] == 1.5
+
+
 def test_hybrid_fn_is_a_picklable_tile_function_equal_to_the_whole_image():
     import pickle
 
@@ -376,41 +405,45 @@ def test_shipped_weights_carry_hybrid_calibration():
 
 def test_catalog_predict_with_refiner_writes_hybrid_cogs(mini_catalog, tmp_path):
     """`stfuse predict --refine shipped` in catalog mode: the hybrid runs per day, tile by tile;
-    sigma/mean differ from the prior's (`stfuse.predict`)."""
+    sigma/mean differ from the prior's (`stfuse.predict`). The variance scale follows the scene:
+    on a two-pair day (06-21) from its pairs, on a one-pair day (06-22, on its pair's date) from
+    the pair and the nearest other clear date (06-06)."""
     import rasterio
     from click.testing import CliRunner
 
-    from conftest import MINI_SPEC
     from stfuse.api import predict
     from stfuse_cli.main import cli
 
-    day = MINI_SPEC.dates[9].isoformat()
-    common = dict(catalog=mini_catalog, start=day, end=day, bands=["red", "nir08"], method="auto", tile=64)
-    prior_cog = predict(out_dir=tmp_path / "prior", **common)[0]
-    args = ["predict", "--catalog", mini_catalog, "--start", day, "--end", day, "--bands", "red,nir08", "--method", "auto",
+    first, last = "2023-06-21", "2023-06-22"
+    common = dict(catalog=mini_catalog, start=first, end=last, bands=["red", "nir08"], method="auto", tile=64)
+    prior_cogs = predict(out_dir=tmp_path / "prior", **common)
+    args = ["predict", "--catalog", mini_catalog, "--start", first, "--end", last, "--bands", "red,nir08", "--method", "auto",
             "--tile", "64", "--refine", "shipped", "--mc-samples", "2", "--seed", "5", "-o", tmp_path / "hybrid", "-q"]
     result = CliRunner().invoke(cli, [str(a) for a in args])
     assert result.exit_code == 0, result.output
-    hybrid_cog = tmp_path / "hybrid" / prior_cog.name
-    with rasterio.open(prior_cog) as a, rasterio.open(hybrid_cog) as b:
-        pa, pb = a.read(), b.read()
-        tags = b.tags()
-    n = 2
-    assert np.isfinite(pb[: 2 * n]).all() and (pb[n : 2 * n] > 0).all()
-    assert not np.allclose(pa[n : 2 * n], pb[n : 2 * n])  # sigma
-    assert not np.allclose(pa[:n], pb[:n])  # mean (Fit-FC + FSDAF ensemble instead of the auto prior)
-    assert tags["refine"] == "shipped" and tags["seed"] == "5" and tags["mc_samples"] == "2"
-    assert tags["method"] == "fitfc+fsdaf+refiner(shipped)"
-    calibration = json.loads(tags["calibration"])  # the post-hoc variance scale applied, and what it was fitted on
-    n_pairs = len(json.loads(tags["pair_dates"]))
     shipped = load_model(None)
-    if n_pairs >= 2:  # the scale follows the scene: fitted once on the area's pairs predicting each other
-        assert calibration["scene_factor"] == shipped.meta["hybrid_scene_factor"] and calibration["scene_scale"] > 0
+    n = 2
+    seen = {}
+    for prior_cog in prior_cogs:
+        with rasterio.open(prior_cog) as a, rasterio.open(tmp_path / "hybrid" / prior_cog.name) as b:
+            pa, pb = a.read(), b.read()
+            tags = b.tags()
+        assert np.isfinite(pb[: 2 * n]).all() and (pb[n : 2 * n] > 0).all()
+        assert not np.allclose(pa[n : 2 * n], pb[n : 2 * n])  # sigma
+        assert not np.allclose(pa[:n], pb[:n])  # mean (Fit-FC + FSDAF ensemble instead of the auto prior)
+        assert tags["refine"] == "shipped" and tags["seed"] == "5" and tags["mc_samples"] == "2"
+        assert tags["method"] == "fitfc+fsdaf+refiner(shipped)"
+        calibration = json.loads(tags["calibration"])  # the post-hoc variance scale applied, and what it was fitted on
+        pair_dates = json.loads(tags["pair_dates"])
+        n_pairs = len(pair_dates)
+        seen[n_pairs] = calibration
+        assert calibration["scene_factor"] == shipped.meta["hybrid_scene_factors"][str(min(n_pairs, 2))]
+        assert calibration["scene_scale"] > 0
         assert calibration["variance_scale"] == pytest.approx(calibration["scene_factor"] * calibration["scene_scale"], rel=1e-3)
-        assert calibration["fitted_on"].startswith("this scene's pairs")
-    else:
-        assert calibration["variance_scale"] == hybrid_variance_scale(shipped, n_pairs)
-    assert "simulated" in calibration["fitted_on"] and set(calibration["member_variance_scales"]) == {"fitfc", "fsdaf"}
+        assert "simulated" in calibration["fitted_on"] and set(calibration["member_variance_scales"]) == {"fitfc", "fsdaf"}
+    assert seen[2]["scene_dates"] == ["2023-06-06", "2023-06-22"] and seen[2]["fitted_on"].startswith("this scene's pairs")
+    assert seen[1]["scene_dates"] == ["2023-06-06", "2023-06-22"] and seen[1]["fitted_on"].startswith("this day's pair")
+    assert seen[1]["scene_factor"] != seen[2]["scene_factor"]
 
 
 def test_predict_uses_a_user_checkpoint_and_refuses_one_for_other_bands(tmp_path):
@@ -500,7 +533,34 @@ def test_predict_refine_scene_adapts_to_two_pairs_and_records_the_calibration(tm
     assert cal_scene["member_variance_scales"] != cal_shipped["member_variance_scales"]
     shipped_model = load_model(None)
     assert cal_scene["variance_scale"] == hybrid_variance_scale(shipped_model, 2)  # adapted: the fixed scale
-    assert cal_shipped["scene_factor"] == shipped_model.meta["hybrid_scene_factor"]  # shipped: follows the scene
+    assert cal_shipped["scene_factor"] == shipped_model.meta["hybrid_scene_factors"]["2"]  # shipped: follows the scene
     assert cal_shipped["variance_scale"] == pytest.approx(cal_shipped["scene_factor"] * cal_shipped["scene_scale"], rel=1e-3)
     truth = images["target"]
     assert np.sqrt(np.mean((scene[:2] - truth) ** 2)) < np.sqrt(np.mean((images["f1"] - truth) ** 2))
+
+
+def test_fuse_one_pair_scene_evidence_sets_the_variance_scale():
+    """`stfuse.fuse(..., scene=(fine, coarse))` with one pair: sigma's scale is the shipped one-pair
+    scene factor x the scale the pair and the other date ask for (dates in the tag); without `scene`
+    the fixed one-pair scale. The mean does not change."""
+    import xarray as xr
+
+    from stfuse.api import fuse
+
+    fine, coarse, ct = _two_pairs()
+    times = np.array(["2023-06-01", "2023-06-17"], dtype="datetime64[ns]")
+    dims = ("pair", "band", "y", "x")
+    f = xr.DataArray(fine, dims=dims, coords={"pair": times})
+    c = xr.DataArray(coarse, dims=dims, coords={"pair": times})
+    target = xr.DataArray(ct, dims=dims[1:])
+    common = dict(method="auto", refine="shipped", mc_samples=1)
+    fixed = fuse(f[1:], c[1:], target, **common)
+    scened = fuse(f[1:], c[1:], target, scene=(f, c), **common)
+    cal_fixed, cal_scene = fixed.tags["calibration"], scened.tags["calibration"]
+    shipped = load_model(None)
+    assert cal_fixed["variance_scale"] == hybrid_variance_scale(shipped, 1) and "scene_scale" not in cal_fixed
+    assert cal_scene["scene_dates"] == ["2023-06-01", "2023-06-17"]
+    assert cal_scene["scene_factor"] == shipped.meta["hybrid_scene_factors"]["1"]
+    ratio = cal_scene["variance_scale"] / cal_fixed["variance_scale"]
+    np.testing.assert_allclose(scened.sigma.values ** 2, ratio * fixed.sigma.values ** 2, rtol=1e-4)
+    np.testing.assert_array_equal(scened.mean.values, fixed.mean.values)
