@@ -473,10 +473,11 @@ def holdout(
         elif day not in coarse_set:
             skipped[day] = "no coarse (MODIS) image that day"
         else:
-            pairs = choose_pairs(day, [d for d in usable if d != day], max_pairs=max_pairs, max_gap_days=max_gap_days)
+            others = [d for d in usable if d != day]  # never the withheld date
+            pairs = choose_pairs(day, others, max_pairs=max_pairs, max_gap_days=max_gap_days)
             if pairs:
                 plans.append((day, pairs))
-                other = evidence_day(pairs[0], day, [d for d in usable if d != day]) if len(pairs) == 1 else None
+                other = evidence_day(pairs[0], day, others) if len(pairs) == 1 else None
                 if other is not None and refine != "none":
                     evidence[day] = other
             else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence, TypeVar
 
 from .errors import InputError
 
@@ -54,11 +54,21 @@ def choose_pairs(target: dt.date, pair_days: Sequence[dt.date], *, max_pairs: in
     return tuple(sorted(chosen))
 
 
-def evidence_day(pair: dt.date, target: dt.date, pair_days: Sequence[dt.date]) -> dt.date | None:
+Day = TypeVar("Day", dt.date, int)
+
+
+def pairs_key(n_pairs: int) -> str:
+    """Key of the tables kept per number of pairs (variance scales and factors): ``"1"`` for one
+    pair, ``"2"`` for two or more."""
+    return str(min(max(int(n_pairs), 1), 2))
+
+
+def evidence_day(pair: Day, target: Day, pair_days: Sequence[Day]) -> Day | None:
     """The usable pair day nearest ``pair`` other than ``pair`` and ``target`` (the earlier on a
-    tie); None when there is none. Not limited by ``max_gap_days``: it is not a pair of the day."""
+    tie); None when there is none. Not limited by ``max_gap_days``: it is not a pair of the day.
+    Dates, or indices of a regular series (the simulated calibration days)."""
     others = [d for d in pair_days if d not in (pair, target)]
-    return min(others, key=lambda d: (abs((d - pair).days), d)) if others else None
+    return min(others, key=lambda d: (abs(d - pair), d)) if others else None
 
 
 def plan_days(targets: Sequence[dt.date], pair_days: Sequence[dt.date], *, max_pairs: int = 2, max_gap_days: int | None = None) -> list[Plan]:

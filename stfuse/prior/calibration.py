@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..pairs import pairs_key
+
 SCALES_PATH = Path(__file__).resolve().with_name("variance_scales.json")
 SETTINGS: dict[str, Any] = {"n_scenes": 160, "seed": 1, "size": 128, "method": "coverage_pair"}
 """Scenes of the fit (the same as the hybrid's calibration) and the fitting rule."""
@@ -34,14 +36,10 @@ def _stored() -> dict[str, Any]:
     return json.loads(SCALES_PATH.read_text()) if SCALES_PATH.exists() else {}
 
 
-def _pairs_key(n_pairs: int) -> str:
-    return str(min(max(int(n_pairs), 1), 2))
-
-
 def variance_scale(method: str, n_pairs: int) -> float:
     """The factor for prior ``method`` run with ``n_pairs`` pairs (2 for 2 or more); 1.0 when
     none was fitted (an unknown method, or ``variance_scales.json`` missing)."""
-    value = (_stored().get("scales", {}).get(method) or {}).get(_pairs_key(n_pairs))
+    value = (_stored().get("scales", {}).get(method) or {}).get(pairs_key(n_pairs))
     return float(value) if value else 1.0
 
 
@@ -72,7 +70,7 @@ def fit_scales(n_scenes: int = 160, seed: int = 1, size: int = 128, method: str 
     parts: dict[tuple[str, str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for split, days in calibration_days(n_scenes, seed, size).items():
         for fine, coarse, target, truth, _ in days:
-            n_pairs = _pairs_key(fine.shape[0])
+            n_pairs = pairs_key(fine.shape[0])
             for name in ("starfm", "fitfc", "fsdaf", *(("estarfm",) if fine.shape[0] == 2 else ())):
                 mean, var = predict(fine, coarse, target, method=name)
                 ok = np.isfinite(mean) & np.isfinite(var) & np.isfinite(truth)

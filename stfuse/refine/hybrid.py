@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..pairs import pairs_key
 from .members import CORRECTION_WEIGHT, ENSEMBLE, _prior_name, resolve_members
 from .network import Refiner, halo, load_model, refine
 from .training import train_self_supervised
@@ -29,11 +30,10 @@ def scene_factor(model: Refiner, n_pairs: int) -> float | None:
     fitted on held-out simulated days, :func:`fit_hybrid_scales`); None when it has none.
     Checkpoints made before one-pair factors existed carry ``hybrid_scene_factor`` (2+ pairs)."""
     meta = getattr(model, "meta", {}) or {}
-    key = str(min(max(int(n_pairs), 1), 2))
     factors = dict(meta.get("hybrid_scene_factors") or {})
     if "hybrid_scene_factor" in meta:
         factors.setdefault("2", meta["hybrid_scene_factor"])
-    value = factors.get(key)
+    value = factors.get(pairs_key(n_pairs))
     return float(value) if value else None
 
 
@@ -49,7 +49,7 @@ def hybrid_variance_scale(model: Refiner, n_pairs: int, scene_scale: float | Non
     if scene_scale is not None and uses_scene_calibration(model, n_pairs):
         return float(scene_factor(model, n_pairs)) * float(scene_scale)  # type: ignore[arg-type]
     scales = meta.get("hybrid_variance_scales") or {}
-    value = scales.get(str(min(max(int(n_pairs), 1), 2)))
+    value = scales.get(pairs_key(n_pairs))
     return float(value) if value else 1.0
 
 
@@ -227,7 +227,7 @@ def hybrid_arrays(
     if variance_scale is None:
         scene = (scene_variance_scale(fine, coarse, prior_fn=prior_fn, model=mdl, mc_samples=mc_samples, seed=seed,
                                       device=device, prior_options=prior_options)
-                 if fine.shape[0] >= 2 and uses_scene_calibration(mdl, fine.shape[0]) else None)
+                 if uses_scene_calibration(mdl, fine.shape[0]) else None)
         variance_scale = hybrid_variance_scale(mdl, fine.shape[0], scene)
     return mean.astype(np.float32), (var * np.float32(variance_scale)).astype(np.float32)
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..pairs import evidence_day
 from .members import PriorFn, _prior_name, resolve_members, resolve_prior
 from .network import FORWARD_TILE, THREADS, Features, Refiner, _forward_tiled, _predict_single, build_features, load_model
 
@@ -617,8 +618,7 @@ def simulated_days(seeds: Sequence[int], size: int) -> list[SimulatedDay]:
         after = [i for i in clear if i > j][:3]
         i, k = int(rng.choice(before)), int(rng.choice(after))
         single = int(rng.choice([i, k]))
-        e = min((c for c in clear if c not in (single, j)), key=lambda c: (abs(c - single), c))
-        both = sorted((single, e))
+        both = sorted((single, evidence_day(single, j, clear)))  # clear has 3+ dates: never None
         out.append(SimulatedDay(fine[[single]], coarse[[single]], coarse[j], fine[j], (fine[both], coarse[both])))
         out.append(SimulatedDay(fine[[i, k]], coarse[[i, k]], coarse[j], fine[j]))
     return out
