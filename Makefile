@@ -27,16 +27,16 @@ sample: $(STAMP)
 	$(BIN)/stfuse sample -o sample_scenes --overwrite
 
 bench: $(STAMP)
-	$(BIN)/python -m stfuse.bench --out docs/benchmarks.md
+	$(BIN)/python tools/bench.py --out docs/benchmarks.md
 
 report: $(STAMP)
-	$(BIN)/python -m stfuse.report docs/images --work out/report
+	$(BIN)/python -m stfuse.evaluate.report docs/images --work out/report
 
 weights: $(STAMP)
 	$(BIN)/stfuse train --synthetic --seed 0 -o stfuse/weights/refiner.pt --overwrite
 
 calibration: $(STAMP)
-	$(BIN)/python -m stfuse.prior.calibration
+	$(BIN)/python -m stfuse.fusion.prior.calibration
 
 region: $(STAMP)
 	@test -n "$(REGION)" || { echo "usage: make region REGION=name   (one of: $(REGIONS))"; exit 2; }

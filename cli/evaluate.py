@@ -92,7 +92,7 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
             raise InputError("--task needs --benchmarks DIR, the folder holding MANIFEST.json (e.g. ../shared/benchmarks)")
         if output is not None and output.suffix.lower() not in (".tif", ".tiff"):
             raise InputError(f"with --task, -o is the prediction file and must end in .tif, got {output}")
-        from stfuse.evaluation import evaluate_task
+        from stfuse.evaluate.tasks import evaluate_task
 
         from .predict import _resolve_device
 
@@ -112,12 +112,12 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
         raise InputError(f"--{predicting[0]} applies to --task and --holdout (PREDICTION TRUTH scores an existing file)")
     if output is not None:
         raise InputError("-o applies to --task and --holdout; use --report DIR for figures of PREDICTION vs TRUTH")
-    from stfuse.evaluation import evaluate_files
+    from stfuse.evaluate.files import evaluate_files
 
     prediction, truth = files
     result = evaluate_files(prediction, truth)
     if report_dir is not None:
-        from stfuse.report import evaluation_report
+        from stfuse.evaluate.report import evaluation_report
 
         evaluation_report(prediction, truth, report_dir, result=result, overwrite=overwrite)
     _print_scores(result, as_json)
@@ -137,7 +137,7 @@ def _json_ready(value: Any) -> Any:
 
 
 def _print_scores(result: dict[str, Any], as_json: bool, header: str | None = None) -> None:
-    from stfuse.metrics import format_table
+    from stfuse.evaluate.metrics import format_table
 
     if as_json:
         click.echo(json.dumps(result, indent=1))
@@ -153,7 +153,7 @@ def _print_scores(result: dict[str, Any], as_json: bool, header: str | None = No
 def _holdout(*, output: Path | None, report_dir: Path | None, predictions: bool, device: str, overwrite: bool,
              as_json: bool, quiet: bool, **query: Any) -> None:
     from stfuse.errors import OutputError
-    from stfuse.evaluation import format_holdout, holdout, write_holdout
+    from stfuse.evaluate.holdout import format_holdout, holdout, write_holdout
 
     from .predict import _resolve_device
 
@@ -171,7 +171,7 @@ def _holdout(*, output: Path | None, report_dir: Path | None, predictions: bool,
     if output is not None:
         written += write_holdout(result, output, predictions=predictions, overwrite=overwrite)
     if report_dir is not None:
-        from stfuse.report import holdout_report
+        from stfuse.evaluate.report import holdout_report
 
         written.append(holdout_report(result, report_dir, overwrite=overwrite))
     if as_json:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from stfuse.sensors import BANDS
+from stfuse.data.sensors import BANDS
 
 
 def _split_bands(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:

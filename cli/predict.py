@@ -64,7 +64,7 @@ def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, o
     2 all pairs cloudy, 4 large change), with a STAC item (.json) beside each file.
     """
     from stfuse.api import predict as run_catalog, predict_files
-    from stfuse.catalog import parse_date
+    from stfuse.data.catalog import parse_date
     from stfuse.errors import InputError
 
     device = _resolve_device(device)

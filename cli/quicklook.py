@@ -28,7 +28,7 @@ def quicklook(raster: Path, output: Path | None, bands: str | None, percentiles:
       stfuse quicklook out/stfuse_2023-06-14.tif -o nir.png --bands nir08,red,green
     One PNG pixel per raster pixel (decimated above --max-size); nodata is transparent.
     """
-    from stfuse.report import quicklook as render
+    from stfuse.evaluate.report import quicklook as render
 
     out = output or raster.with_suffix(".png")
     names = [b.strip() for b in bands.split(",") if b.strip()] if bands else None

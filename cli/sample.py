@@ -17,8 +17,8 @@ def sample(out_dir: Path, seed: int, overwrite: bool) -> None:
     """Write a simulated Landsat + MODIS STAC catalog of COGs (deterministic per seed)."""
     from dataclasses import replace
 
-    from stfuse.sample import write_sample_catalog
-    from stfuse.synth import SceneSpec
+    from stfuse.sim.sample import write_sample_catalog
+    from stfuse.sim.synth import SceneSpec
 
     path = write_sample_catalog(out_dir, replace(SceneSpec(), seed=seed), overwrite=overwrite)
     click.echo(f"wrote {path}")

@@ -22,10 +22,10 @@ from .options import coarse_collection_opt, json_opt
 def search(catalog, bbox, aoi, start, end, max_cloud, coarse_collection, as_json) -> None:
     """List the fine (Landsat) and coarse (MODIS) items a query finds: date, sensor, platform,
     cloud cover and item id (``--json`` for machines)."""
-    from stfuse import catalog as cat
-    from stfuse.sensors import COLLECTIONS, PROVIDERS
+    from stfuse.data import catalog as cat
+    from stfuse.data.sensors import COLLECTIONS, PROVIDERS
 
-    query = cat.Query(
+    query = cat.SearchQuery(
         start=cat.parse_date(start, name="--start") if start else None,
         end=cat.parse_date(end, name="--end") if end else None,
         bbox=cat.check_bbox(bbox) if bbox else None,

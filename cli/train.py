@@ -31,7 +31,7 @@ def train(synthetic: bool, pairs, method: str, init: Path | None, seed: int, ste
     import numpy as np
 
     from stfuse.errors import InputError, OutputError
-    from stfuse.refine import adapt_model, make_shipped_weights, save_checkpoint
+    from stfuse.fusion.refine import adapt_model, make_shipped_weights, save_checkpoint
 
     if output.exists() and not overwrite:
         raise OutputError(f"{output} already exists; pass --overwrite to replace it")
@@ -43,7 +43,7 @@ def train(synthetic: bool, pairs, method: str, init: Path | None, seed: int, ste
         return
     if len(pairs) < 2:
         raise InputError("self-supervised training needs at least two pairs (it predicts one pair from another)")
-    from stfuse.io import check_same_grid, read_reflectance
+    from stfuse.output.io import check_same_grid, read_reflectance
 
     arrays = {}
     for fine, coarse in pairs:

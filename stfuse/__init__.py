@@ -30,7 +30,7 @@ _LAZY = {
     "predict_files": "stfuse.api",
     "fuse": "stfuse.api",
     "FusionResult": "stfuse.api",
-    "evaluate_files": "stfuse.evaluation",
+    "evaluate_files": "stfuse.evaluate.files",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 import numpy as np
 import xarray as xr
 
-from . import __version__
-from .errors import DataUnavailableError, InputError, OutputError
-from .sensors import BANDS, check_bands
+from stfuse import __version__
+from stfuse.errors import DataUnavailableError, InputError, OutputError
+from stfuse.data.sensors import BANDS, check_bands
 
 if TYPE_CHECKING:
-    from .quality import Thresholds
+    from stfuse.fusion.quality import Thresholds
 
 log = logging.getLogger("stfuse")
 
@@ -74,21 +74,21 @@ def fuse(
 
     ``refine``: ``"none"`` (prior only), ``"shipped"`` (the CNN refiner with the weights that
     ship with stfuse) or ``"scene"`` (the refiner first adapted to these pairs, self-supervised,
-    when there are two or more; see :mod:`stfuse.refine`). With a refiner, ``method`` ``auto``
-    (or ``estarfm``) uses the Fit-FC + FSDAF ensemble (:func:`stfuse.refine.predict_hybrid`),
+    when there are two or more; see :mod:`stfuse.fusion.refine`). With a refiner, ``method`` ``auto``
+    (or ``estarfm``) uses the Fit-FC + FSDAF ensemble (:func:`stfuse.fusion.refine.predict_hybrid`),
     any other method is refined alone. The refiner runs ``mc_samples`` Monte Carlo dropout
     passes; ``seed`` makes everything reproducible. ``weights``: a refiner checkpoint (from
     ``stfuse train``) instead of the shipped weights; one trained for other bands is refused.
     A prior's variance is multiplied by its factor fitted on simulated days
-    (:mod:`stfuse.prior.calibration`; the hybrid has its own), recorded in the ``calibration`` tag.
+    (:mod:`stfuse.fusion.prior.calibration`; the hybrid has its own), recorded in the ``calibration`` tag.
     ``variance_scale``: multiply the variance by this factor too, a post-hoc calibration for your
     area (e.g. the scale ``stfuse evaluate --holdout`` fits on withheld Landsat dates); it is
     recorded in the tags (``calibration.user_variance_scale``).
     ``scene``: ``(fine, coarse)`` (pair, band, y, x) the hybrid's variance scale is fitted on, in
-    time order; with one pair, the pair and another clear date (:func:`stfuse.pairs.evidence_day`;
+    time order; with one pair, the pair and another clear date (:func:`stfuse.fusion.pairs.evidence_day`;
     what catalog mode uses). Default: the pairs (one pair: the fixed scale).
     """
-    from .prior import changed_fraction, choose_method, method_for_day, predict as prior_predict
+    from stfuse.fusion.prior import changed_fraction, choose_method, method_for_day, predict as prior_predict
 
     if method == "auto" and refine == "none":
         method = choose_method(fine.sizes["pair"], changed_fraction(coarse.values, coarse_target.values))
@@ -103,13 +103,13 @@ def fuse(
     )
     tags: dict[str, Any] = {"options": options or {}, "refine": refine, "seed": seed}
     if refine == "none":
-        from .prior.calibration import calibration_record
+        from stfuse.fusion.prior.calibration import calibration_record
 
         mean, variance = prior_predict(*arrays, method=method, device=device, **(options or {}))
         record = calibration_record(method, fine.sizes["pair"])
         variance = variance * np.float32(record["variance_scale"])  # the prior's factor from simulated days
     else:
-        from .refine import load_model
+        from stfuse.fusion.refine import load_model
 
         prior = method_for_day(method, fine.sizes["pair"], hybrid=True)  # auto/estarfm -> the Fit-FC + FSDAF ensemble
         model = load_model(weights, bands=[str(b) for b in coarse_target.band.values]) if weights else None
@@ -189,7 +189,7 @@ def predict_files(
     float32 COG (reflectance bands, then ``<band>_sigma`` bands) and a STAC item beside it
     (``out`` with suffix ``.json``). Returns the COG path. Other arguments as :func:`fuse`.
     """
-    from .io import check_same_grid, crs_of, read_reflectance, transform_of, write_prediction_cog, write_stac_item
+    from stfuse.output.io import check_same_grid, crs_of, read_reflectance, transform_of, write_prediction_cog, write_stac_item
 
     if not pairs:
         raise InputError("give at least one pair: --pair FINE.tif COARSE.tif")
@@ -251,7 +251,7 @@ def _prior_fn(method: str, device: str, options: dict[str, Any]):
     """A picklable ``fn(fine, coarse, target) -> (mean, variance)`` for tiles."""
     from functools import partial
 
-    from .prior import predict as prior_predict
+    from stfuse.fusion.prior import predict as prior_predict
 
     return partial(prior_predict, method=method, device=device, **options)
 
@@ -259,14 +259,14 @@ def _prior_fn(method: str, device: str, options: dict[str, Any]):
 def _hybrid_fn(method: str, refine: str, pair_fine: xr.DataArray, pair_coarse: xr.DataArray, models: dict[Any, Any],
                device: str, options: dict[str, Any], mc_samples: int, seed: int, base: Any = None,
                scene: tuple[xr.DataArray, xr.DataArray, list[str]] | None = None):
-    """The tile function of the hybrid for one day (:func:`stfuse.refine.hybrid_fn`). With
+    """The tile function of the hybrid for one day (:func:`stfuse.fusion.refine.hybrid_fn`). With
     ``refine="scene"`` and 2+ pairs the model is adapted once to those pairs (the whole area,
     self-supervised) and reused for every day with the same pairs (cached in ``models``), and
     likewise the variance scale fitted on the ``scene`` images ``(fine, coarse, dates)``: the
-    pairs, or with one pair the pair and its evidence date (:meth:`stfuse.refine.HybridFn.fit_scene`;
-    default: the pairs). ``method``: the day's prior (:func:`stfuse.prior.method_for_day` with
+    pairs, or with one pair the pair and its evidence date (:meth:`stfuse.fusion.refine.HybridFn.fit_scene`;
+    default: the pairs). ``method``: the day's prior (:func:`stfuse.fusion.prior.method_for_day` with
     ``hybrid``). ``base``: the starting refiner (a user checkpoint; None = shipped weights)."""
-    from .refine import adapt_model, hybrid_fn
+    from stfuse.fusion.refine import adapt_model, hybrid_fn
 
     prior = method
     key = (prior, tuple(str(t) for t in pair_fine["pair"].values) if "pair" in pair_fine.coords else id(pair_fine))
@@ -330,30 +330,30 @@ def predict(
     ``bbox``: lon/lat; or ``aoi``: a GeoJSON geometry dict or file. ``formats``: ``cog``
     (``out_dir/stfuse_YYYY-MM-DD.tif`` + a STAC item ``.json`` each) and/or ``zarr``
     (``out_dir/stfuse.zarr``, dims time, band, y, x). Work is tiled (``tile`` pixels plus the
-    method's halo) and run on ``scheduler`` (see :func:`stfuse.tiling.dask_scheduler`).
-    ``resume`` skips days already complete. Doubtful days (see :mod:`stfuse.quality`) are
+    method's halo) and run on ``scheduler`` (see :func:`stfuse.output.tiling.dask_scheduler`).
+    ``resume`` skips days already complete. Doubtful days (see :mod:`stfuse.fusion.quality`) are
     written with warnings in their tags and a per-pixel ``quality`` band; ``strict`` refuses
     them instead. ``cache``: a folder where the loaded cubes are kept as Zarr and reused by
-    later runs of the same query (see :func:`stfuse.cube.load_cubes`). ``coarse_collection``:
+    later runs of the same query (see :func:`stfuse.data.cube.load_cubes`). ``coarse_collection``:
     ``modis-43A4-061`` (MCD43A4 NBAR, default) or ``modis-09GA-061`` (MOD09GA). ``refine``,
     ``mc_samples``, ``seed``: as in :func:`fuse`; with a refiner each day runs the hybrid tile
-    by tile (:func:`stfuse.refine.hybrid_fn`; ``scene`` adapts the model once per set of pairs)
+    by tile (:func:`stfuse.fusion.refine.hybrid_fn`; ``scene`` adapts the model once per set of pairs)
     and its tags record ``refine``/``seed``/``mc_samples``; ``weights``: a refiner checkpoint
     instead of the shipped weights (checked against ``bands`` first). ``variance_scale``:
     as in :func:`fuse`. Returns the written paths (COGs in date order, then the Zarr store).
     """
-    from .cube import load_cubes, read_errors
-    from .pairs import date_range, plan_days, usable_pair_days
-    from .prior import halo as prior_halo, method_for_day
-    from .prior.calibration import calibration_record as prior_calibration
-    from .quality import QUALITY_BITS, Thresholds, assess, quality_band
-    from .tiling import dask_scheduler, predict_tiled
+    from stfuse.data.cube import load_cubes, read_errors
+    from stfuse.fusion.pairs import date_range, plan_days, usable_pair_days
+    from stfuse.fusion.prior import halo as prior_halo, method_for_day
+    from stfuse.fusion.prior.calibration import calibration_record as prior_calibration
+    from stfuse.fusion.quality import QUALITY_BITS, Thresholds, assess, quality_band
+    from stfuse.output.tiling import dask_scheduler, predict_tiled
 
     bands = check_bands(bands or BANDS)
     _check_refine(refine, weights)
     _check_variance_scale(variance_scale)
     if weights is not None:
-        from .refine import load_model
+        from stfuse.fusion.refine import load_model
 
         base_model = load_model(weights, bands=bands)  # refused here, before any search, if its bands differ
     else:
@@ -406,7 +406,7 @@ def predict(
             raise OutputError(f"{existing[0]} already exists; pass --overwrite to replace or --resume to continue")
     from rasterio.crs import CRS as RioCRS
 
-    from .io import (create_zarr_output, mark_zarr_day_complete, write_prediction_cog, write_stac_item, write_zarr_tiles,
+    from stfuse.output.io import (create_zarr_output, mark_zarr_day_complete, write_prediction_cog, write_stac_item, write_zarr_tiles,
                      zarr_completed_days, compute_blocks)
 
     out_crs = RioCRS.from_wkt(geobox.crs.to_wkt())
@@ -506,7 +506,7 @@ def predict(
                 progress(done, len(todo), label)
     if "cog" in formats:
         outputs += [cog_paths[p.target] for p in plans]
-        from .io import write_run_collection
+        from stfuse.output.io import write_run_collection
 
         write_run_collection(out_dir, [cog_paths[p.target].with_suffix(".json") for p in plans],
                              description=f"stfuse {method} predictions from {catalog or 'sample_scenes'}",

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, MissingFileError
+from stfuse.errors import InputError, MissingFileError
 
 _PASSED = ("bands", "max_pairs", "min_clear", "max_gap_days", "crs", "tile", "refine", "mc_samples", "seed", "variance_scale")
 """Keys passed as they are to :func:`stfuse.predict` (checked there)."""
@@ -57,7 +57,7 @@ def load_region(path: str | os.PathLike[str]) -> dict[str, Any]:
     }
     if kwargs["catalog"] is not None and not str(kwargs["catalog"]).startswith(("http://", "https://")):
         local = (path.parent / str(kwargs["catalog"]))
-        from .sensors import PROVIDERS
+        from stfuse.data.sensors import PROVIDERS
 
         if str(kwargs["catalog"]) not in PROVIDERS:
             kwargs["catalog"] = str(local if local.exists() else Path(str(kwargs["catalog"])))
@@ -76,7 +76,7 @@ def load_region(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def run_region(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], **overrides: Any) -> list[Path]:
     """Run a region file into ``out_dir`` with ``resume=True``; returns the written paths."""
-    from .api import predict
+    from stfuse.api import predict
 
     kwargs = load_region(path)
     kwargs.pop("name")

@@ -46,7 +46,7 @@ def write_tif(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32614", t
     return path
 
 
-from stfuse.synth import SceneSpec  # noqa: E402
+from stfuse.sim.synth import SceneSpec  # noqa: E402
 
 MINI_SPEC = SceneSpec(height=64, width=64, n_days=24, seed=7, cloud_fraction=0.15, change_day=12)
 """A small simulated scene (64 x 64 px, 24 days) for catalog/API tests."""
@@ -55,7 +55,7 @@ MINI_SPEC = SceneSpec(height=64, width=64, n_days=24, seed=7, cloud_fraction=0.1
 @pytest.fixture(scope="session")
 def mini_catalog(tmp_path_factory) -> Path:
     """A static STAC catalog of :data:`MINI_SPEC` written by the sample writer."""
-    from stfuse.sample import write_sample_catalog
+    from stfuse.sim.sample import write_sample_catalog
 
     root = tmp_path_factory.mktemp("mini")
     write_sample_catalog(root, MINI_SPEC, overwrite=True)
@@ -65,7 +65,7 @@ def mini_catalog(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def files(mini_catalog):
     """A loopback HTTP range server over the mini catalog."""
-    from stfuse.testing import serve_files
+    from stfuse.sim.testing import serve_files
 
     with serve_files(mini_catalog) as server:
         yield server
@@ -74,7 +74,7 @@ def files(mini_catalog):
 @pytest.fixture(scope="session")
 def api(mini_catalog, files, tmp_path_factory):
     """A real STAC API (rustac) on 127.0.0.1 with the mini catalog's items, assets over HTTP."""
-    from stfuse.testing import http_items, rustac_executable, serve_stac_api
+    from stfuse.sim.testing import http_items, rustac_executable, serve_stac_api
 
     if rustac_executable() is None:
         pytest.skip("rustac not installed (pip install rustac)")

@@ -21,7 +21,7 @@ import pytest
 from affine import Affine
 from click.testing import CliRunner
 
-from stfuse import catalog as cat
+from stfuse.data import catalog as cat
 from stfuse_cli.main import cli
 
 from conftest import MINI_SPEC, write_tif
@@ -221,7 +221,7 @@ def test_24_item_id_with_path_traversal(mini_catalog, tmp_path):
     assert result.exit_code == 0, result.output
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file() and "hostile" not in p.parts}
     assert written == {"out"}
-    from stfuse.io import safe_filename
+    from stfuse.output.io import safe_filename
 
     assert safe_filename("../../../../escape-x") == "escape-x"
 
@@ -240,7 +240,7 @@ def _remote_args(url: str, out: Path) -> list:
 
 
 def test_25_stac_500_then_success(api, fast_retries, tmp_path):
-    from stfuse.testing import Faults, serve_proxy
+    from stfuse.sim.testing import Faults, serve_proxy
 
     with serve_proxy(api.url, faults=Faults(fail_first=2)) as proxy:
         result = run(*_remote_args(proxy.url, tmp_path / "o"))
@@ -249,7 +249,7 @@ def test_25_stac_500_then_success(api, fast_retries, tmp_path):
 
 
 def test_26_stac_always_500(api, fast_retries, tmp_path):
-    from stfuse.testing import Faults, serve_proxy
+    from stfuse.sim.testing import Faults, serve_proxy
 
     with serve_proxy(api.url, faults=Faults(fail_first=10**6)) as proxy:
         assert_clean_error(run(*_remote_args(proxy.url, tmp_path / "o")), 4, "answered HTTP 500 (3 tries)")
@@ -257,7 +257,7 @@ def test_26_stac_always_500(api, fast_retries, tmp_path):
 
 
 def test_27_slow_stac_server_times_out(api, fast_retries, tmp_path):
-    from stfuse.testing import Faults, serve_proxy
+    from stfuse.sim.testing import Faults, serve_proxy
 
     with serve_proxy(api.url, faults=Faults(delay_s=3)) as proxy:
         start = time.monotonic()
@@ -273,11 +273,11 @@ def test_28_empty_search(api, tmp_path):
 
 def test_29_asset_404_names_item_and_asset(mini_catalog, tmp_path):
     # a server of its own: GDAL caches what earlier tests read from the shared one
-    from stfuse.testing import http_items, serve_files, serve_stac_api
+    from stfuse.sim.testing import http_items, serve_files, serve_stac_api
 
     with serve_files(mini_catalog) as files:
         with serve_stac_api(http_items(mini_catalog / "catalog.json", files.url, mini_catalog, tmp_path / "items")) as api:
-            found = cat.search(api.url, cat.Query(), ["landsat-c2-l2"])
+            found = cat.search(api.url, cat.SearchQuery(), ["landsat-c2-l2"])
             item = found["landsat-c2-l2"][0]
             files.faults.missing.add(item.assets["red"].href.split(files.url + "/")[1])
             result = run(*_remote_args(api.url, tmp_path / "o"))
@@ -288,7 +288,7 @@ def test_29_asset_404_names_item_and_asset(mini_catalog, tmp_path):
 
 def test_30_signed_url_token_never_printed(api, files, mini_catalog, tmp_path):
     """Asset hrefs carrying a SAS-like token: errors mention the asset but not the token."""
-    from stfuse.testing import http_items, serve_stac_api
+    from stfuse.sim.testing import http_items, serve_stac_api
 
     items_dir = tmp_path / "items"
     paths = http_items(mini_catalog / "catalog.json", files.url, mini_catalog, items_dir)
@@ -341,7 +341,7 @@ def test_32_sigterm_mid_run_keeps_finished_removes_partial(tmp_path):
 
 
 def test_33_stac_429_with_retry_after_then_success(api, fast_retries, tmp_path):
-    from stfuse.testing import Faults, serve_proxy
+    from stfuse.sim.testing import Faults, serve_proxy
 
     with serve_proxy(api.url, faults=Faults(fail_first=2, fail_status=429, retry_after="1")) as proxy:
         start = time.monotonic()
@@ -353,7 +353,7 @@ def test_33_stac_429_with_retry_after_then_success(api, fast_retries, tmp_path):
 
 
 def test_34_stac_always_429_is_bounded_and_reported(api, monkeypatch, tmp_path):
-    from stfuse.testing import Faults, serve_proxy
+    from stfuse.sim.testing import Faults, serve_proxy
 
     monkeypatch.setattr(cat, "RETRY", cat.RetryPolicy(timeout=1.0, retries=2, backoff=0.05, max_retry_after=0.5))
     with serve_proxy(api.url, faults=Faults(fail_first=10**6, fail_status=429, retry_after="3600")) as proxy:
@@ -371,7 +371,7 @@ def own_servers(mini_catalog, tmp_path):
     read from the shared ones); ``token`` is appended to every asset href when given."""
     from contextlib import ExitStack
 
-    from stfuse.testing import http_items, serve_files, serve_stac_api
+    from stfuse.sim.testing import http_items, serve_files, serve_stac_api
 
     stack = ExitStack()
 
@@ -394,7 +394,7 @@ def own_servers(mini_catalog, tmp_path):
 
 def test_35_truncated_remote_download_names_item_and_asset(own_servers, tmp_path):
     files, api = own_servers()
-    item = cat.search(api.url, cat.Query(), ["landsat-c2-l2"])["landsat-c2-l2"][0]
+    item = cat.search(api.url, cat.SearchQuery(), ["landsat-c2-l2"])["landsat-c2-l2"][0]
     files.faults.short_body.add(item.assets["red"].href.split(files.url + "/")[1])  # Content-Length says more than is sent
     result = run(*_remote_args(api.url, tmp_path / "o"))
     assert_clean_error(result, 4, "cut short")
@@ -419,7 +419,7 @@ class FakeSigner:
 
 
 def _signed_provider(monkeypatch, url: str, signer: FakeSigner) -> str:
-    from stfuse.sensors import PROVIDERS
+    from stfuse.data.sensors import PROVIDERS
 
     monkeypatch.setitem(PROVIDERS, "loopback-pc", {"url": url, "fine": "landsat-c2-l2", "coarse": "modis-43A4-061", "sign": "fake"})
     monkeypatch.setitem(cat.SIGNERS, "fake", signer)
@@ -469,7 +469,7 @@ def test_39_a_download_cut_once_is_retried(own_servers, tmp_path):
     files, api = own_servers()
     assert run(*_remote_args(api.url, tmp_path / "clean")).exit_code == 0
     files, api = own_servers()  # fresh servers: nothing cached by GDAL
-    item = cat.search(api.url, cat.Query(), ["landsat-c2-l2"])["landsat-c2-l2"][0]
+    item = cat.search(api.url, cat.SearchQuery(), ["landsat-c2-l2"])["landsat-c2-l2"][0]
     files.faults.cut_once.add(item.assets["red"].href.split(files.url + "/")[1])
     result = run(*_remote_args(api.url, tmp_path / "o"))
     assert result.exit_code == 0, result.output

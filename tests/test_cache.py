@@ -18,9 +18,9 @@ import pytest
 import rasterio
 import xarray as xr
 
-from stfuse.cube import COMPLETE, load_cubes
-from stfuse.evaluation import load_catalog_cubes
-from stfuse.testing import rustac_executable
+from stfuse.data.cube import COMPLETE, load_cubes
+from stfuse.evaluate.holdout import load_catalog_cubes
+from stfuse.sim.testing import rustac_executable
 
 from conftest import MINI_SPEC as SPEC
 

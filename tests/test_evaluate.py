@@ -21,7 +21,8 @@ from PIL import Image
 from rasterio.windows import from_bounds
 
 from stfuse.errors import InputError, MissingFileError
-from stfuse.evaluation import HOLDOUT_COLUMNS, list_tasks, load_task
+from stfuse.evaluate.holdout import HOLDOUT_COLUMNS
+from stfuse.evaluate.tasks import list_tasks, load_task
 from stfuse_cli.main import cli
 
 from conftest import write_tif
@@ -122,7 +123,7 @@ def test_holdout_fits_a_variance_scale_and_checks_it_on_the_other_date(holdout_d
     """holdout.json's calibration: the scale fitted on both withheld dates, the coverage as
     predicted, and each date scored with the scale fitted on the other one, all equal to an
     independent recomputation from the written predictions and the raw Landsat files."""
-    from stfuse.uncertainty import fit_variance_scale
+    from stfuse.fusion.uncertainty import fit_variance_scale
 
     cal = json.loads((holdout_dir / "holdout.json").read_text())["calibration"]
     z = []
@@ -226,7 +227,7 @@ def test_evaluate_files_json_and_report(scored_files, tmp_path):
 
 
 def test_reliability_and_quicklook_panel_from_arrays(tmp_path):
-    from stfuse.report import holdout_chart, quicklook_panel, reliability_diagram
+    from stfuse.evaluate.report import holdout_chart, quicklook_panel, reliability_diagram
 
     rng = np.random.default_rng(0)
     truth = rng.random((2, 30, 40))
@@ -328,7 +329,7 @@ def test_quicklook_cli(tmp_path):
 
 
 def test_timeseries_plot(tmp_path):
-    from stfuse.report import timeseries_plot
+    from stfuse.evaluate.report import timeseries_plot
 
     series = tmp_path / "series"
     result = run("predict", "--bbox", *BBOX, "--start", "2023-06-05", "--end", "2023-06-07", "--bands", "red,nir08",
@@ -349,7 +350,7 @@ def test_holdout_hybrid_one_pair_days_take_evidence_never_the_withheld_date(monk
     the pair and the nearest other clear date, which must never be the withheld (truth) date.
     The spy records what reaches `stfuse.fuse` and runs the prior alone (fast)."""
     import stfuse.api
-    from stfuse.evaluation import holdout
+    from stfuse.evaluate.holdout import holdout
 
     real_fuse, calls = stfuse.api.fuse, []
 

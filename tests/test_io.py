@@ -11,7 +11,7 @@ from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
 from stfuse.errors import CorruptFileError, CRSError, GridMismatchError, MissingFileError, OutputError
-from stfuse.io import atomic_path, check_same_grid, read_reflectance, safe_filename, write_prediction_cog, write_stac_item
+from stfuse.output.io import atomic_path, check_same_grid, read_reflectance, safe_filename, write_prediction_cog, write_stac_item
 
 from conftest import write_tif
 

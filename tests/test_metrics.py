@@ -1,4 +1,4 @@
-"""Tests of stfuse.metrics: agreement with the reference scorer, known answers, calibration."""
+"""Tests of stfuse.evaluate.metrics: agreement with the reference scorer, known answers, calibration."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from stfuse.errors import InputError
-from stfuse.metrics import (
+from stfuse.evaluate.metrics import (
     METRIC_KEYS,
     band_metrics,
     ergas,

@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from stfuse.errors import InputError
-from stfuse.pairs import choose_pairs, date_range, evidence_day, plan_days, usable_pair_days
+from stfuse.fusion.pairs import choose_pairs, date_range, evidence_day, plan_days, usable_pair_days
 
 D = dt.date
 

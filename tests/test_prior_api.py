@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from stfuse.errors import InputError
-from stfuse.prior import changed_fraction, choose_method, halo, method_for_day, method_function, predict
+from stfuse.fusion.prior import changed_fraction, choose_method, halo, method_for_day, method_function, predict
 
 
 def test_auto_rule_by_pairs_and_change():

@@ -1,5 +1,5 @@
-"""The priors' variance factors (stfuse.prior.calibration): fitted on simulated days, applied by
-stfuse.fuse / stfuse.predict and recorded in the tags; stfuse.prior.predict stays raw."""
+"""The priors' variance factors (stfuse.fusion.prior.calibration): fitted on simulated days, applied by
+stfuse.fuse / stfuse.predict and recorded in the tags; stfuse.fusion.prior.predict stays raw."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import xarray as xr
 
 from stfuse.api import fuse
-from stfuse.prior import METHODS, predict
-from stfuse.prior.calibration import SCALES_PATH, calibration_record, fit_scales, variance_scale
+from stfuse.fusion.prior import METHODS, predict
+from stfuse.fusion.prior.calibration import SCALES_PATH, calibration_record, fit_scales, variance_scale
 
 
 def test_shipped_factors_move_simulated_coverage_towards_nominal():

@@ -1,4 +1,4 @@
-"""ESTARFM prior (stfuse.prior.estarfm): exactness, NaN handling, variance, blocking, benchmarks.
+"""ESTARFM prior (stfuse.fusion.prior.estarfm): exactness, NaN handling, variance, blocking, benchmarks.
 
 Benchmark notes (defaults tuned on the shared benchmark, 2 CPU cores): window 51 (the
 reference's half window 25) sampled every 3 px, n_classes 8, local similarity threshold.
@@ -14,7 +14,7 @@ import torch
 from priorkit import bench_task, blur, rmse_masked as rmse
 from priorkit import one_torch_thread  # noqa: F401  (fixture used by pytestmark)
 from stfuse.errors import InputError
-from stfuse.prior.estarfm import _f_critical, estarfm, halo
+from stfuse.fusion.prior.estarfm import _f_critical, estarfm, halo
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # results, not speed: one torch thread
@@ -124,7 +124,7 @@ def test_row_blocks_do_not_change_the_result():
 
 
 def test_threads_do_not_change_the_result():
-    """Row blocks run on one Python thread per torch thread (stfuse.prior._window.run_blocks)."""
+    """Row blocks run on one Python thread per torch thread (stfuse.fusion.prior._window.run_blocks)."""
     fine, coarse, target, _ = offset_scene(seed=5, height=130, width=41)
     target = target + 0.03 * torch.rand(target.shape, generator=torch.Generator().manual_seed(5))
     fine[1, 0, 70:75, 5:9] = float("nan")

@@ -1,4 +1,4 @@
-"""Fit-FC prior (stfuse.prior.fitfc): synthetic behaviour and the shared benchmarks."""
+"""Fit-FC prior (stfuse.fusion.prior.fitfc): synthetic behaviour and the shared benchmarks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from priorkit import F, block_mean, load_task as _load, rmse_nan as rmse, rmse_ssim as _rmse_ssim, t, voronoi_scene as scene
 from stfuse.errors import InputError
-from stfuse.prior.fitfc import fitfc, halo
+from stfuse.fusion.prior.fitfc import fitfc, halo
 
 
 # -------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""FSDAF prior (stfuse.prior.fsdaf): synthetic behaviour and the shared benchmarks."""
+"""FSDAF prior (stfuse.fusion.prior.fsdaf): synthetic behaviour and the shared benchmarks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 
 from priorkit import F, block_mean, load_task as _load, rmse_nan as rmse, rmse_ssim as _rmse_ssim, t, voronoi_scene as scene
 from stfuse.errors import InputError
-from stfuse.prior._coarse import similar_filter
-from stfuse.prior.fsdaf import fsdaf, halo
+from stfuse.fusion.prior._coarse import similar_filter
+from stfuse.fusion.prior.fsdaf import fsdaf, halo
 
 
 # -------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""STARFM prior (stfuse.prior.starfm): exactness, NaN handling, variance, blocking, benchmarks.
+"""STARFM prior (stfuse.fusion.prior.starfm): exactness, NaN handling, variance, blocking, benchmarks.
 
 Benchmark notes (defaults tuned on the shared benchmarks, 2 CPU cores):
 window 31 sampled every 2 px, n_classes 8, local similarity threshold, spectral_eps 5e-4.
@@ -13,7 +13,7 @@ import torch
 from priorkit import bench_task, blur, rmse_masked as rmse
 from priorkit import one_torch_thread  # noqa: F401  (fixture used by pytestmark)
 from stfuse.errors import InputError
-from stfuse.prior.starfm import halo, starfm
+from stfuse.fusion.prior.starfm import halo, starfm
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # results, not speed: one torch thread
@@ -122,7 +122,7 @@ def test_row_blocks_do_not_change_the_result():
 
 
 def test_threads_do_not_change_the_result():
-    """Row blocks run on one Python thread per torch thread (stfuse.prior._window.run_blocks)."""
+    """Row blocks run on one Python thread per torch thread (stfuse.fusion.prior._window.run_blocks)."""
     f, c, t, _ = shifted_pair(seed=4, height=150, width=41)
     t = t + 0.02 * torch.rand(t.shape, generator=torch.Generator().manual_seed(4))
     f[0, 1, 60:70, 5:9] = float("nan")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from priorkit import F, block_mean, rmse_nan as rmse, t, voronoi_scene as scene
-from stfuse.prior.fitfc import fitfc
-from stfuse.prior.fsdaf import fsdaf
+from stfuse.fusion.prior.fitfc import fitfc
+from stfuse.fusion.prior.fsdaf import fsdaf
 
 
 @pytest.mark.parametrize("method", [fsdaf, fitfc], ids=["fsdaf", "fitfc"])

@@ -1,4 +1,4 @@
-"""Moving-window machinery shared by the STARFM-family priors (stfuse.prior._window):
+"""Moving-window machinery shared by the STARFM-family priors (stfuse.fusion.prior._window):
 window sums and standard deviations against direct numpy references, and the row-block
 threading (results independent of the thread count, torch's thread setting restored)."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from stfuse.prior import _window as win
+from stfuse.fusion.prior import _window as win
 
 
 def direct_window_sums(x: np.ndarray, r: int) -> np.ndarray:

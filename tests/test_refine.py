@@ -1,4 +1,4 @@
-"""Tests of stfuse.refine: the refiner learns, its uncertainty is calibrated, it is reproducible."""
+"""Tests of stfuse.fusion.refine: the refiner learns, its uncertainty is calibrated, it is reproducible."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from scipy.ndimage import gaussian_filter, zoom
 
 from stfuse.errors import CheckpointError, InputError
-from stfuse.refine import (
+from stfuse.fusion.refine import (
     DEFAULT_WEIGHTS,
     ENSEMBLE,
     FEATURES,
@@ -33,7 +33,7 @@ from stfuse.refine import (
     train_self_supervised,
     train_supervised,
 )
-from stfuse.uncertainty import combine_weighted, coverage
+from stfuse.fusion.uncertainty import combine_weighted, coverage
 
 
 @pytest.fixture(autouse=True)
@@ -234,7 +234,7 @@ def test_training_is_bit_for_bit_reproducible(tmp_path):
 
 
 def test_shipped_weights_load_and_apply_to_3_and_6_bands():
-    assert DEFAULT_WEIGHTS.is_file(), "run `python -m stfuse.refine` to regenerate the shipped weights"
+    assert DEFAULT_WEIGHTS.is_file(), "run `python -m stfuse.fusion.refine` to regenerate the shipped weights"
     assert DEFAULT_WEIGHTS.stat().st_size < 5_000_000
     meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
     for key in ("seed", "command", "stfuse_version", "normalisation", "band_agnostic"):
@@ -264,7 +264,7 @@ def test_hybrid_weights_members_by_refined_variance_and_keeps_prior_means():
     model.meta = {"variance_scales": {"fitfc": 0.5, "fsdaf": 2.0}, "hybrid_variance_scales": {"1": 1.5, "2": 0.8}}
     fine, coarse = f[None], c[None]
     mean, var = hybrid_arrays(fine, coarse, ct, prior_fn="ensemble", model=model, mc_samples=1, correction_weight=0.0)
-    from stfuse.prior import predict
+    from stfuse.fusion.prior import predict
 
     members = [predict(fine, coarse, ct, method=m) for m in ENSEMBLE]
     refined = [refine(m, v, fine, coarse, ct, model=model, mc_samples=1, prior=name)[1] for (m, v), name in zip(members, ENSEMBLE)]
@@ -298,7 +298,7 @@ def _two_pairs(seed: int = 11, size: int = 64):
 def test_scene_variance_scale_is_fitted_on_the_pairs_predicting_each_other():
     """The scale the scene's own pairs ask for: pair 2 predicted from pair 1 and back (the single-pair
     hybrid at scale 1), scale fitted on those; noisier pairs (larger cross errors) ask for more. One pair: None."""
-    from stfuse.uncertainty import fit_variance_scale
+    from stfuse.fusion.uncertainty import fit_variance_scale
 
     fine, coarse, _ = _two_pairs()
     scale = scene_variance_scale(fine, coarse, mc_samples=1, seed=2)
@@ -349,7 +349,7 @@ def test_one_pair_variance_follows_the_scene_from_an_evidence_date():
     of a single pair) the fixed one-pair scale. Old checkpoints' `hybrid_scene_factor` counts for 2+ pairs."""
     import xarray as xr
 
-    from stfuse.refine import scene_factor
+    from stfuse.fusion.refine import scene_factor
 
     fine, coarse, ct = _two_pairs()
     meta = {"hybrid_variance_scales": {"1": 1.5, "2": 0.8}, "hybrid_scene_factors": {"1": 1.2, "2": 0.5}}
@@ -377,7 +377,7 @@ def test_hybrid_fn_is_a_picklable_tile_function_equal_to_the_whole_image():
 
     import xarray as xr
 
-    from stfuse.tiling import predict_tiled
+    from stfuse.output.tiling import predict_tiled
 
     pm, pv, f, c, ct = _inputs(bands=2, size=40)
     fn = hybrid_fn("ensemble", None, mc_samples=2, seed=3)
@@ -456,7 +456,7 @@ def test_predict_uses_a_user_checkpoint_and_refuses_one_for_other_bands(tmp_path
     from click.testing import CliRunner
 
     from conftest import write_tif
-    from stfuse.refine import load_model
+    from stfuse.fusion.refine import load_model
     from stfuse_cli.main import cli
 
     rng = np.random.default_rng(4)

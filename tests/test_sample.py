@@ -1,4 +1,4 @@
-"""The sample STAC catalog (stfuse.sample): structure, COGs, odc-stac loading, determinism."""
+"""The sample STAC catalog (stfuse.sim.sample): structure, COGs, odc-stac loading, determinism."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import rasterio
 
 from stfuse.errors import OutputError
-from stfuse.sensors import BANDS, LANDSAT_C2_L2, LANDSAT_QA, MODIS_43A4
-from stfuse.sample import MODIS_PIXEL, SAMPLE_EPSG, default_truth_days, write_sample_catalog
-from stfuse.synth import WATER, SceneSpec, block_mean, simulate
+from stfuse.data.sensors import BANDS, LANDSAT_C2_L2, LANDSAT_QA, MODIS_43A4
+from stfuse.sim.sample import MODIS_PIXEL, SAMPLE_EPSG, default_truth_days, write_sample_catalog
+from stfuse.sim.synth import WATER, SceneSpec, block_mean, simulate
 
 SPEC = SceneSpec(height=96, width=96, n_days=10, landsat_revisit=4, landsat_offset=1, change_day=5)
 REPO = Path(__file__).resolve().parents[1]

@@ -15,9 +15,9 @@ import xarray as xr
 from click.testing import CliRunner
 from scipy.ndimage import gaussian_filter
 
-from stfuse.prior import halo, predict
-from stfuse.testing import free_port
-from stfuse.tiling import predict_tiled
+from stfuse.fusion.prior import halo, predict
+from stfuse.sim.testing import free_port
+from stfuse.output.tiling import predict_tiled
 from stfuse_cli.main import cli
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stfuse import catalog as cat
-from stfuse.cube import load_coarse, load_fine, read_errors
+from stfuse.data import catalog as cat
+from stfuse.data.cube import load_coarse, load_fine, read_errors
 from stfuse.errors import DataUnavailableError, EmptySearchError, RemoteServiceError
-from stfuse.synth import simulate
-from stfuse.testing import Faults, rustac_executable, serve_files, serve_proxy
+from stfuse.sim.synth import simulate
+from stfuse.sim.testing import Faults, rustac_executable, serve_files, serve_proxy
 
 from conftest import MINI_SPEC as SPEC
 
@@ -32,7 +32,7 @@ def fast_retries(monkeypatch):
 
 
 def test_api_search_matches_static_catalog(api, mini_catalog):
-    query = cat.Query(start=SPEC.dates[3], end=SPEC.dates[20])
+    query = cat.SearchQuery(start=SPEC.dates[3], end=SPEC.dates[20])
     remote = cat.search(api.url, query, COLLECTIONS)
     local = cat.search(mini_catalog, query, COLLECTIONS)
     for collection in COLLECTIONS:
@@ -42,13 +42,13 @@ def test_api_search_matches_static_catalog(api, mini_catalog):
     assert set(SPEC.dates[3:21]) <= {i.datetime.date() for i in remote["modis-43A4-061"]}
     assert remote["landsat-c2-l2"][0].assets["red"].href.startswith("http://127.0.0.1:")
     # bbox filtering happens on the server
-    far = cat.search(api.url, cat.Query(bbox=(10.0, 10.0, 10.1, 10.1)), COLLECTIONS)
+    far = cat.search(api.url, cat.SearchQuery(bbox=(10.0, 10.0, 10.1, 10.1)), COLLECTIONS)
     assert far["landsat-c2-l2"] == []
 
 
 def test_cube_over_http_equals_local_and_truth(api, mini_catalog, files):
-    remote = cat.search(api.url, cat.Query(), COLLECTIONS)
-    local = cat.search(mini_catalog, cat.Query(), COLLECTIONS)
+    remote = cat.search(api.url, cat.SearchQuery(), COLLECTIONS)
+    local = cat.search(mini_catalog, cat.SearchQuery(), COLLECTIONS)
     requests_before = files.faults.requests
     fine_http = load_fine(remote["landsat-c2-l2"], bands=["red", "nir08"]).compute()
     assert files.faults.requests > requests_before  # really read over HTTP
@@ -90,7 +90,7 @@ def test_cube_over_http_equals_local_and_truth(api, mini_catalog, files):
 
 
 def test_lazy_until_asked(api, files):
-    found = cat.search(api.url, cat.Query(), COLLECTIONS)
+    found = cat.search(api.url, cat.SearchQuery(), COLLECTIONS)
     before = files.faults.requests
     cube = load_coarse(found["modis-43A4-061"], geobox=load_fine(found["landsat-c2-l2"]).odc.geobox)
     assert files.faults.requests == before  # nothing read until computed
@@ -99,7 +99,7 @@ def test_lazy_until_asked(api, files):
 
 def test_transient_500s_are_retried(api, fast_retries):
     with serve_proxy(api.url, faults=Faults(fail_first=2)) as proxy:
-        found = cat.search(proxy.url, cat.Query(), ["landsat-c2-l2"])
+        found = cat.search(proxy.url, cat.SearchQuery(), ["landsat-c2-l2"])
         assert len(found["landsat-c2-l2"]) == len(SPEC.landsat_days)
         assert proxy.faults.requests >= 3
 
@@ -108,7 +108,7 @@ def test_always_500_is_reported_clearly(api, fast_retries):
     with serve_proxy(api.url, faults=Faults(fail_first=10**6)) as proxy:
         start = time.monotonic()
         with pytest.raises(RemoteServiceError, match="127.0.0.1"):
-            cat.search(proxy.url, cat.Query(), ["landsat-c2-l2"])
+            cat.search(proxy.url, cat.SearchQuery(), ["landsat-c2-l2"])
         assert time.monotonic() - start < 20
         assert proxy.faults.requests >= 2
 
@@ -117,12 +117,12 @@ def test_slow_server_times_out(api, fast_retries):
     with serve_proxy(api.url, faults=Faults(delay_s=3.0)) as proxy:
         start = time.monotonic()
         with pytest.raises(RemoteServiceError):
-            cat.search(proxy.url, cat.Query(), ["landsat-c2-l2"])
+            cat.search(proxy.url, cat.SearchQuery(), ["landsat-c2-l2"])
         assert time.monotonic() - start < 30
 
 
 def test_empty_search_says_what_was_searched(api):
-    query = cat.Query(start=SPEC.dates[0].replace(year=2001), end=SPEC.dates[5].replace(year=2001), bbox=(-99.5, 38.0, -99.0, 39.0))
+    query = cat.SearchQuery(start=SPEC.dates[0].replace(year=2001), end=SPEC.dates[5].replace(year=2001), bbox=(-99.5, 38.0, -99.0, 39.0))
     found = cat.search(api.url, query, COLLECTIONS)
     with pytest.raises(EmptySearchError, match=r"no landsat-c2-l2 items .* bbox \[-99.5, 38.0, -99.0, 39.0\] between 2001-06-01"):
         cat.require_items(found, "landsat-c2-l2", api.url, query)
@@ -130,7 +130,7 @@ def test_empty_search_says_what_was_searched(api):
 
 def test_missing_asset_names_item_and_asset(mini_catalog, tmp_path):
     with serve_files(mini_catalog, faults=Faults()) as files:
-        found = cat.search(mini_catalog, cat.Query(), ["landsat-c2-l2"])
+        found = cat.search(mini_catalog, cat.SearchQuery(), ["landsat-c2-l2"])
         items = [i.clone() for i in found["landsat-c2-l2"]]
         for item in items:
             item.make_asset_hrefs_absolute()
@@ -171,7 +171,7 @@ def test_real_planetary_computer_search():
 
     if os.environ.get("STFUSE_NETWORK") != "1":
         pytest.skip("network tests run only with STFUSE_NETWORK=1")
-    query = cat.Query(start=SPEC.dates[0].replace(year=2023), end=SPEC.dates[10].replace(year=2023), bbox=(-96.60, 40.60, -96.55, 40.65))
+    query = cat.SearchQuery(start=SPEC.dates[0].replace(year=2023), end=SPEC.dates[10].replace(year=2023), bbox=(-96.60, 40.60, -96.55, 40.65))
     found = cat.search("planetary-computer", query, ["landsat-c2-l2", "modis-43A4-061"])
     assert found["landsat-c2-l2"] and found["modis-43A4-061"]
     assert "red" in found["landsat-c2-l2"][0].assets
@@ -208,8 +208,8 @@ def _mod09ga_items(root: Path, base_url: str, geobox) -> list[dict]:
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
 
-    from stfuse.sample import MODIS_PIXEL, MODIS_SINUSOIDAL, MODIS_X0, MODIS_Y0, write_cog
-    from stfuse.sensors import MODIS_09GA
+    from stfuse.sim.sample import MODIS_PIXEL, MODIS_SINUSOIDAL, MODIS_X0, MODIS_Y0, write_cog
+    from stfuse.data.sensors import MODIS_09GA
 
     wkt2 = ProjCRS.from_proj4(MODIS_SINUSOIDAL).to_wkt("WKT2_2019")
     sin = CRS.from_wkt(wkt2)
@@ -268,7 +268,7 @@ def test_mod09ga_planetary_computer_items(tmp_path):
     from rasterio.enums import Resampling
     from rasterio.warp import reproject
 
-    from stfuse.testing import serve_stac_api
+    from stfuse.sim.testing import serve_stac_api
 
     geobox = GeoBox.from_bbox((511500.0, 4233000.0, 529500.0, 4251000.0), "EPSG:32614", resolution=30.0)  # 600 x 600 px
     root = tmp_path / "assets"
@@ -276,7 +276,7 @@ def test_mod09ga_planetary_computer_items(tmp_path):
         features, state, t1k, sin = _mod09ga_items(root, files.url, geobox)
         (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
         with serve_stac_api([tmp_path / "items.json"]) as api:
-            found = cat.search(api.url, cat.Query(start=SPEC.dates[0].replace(month=6, day=1), end=SPEC.dates[0].replace(month=6, day=2),
+            found = cat.search(api.url, cat.SearchQuery(start=SPEC.dates[0].replace(month=6, day=1), end=SPEC.dates[0].replace(month=6, day=2),
                                                   bbox=(-98.87, 38.25, -98.7, 38.4)), ["modis-09GA-061"])
             items = found["modis-09GA-061"]
             assert [i.id[:16] for i in items] == ["MOD09GA.A2023152", "MOD09GA.A2023153"]
@@ -321,15 +321,15 @@ def _earth_search_shape(path: Path) -> None:
 
 
 def test_earth_search_shaped_landsat_loads_like_planetary_computer(mini_catalog, files, tmp_path):
-    from stfuse.testing import http_items, serve_stac_api
+    from stfuse.sim.testing import http_items, serve_stac_api
 
     paths = http_items(mini_catalog / "catalog.json", files.url, mini_catalog, tmp_path / "items")
     landsat = next(p for p in paths if p.name == "landsat-c2-l2.json")
     _earth_search_shape(landsat)
     with serve_stac_api([landsat]) as api:
-        found = cat.search(api.url, cat.Query(), ["landsat-c2-l2"])["landsat-c2-l2"]
+        found = cat.search(api.url, cat.SearchQuery(), ["landsat-c2-l2"])["landsat-c2-l2"]
     assert next(iter(found[0].assets)) == "thumbnail" and "proj:transform" not in found[0].properties
-    local = cat.search(mini_catalog, cat.Query(), ["landsat-c2-l2"])["landsat-c2-l2"]
+    local = cat.search(mini_catalog, cat.SearchQuery(), ["landsat-c2-l2"])["landsat-c2-l2"]
     es = load_fine(found, bands=["red", "swir22"]).compute()
     pc = load_fine(local, bands=["red", "swir22"]).compute()
     assert es.odc.geobox == pc.odc.geobox and es.odc.geobox.shape == (SPEC.height, SPEC.width)  # native grid, no half-pixel shift
@@ -344,7 +344,7 @@ def _synthetic_items(base_url: str, n_days: int, size: int) -> tuple[list, list]
 
     import pystac
 
-    from stfuse.sample import MODIS_PIXEL, MODIS_SINUSOIDAL, MODIS_X0, MODIS_Y0
+    from stfuse.sim.sample import MODIS_PIXEL, MODIS_SINUSOIDAL, MODIS_X0, MODIS_Y0
     from pyproj import CRS as ProjCRS
 
     x0, y0 = 500010.0, 4300020.0

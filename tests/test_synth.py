@@ -1,4 +1,4 @@
-"""Known-answer tests of the scene simulator (stfuse.synth)."""
+"""Known-answer tests of the scene simulator (stfuse.sim.synth)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from scipy import ndimage
 
 from stfuse.errors import InputError
-from stfuse.sensors import BANDS, LANDSAT_QA
-from stfuse.synth import (
+from stfuse.data.sensors import BANDS, LANDSAT_QA
+from stfuse.sim.synth import (
     BARE,
     CLASS_NAMES,
     CROP_EARLY,

@@ -7,7 +7,7 @@ import xarray as xr
 from hypothesis import given, settings, strategies as st
 from scipy.ndimage import uniform_filter
 
-from stfuse.tiling import predict_tiled, tile_size_for
+from stfuse.output.tiling import predict_tiled, tile_size_for
 
 
 def box_prior(fine, coarse, target, size=5):

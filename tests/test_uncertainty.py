@@ -1,4 +1,4 @@
-"""Tests of stfuse.uncertainty: inverse-variance combination, coverage, variance calibration."""
+"""Tests of stfuse.fusion.uncertainty: inverse-variance combination, coverage, variance calibration."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stfuse.errors import InputError
-from stfuse.metrics import interval_coverage
-from stfuse.uncertainty import (
+from stfuse.evaluate.metrics import interval_coverage
+from stfuse.fusion.uncertainty import (
     apply_variance_scale,
     calibration_report,
     combine_inverse_variance,
@@ -127,7 +127,7 @@ def test_gaussian_nll_and_report():
 
 
 def test_combine_weighted_formula_nan_skipping_and_shared_error_calibration():
-    from stfuse.uncertainty import combine_weighted
+    from stfuse.fusion.uncertainty import combine_weighted
 
     m = np.array([[1.0, 2.0, np.nan], [3.0, 6.0, 5.0]])
     u = np.array([[1.0, 1.0, 1.0], [3.0, 1.0, 2.0]])

@@ -1,0 +1,409 @@
+"""Leave-one-date-out holdout (``stfuse evaluate --holdout``): withhold each clear Landsat date
+of a catalog query in turn, predict it from the other pairs and that day's MODIS image with the
+same per-day path as :func:`stfuse.predict`, and score it on the withheld image's clear pixels."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from stfuse.errors import DataUnavailableError, InputError, MissingFileError
+
+
+from stfuse.evaluate.files import COVERAGE_LEVELS, calibration
+
+log = logging.getLogger("stfuse")
+PathLike = str | os.PathLike[str]
+
+HOLDOUT_COLUMNS: tuple[str, ...] = (
+    "date", "band", "method", "pairs", "clear_fraction", "n_valid",
+    "rmse", "mae", "bias", "cc", "ssim", "psnr", "coverage_68", "coverage_95", "spearman", "ergas", "sam_deg",
+)
+"""Columns of ``holdout.csv``: one row per (date, band) plus a row ``band = all`` per date.
+
+``pairs``: the pair dates used, ``;``-separated. ``clear_fraction``: of the withheld image.
+``n_valid``: pixels scored (clear in the withheld image and predicted; for ``all``, in every
+band). ``coverage_68``/``coverage_95``: fraction of truth inside ``mean ± z sigma``.
+``spearman``: rank correlation of ``|error|`` and ``sigma``. ``ergas``, ``sam_deg``: only on
+``all`` rows (they are multi-band). On ``all`` rows the per-band metrics are band means.
+"""
+
+# --------------------------------------------------------------------------- holdout
+
+
+@dataclass(frozen=True)
+class CatalogCubes:
+    """Fine and coarse cubes of a catalog query (see :mod:`stfuse.data.cube`), not yet computed.
+
+    ``start``/``end``: the period asked (None = open); the cubes extend ``margin`` days beyond
+    it so that pairs outside the period can be used. ``fine_clear``: clear fraction per fine day.
+    """
+
+    fine: Any
+    coarse: Any
+    fine_clear: dict[dt.date, float]
+    coarse_days: list[dt.date]
+    start: dt.date | None
+    end: dt.date | None
+    catalog: str
+
+
+def load_catalog_cubes(
+    *,
+    catalog: PathLike | None = None,
+    bbox: Sequence[float] | None = None,
+    aoi: dict[str, Any] | PathLike | None = None,
+    start: dt.date | str | None = None,
+    end: dt.date | str | None = None,
+    bands: Sequence[str] | None = None,
+    crs: str | None = None,
+    margin_days: int = 48,
+    cache: PathLike | None = None,
+) -> CatalogCubes:
+    """Search a catalog and open lazy fine + coarse cubes on the fine 30 m grid.
+
+    The same query handling as :func:`stfuse.predict` (:func:`stfuse.data.cube.load_cubes`:
+    strict dates, bbox/AOI, providers, a ``margin_days`` wider search for pairs, optional
+    Zarr ``cache``); the fine clear fractions are computed (that reads the fine images once).
+    Errors name the bad value.
+    """
+    from stfuse.data.cube import load_cubes
+
+    cubes = load_cubes(catalog=catalog, bbox=bbox, aoi=aoi, start=start, end=end, bands=bands, crs=crs,
+                       margin_days=margin_days, cache=cache)
+    return CatalogCubes(cubes.fine, cubes.coarse, cubes.fine_clear(), cubes.coarse_days(), cubes.query.start,
+                        cubes.query.end, cubes.source)
+
+
+@dataclass
+class HoldoutDay:
+    """One withheld Landsat date: what was used and how well it was predicted.
+
+    ``scores``: :func:`stfuse.evaluate.metrics.score_arrays` result plus ``coverage`` (all bands),
+    ``band_coverage`` (per band), ``spearman`` and ``band_spearman``. Arrays (band, y, x)
+    float32 reflectance, kept when ``keep_arrays``: ``truth`` (the withheld image, NaN where not
+    clear), ``mean`` and ``sigma`` (the prediction, 1 standard deviation).
+    """
+
+    date: dt.date
+    pairs: tuple[dt.date, ...]
+    method: str
+    clear_fraction: float
+    scores: dict[str, Any]
+    truth: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+
+
+@dataclass
+class HoldoutResult:
+    """Result of :func:`holdout`: scored days in date order, skipped dates with the reason."""
+
+    days: list[HoldoutDay]
+    skipped: dict[dt.date, str]
+    band_names: list[str]
+    method: str
+    catalog: str
+    crs_wkt: str | None = None
+    transform: tuple[float, ...] | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Table rows (:data:`HOLDOUT_COLUMNS`): per date, one per band then ``all``."""
+        rows: list[dict[str, Any]] = []
+        for day in self.days:
+            common = dict(date=day.date.isoformat(), method=day.method, pairs=";".join(p.isoformat() for p in day.pairs),
+                          clear_fraction=day.clear_fraction)
+            s = day.scores
+            for entry, cov, rho in zip(s["bands"], s["band_coverage"], s["band_spearman"]):
+                rows.append({**common, "band": entry.get("name", str(entry["band"])), "n_valid": entry["n_valid"],
+                             **{k: entry[k] for k in ("rmse", "mae", "bias", "cc", "ssim", "psnr")},
+                             "coverage_68": cov["0.68"], "coverage_95": cov["0.95"], "spearman": rho,
+                             "ergas": None, "sam_deg": None})
+            rows.append({**common, "band": "all", "n_valid": s["n_valid"], **s["mean"],
+                         "coverage_68": s["coverage"]["0.68"], "coverage_95": s["coverage"]["0.95"],
+                         "spearman": s["spearman"], "ergas": s["ergas"], "sam_deg": s["sam_deg"]})
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        """Means over the scored dates per band (and ``all``) of every numeric column; JSON-ready."""
+        keys = [k for k in HOLDOUT_COLUMNS if k not in ("date", "band", "method", "pairs")]
+        by_band: dict[str, list[dict[str, Any]]] = {}
+        for row in self.rows():
+            by_band.setdefault(row["band"], []).append(row)
+        means = {band: {k: _nanmean([r[k] for r in rows]) for k in keys} for band, rows in by_band.items()}
+        return {
+            "method": self.method,
+            "catalog": self.catalog,
+            "dates": [d.date.isoformat() for d in self.days],
+            "skipped": {d.isoformat(): why for d, why in sorted(self.skipped.items())},
+            "mean_over_dates": means,
+            **self.extra,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _nanmean(values: Sequence[Any]) -> float | None:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.mean(finite)) if finite else None
+
+
+def score_day(mean: np.ndarray, sigma: np.ndarray, truth: np.ndarray, valid: np.ndarray | None, band_names: Sequence[str]) -> dict[str, Any]:
+    """Scores of one predicted day: accuracy, coverage and error/sigma rank correlation.
+
+    ``mean``, ``sigma``, ``truth``: (band, y, x) reflectance; ``valid``: optional (y, x) or
+    (band, y, x) bool (e.g. the clear mask of the truth). Returns :func:`score_arrays`'s dict
+    (each band entry gains ``n_valid``) plus ``n_valid`` (pixels valid in every band),
+    ``coverage`` / ``spearman`` over all bands and ``band_coverage`` / ``band_spearman`` per band.
+    """
+    from stfuse.evaluate.metrics import score_arrays, spearman_error_sigma
+
+    ok = np.isfinite(mean) & np.isfinite(truth) & np.isfinite(sigma)
+    if valid is not None:
+        ok &= np.broadcast_to(valid, ok.shape)
+    result = score_arrays(mean, truth, truth_valid=ok, band_names=band_names)
+    for b, entry in enumerate(result["bands"]):
+        entry["n_valid"] = int(ok[b].sum())
+    result["n_valid"] = int(ok.all(axis=0).sum())
+    result["coverage"] = calibration(mean, sigma, truth, ok)
+    result["band_coverage"] = [calibration(mean[b], sigma[b], truth[b], ok[b]) for b in range(len(band_names))]
+    result["spearman"] = spearman_error_sigma(mean, sigma, truth, ok)
+    result["band_spearman"] = [spearman_error_sigma(mean[b], sigma[b], truth[b], ok[b]) for b in range(len(band_names))]
+    return result
+
+
+def holdout(
+    *,
+    catalog: PathLike | None = None,
+    bbox: Sequence[float] | None = None,
+    aoi: dict[str, Any] | PathLike | None = None,
+    start: dt.date | str | None = None,
+    end: dt.date | str | None = None,
+    bands: Sequence[str] | None = None,
+    method: str = "starfm",
+    max_pairs: int = 2,
+    min_clear: float = 0.3,
+    max_gap_days: int | None = None,
+    crs: str | None = None,
+    device: str = "cpu",
+    options: dict[str, Any] | None = None,
+    keep_arrays: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
+    refine: str = "none",
+    mc_samples: int = 8,
+    seed: int = 0,
+) -> HoldoutResult:
+    """Leave-one-date-out validation on a catalog query.
+
+    For each fine (Landsat) date from ``start`` to ``end`` that is at least ``min_clear`` clear
+    and has a coarse image, withhold it, choose pairs among the *other* clear dates
+    (:func:`stfuse.fusion.pairs.choose_pairs`: nearest before/after, ``max_pairs``, ``max_gap_days``),
+    predict it with :func:`stfuse.fuse` from them and that day's coarse image, and score the
+    prediction against the withheld image on its clear pixels (:func:`score_day`).
+    Query flags are those of :func:`stfuse.predict`. ``method`` ``estarfm`` falls back to
+    ``starfm`` on days with one pair (as ``predict`` does). Dates that cannot be scored are
+    listed in ``skipped`` with the reason. The whole area is held in memory (use a bbox for
+    large scenes). ``keep_arrays``: keep truth/mean/sigma per day (for reports). ``refine``,
+    ``mc_samples``, ``seed``: score the hybrid instead of the prior alone (as :func:`stfuse.fuse`);
+    as in :func:`stfuse.predict`, a one-pair day's variance scale then follows the scene through
+    the nearest other clear date (:func:`stfuse.fusion.pairs.evidence_day`), never the withheld one.
+    """
+    import time
+
+    import dask
+
+    from stfuse.api import fuse
+    from stfuse.data.cube import read_errors
+    from stfuse.fusion.pairs import choose_pairs, evidence_day, usable_pair_days
+    from stfuse.fusion.prior import method_for_day
+
+    if not 0 <= min_clear <= 1:
+        raise InputError(f"min_clear {min_clear} must be between 0 and 1")
+    t0 = time.perf_counter()
+    cubes = load_catalog_cubes(catalog=catalog, bbox=bbox, aoi=aoi, start=start, end=end, bands=bands, crs=crs,
+                               margin_days=max_gap_days or 48)
+    fine, coarse = cubes.fine, cubes.coarse
+    band_names = [str(b) for b in fine.band.values]
+    coarse_set = set(cubes.coarse_days)
+    usable = usable_pair_days(cubes.fine_clear, cubes.coarse_days, min_clear=min_clear)
+    in_period = [d for d in sorted(cubes.fine_clear)
+                 if (cubes.start is None or d >= cubes.start) and (cubes.end is None or d <= cubes.end)]
+    if not in_period:
+        raise DataUnavailableError(
+            f"no Landsat image between {cubes.start or '..'} and {cubes.end or '..'} to withhold; widen the dates"
+        )
+    skipped: dict[dt.date, str] = {}
+    plans: list[tuple[dt.date, tuple[dt.date, ...]]] = []
+    evidence: dict[dt.date, dt.date] = {}  # hybrid, one pair: another clear date for the variance scale (never the withheld one)
+    for day in in_period:
+        if cubes.fine_clear[day] < min_clear:
+            skipped[day] = f"clear fraction {cubes.fine_clear[day]:.0%} < min_clear {min_clear:.0%}"
+        elif day not in coarse_set:
+            skipped[day] = "no coarse (MODIS) image that day"
+        else:
+            others = [d for d in usable if d != day]  # never the withheld date
+            pairs = choose_pairs(day, others, max_pairs=max_pairs, max_gap_days=max_gap_days)
+            if pairs:
+                plans.append((day, pairs))
+                other = evidence_day(pairs[0], day, others) if len(pairs) == 1 else None
+                if other is not None and refine != "none":
+                    evidence[day] = other
+            else:
+                skipped[day] = "no other clear pair" + (f" within {max_gap_days} days" if max_gap_days else "")
+    if not plans:
+        reasons = "; ".join(f"{d}: {why}" for d, why in skipped.items())
+        raise DataUnavailableError(f"no Landsat date can be withheld and predicted ({reasons}); widen the dates or lower --min-clear")
+    needed = sorted({d for day, pairs in plans for d in (day, *pairs)} | set(evidence.values()))
+    times = [np.datetime64(d, "ns") for d in needed]
+    with read_errors():
+        fine, coarse = dask.compute(fine.sel(time=times), coarse.sel(time=times))
+    days: list[HoldoutDay] = []
+    checked: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per day: (mean, variance, truth) of scored pixels
+    for done, (day, pairs) in enumerate(plans, start=1):
+        day_method = method_for_day(method, len(pairs), hybrid=refine != "none")  # as stfuse.predict
+        pair_times = [np.datetime64(d, "ns") for d in pairs]
+        target_time = np.datetime64(day, "ns")
+        scene_times = sorted([*pair_times, np.datetime64(evidence[day], "ns")]) if day in evidence else None
+        result = fuse(
+            fine.reflectance.sel(time=pair_times).rename(time="pair"),
+            coarse.reflectance.sel(time=pair_times).rename(time="pair"),
+            coarse.reflectance.sel(time=target_time),
+            method=day_method, device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed,
+            scene=None if scene_times is None else (fine.reflectance.sel(time=scene_times).rename(time="pair"),
+                                                    coarse.reflectance.sel(time=scene_times).rename(time="pair")),
+        )
+        truth = fine.reflectance.sel(time=target_time).transpose("band", "y", "x").values
+        valid = fine.valid.sel(time=target_time).values
+        mean, sigma = result.mean.values, result.sigma.values
+        scores = score_day(mean, sigma, truth, valid, band_names)
+        ok = np.isfinite(mean) & np.isfinite(sigma) & np.isfinite(truth) & np.broadcast_to(valid, mean.shape)
+        checked.append((mean[ok], sigma[ok].astype(np.float64) ** 2, truth[ok]))
+        days.append(HoldoutDay(day, pairs, result.method, cubes.fine_clear[day], scores,
+                               *((truth, mean, sigma) if keep_arrays else (None, None, None))))
+        log.info("holdout %s from %s: RMSE %.4f", day, ", ".join(map(str, pairs)), scores["mean"]["rmse"])
+        if progress:
+            progress(done, len(plans), day.isoformat())
+    geobox = fine.odc.geobox
+    return HoldoutResult(days, skipped, band_names, method, cubes.catalog, crs_wkt=geobox.crs.to_wkt(),
+                         transform=tuple(geobox.transform)[:6], seconds=time.perf_counter() - t0,
+                         extra={"calibration": variance_calibration(checked)})
+
+
+def variance_calibration(days: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """A post-hoc variance scale for an area from its withheld dates.
+
+    ``days``: per withheld date ``(mean, variance, truth)`` of its scored pixels. Returns
+    ``{"variance_scale", "coverage_as_predicted", "coverage_leave_one_date_out"}``: the scale
+    fitted on all dates (:func:`stfuse.fusion.uncertainty.fit_variance_scale`, to pass to
+    ``stfuse predict --variance-scale``), the 68/95 % coverage without it, and the coverage it
+    gives on dates it was not fitted on (:func:`stfuse.fusion.uncertainty.leave_one_out_coverage`;
+    None with a single date).
+    """
+    from stfuse.fusion.uncertainty import coverage, fit_variance_scale, leave_one_out_coverage
+
+    levels = (0.68, 0.95)
+    if not days or not any(d[0].size for d in days):
+        return {"variance_scale": None, "coverage_as_predicted": None, "coverage_leave_one_date_out": None}
+    m, v, t = (np.concatenate([d[i] for d in days]) for i in range(3))
+    loo = leave_one_out_coverage(days, levels) if len(days) >= 2 else None
+    return {
+        "variance_scale": round(fit_variance_scale(m, v, t), 4),
+        "coverage_as_predicted": {str(k): round(c, 4) for k, c in coverage(m, v, t, levels=levels).items()},
+        "coverage_leave_one_date_out": {str(k): round(c, 4) for k, c in loo.items()} if loo else None,
+    }
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return value
+
+
+def write_holdout_csv(result: HoldoutResult, path: PathLike, *, overwrite: bool = False) -> Path:
+    """Write :meth:`HoldoutResult.rows` as CSV (:data:`HOLDOUT_COLUMNS`, full float precision)."""
+    from stfuse.output.io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(HOLDOUT_COLUMNS))
+            writer.writeheader()
+            for row in result.rows():
+                writer.writerow({k: _csv_value(row[k]) for k in HOLDOUT_COLUMNS})
+    return path
+
+
+def write_holdout(result: HoldoutResult, out_dir: PathLike, *, predictions: bool = True, overwrite: bool = False) -> list[Path]:
+    """Write ``out_dir/holdout.csv``, ``out_dir/holdout.json`` (summary) and, with ``predictions``,
+    ``out_dir/predictions/holdout_YYYY-MM-DD.tif`` (COG: reflectance, then ``<band>_sigma``;
+    needs the arrays). Returns the written paths."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from stfuse.output.io import atomic_path, write_prediction_cog
+
+    out_dir = Path(out_dir)
+    paths = [write_holdout_csv(result, out_dir / "holdout.csv", overwrite=overwrite)]
+    summary = out_dir / "holdout.json"
+    with atomic_path(summary, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps({**result.summary(), "rows": result.rows()}, indent=1, default=str))
+    paths.append(summary)
+    if predictions:
+        crs = CRS.from_wkt(result.crs_wkt) if result.crs_wkt else None
+        transform = Affine(*result.transform) if result.transform else Affine.identity()
+        for day in result.days:
+            if day.mean is None or day.sigma is None:
+                raise InputError("the holdout result has no arrays; run holdout(keep_arrays=True) to write predictions")
+            path = out_dir / "predictions" / f"holdout_{day.date.isoformat()}.tif"
+            tags = {"target_date": day.date.isoformat(), "pair_dates": [p.isoformat() for p in day.pairs],
+                    "method": day.method, "holdout": "withheld Landsat date"}
+            paths.append(write_prediction_cog(path, day.mean, day.sigma, band_names=result.band_names, crs=crs,
+                                              transform=transform, tags=tags, overwrite=overwrite))
+    return paths
+
+
+def format_holdout(result: HoldoutResult) -> str:
+    """Human-readable holdout table: a row per date and band, then the means over dates. No trailing newline."""
+    rows = result.rows()
+    w = max(4, *(len(r["band"]) for r in rows))
+    head = f"{'date':>10} {'band':>{w}} {'RMSE':>8} {'MAE':>8} {'bias':>8} {'CC':>7} {'SSIM':>7} {'PSNR':>7} {'cov68':>6} {'cov95':>6}"
+
+    def line(label: str, band: str, r: dict[str, Any]) -> str:
+        def f(v: float | None, spec: str) -> str:
+            return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0]))
+
+        return (f"{label:>10} {band:>{w}} {f(r['rmse'], '8.5f')} {f(r['mae'], '8.5f')} {f(r['bias'], '8.5f')} "
+                f"{f(r['cc'], '7.4f')} {f(r['ssim'], '7.4f')} {f(r['psnr'], '7.2f')} "
+                f"{f(r['coverage_68'], '6.1%')} {f(r['coverage_95'], '6.1%')}")
+
+    lines = [head] + [line(r["date"], r["band"], r) for r in rows]
+    lines.append("mean over dates:")
+    for band, m in result.summary()["mean_over_dates"].items():
+        lines.append(line("", band, m))
+    dated = ", ".join(f"{d.date} ({d.method} from {' + '.join(p.isoformat() for p in d.pairs)})" for d in result.days)
+    lines.append(f"withheld {len(result.days)} Landsat date(s): {dated}")
+    for d, why in sorted(result.skipped.items()):
+        lines.append(f"skipped {d}: {why}")
+    cal = result.extra.get("calibration") or {}
+    if cal.get("variance_scale") is not None:
+        loo = cal.get("coverage_leave_one_date_out")
+        check = (f"; on dates it was not fitted on it gives {loo['0.68']:.1%} / {loo['0.95']:.1%}" if loo else
+                 " (one date: no leave-one-date-out check)")
+        lines.append(f"uncertainty: 68/95 % coverage {cal['coverage_as_predicted']['0.68']:.1%} / "
+                     f"{cal['coverage_as_predicted']['0.95']:.1%} as predicted; variance scale fitted on these dates "
+                     f"{cal['variance_scale']:g} (stfuse predict --variance-scale {cal['variance_scale']:g}){check}")
+    return "\n".join(lines)

@@ -1,0 +1,461 @@
+"""``make bench``: accuracy and speed of every method on the shared benchmarks and a big scene.
+
+Runs each (task, method) of ``../shared/benchmarks/MANIFEST.json`` through the real
+local-file path (:func:`stfuse.api.predict_files`) in a child process, so that wall time
+and peak resident memory (``ru_maxrss`` of that child alone) are its own; scores the
+written COG with :mod:`stfuse.evaluate.metrics` (equal to the benchmarks' ``score.py``); then times
+the priors on generated scenes of growing size. Writes a Markdown report.
+
+    python -m stfuse.bench --out docs/benchmarks.md [--benchmarks DIR] [--sizes 1000,2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+BASELINES = ("copy-fine", "fine+coarse-change")
+
+
+def _methods_for(task: dict[str, Any]) -> list[str]:
+    methods = ["starfm", "fsdaf", "fitfc"]
+    if len(task["pairs"]) == 2:
+        methods.insert(1, "estarfm")
+    return [*BASELINES, *methods]
+
+
+def _baseline(task: dict[str, Any], root: Path, method: str, out: Path) -> None:
+    """Trivial baselines: the pair's fine image, or fine + (coarse_target - coarse_pair)."""
+    from stfuse.output.io import crs_of, read_reflectance, transform_of, write_prediction_cog
+
+    pair = task["pairs"][0]
+    fine = read_reflectance(root / pair["fine"])
+    pred = fine.values
+    if method == "fine+coarse-change":
+        pred = pred + read_reflectance(root / task["target"]["coarse"]).values - read_reflectance(root / pair["coarse"]).values
+    write_prediction_cog(out, pred, np.zeros_like(pred), band_names=[f"band{i + 1}" for i in range(pred.shape[0])],
+                         crs=crs_of(fine), transform=transform_of(fine), overwrite=True)
+
+
+def _child_task(task: dict[str, Any], root: Path, method: str, out: Path, device: str) -> dict[str, Any]:
+    import torch
+
+    from stfuse.fusion import prior
+    from stfuse.api import predict_files
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    if method not in BASELINES:  # import the method's module before timing
+        prior.method_function(method)
+    load = os.getloadavg()[0]
+    start, cpu = time.perf_counter(), time.process_time()
+    if method in BASELINES:
+        _baseline(task, root, method, out)
+    else:
+        pairs = [(root / p["fine"], root / p["coarse"]) for p in task["pairs"]]
+        predict_files(pairs, root / task["target"]["coarse"], out, method=method, device=device, overwrite=True)
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu, "load": load}
+
+
+def _child_scene(size: int, bands: int, method: str, device: str) -> dict[str, Any]:
+    """Time one prior on a generated (size x size x bands) scene with 1 or 2 pairs."""
+    import torch
+
+    from stfuse.fusion.prior import predict
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    rng = np.random.default_rng(0)
+    n_pairs = 2 if method == "estarfm" else 1
+    base = rng.random((bands, size, size), dtype=np.float32) * 0.3
+    fine = np.stack([base + 0.01 * k for k in range(n_pairs)])
+    coarse = fine + rng.normal(0, 0.005, fine.shape).astype(np.float32)
+    target = base + 0.02
+    load = os.getloadavg()[0]  # other processes on the cores inflate wall time, not CPU time
+    start, cpu = time.perf_counter(), time.process_time()
+    mean, _ = predict(fine, coarse, target, method=method, device=device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "load": load, "finite": float(np.isfinite(mean).mean())}
+
+
+def _synthetic_block(block_id: tuple[int, ...], *, tile: int, bands: int, layer: int) -> np.ndarray:
+    """One (1, bands, tile, tile) block of a lazily generated scene (deterministic per block)."""
+    rng = np.random.default_rng([layer > 0, block_id[2], block_id[3]])
+    rows = np.arange(tile)[:, None] + block_id[2] * tile
+    cols = np.arange(tile)[None, :] + block_id[3] * tile
+    fields = ((rows // 40 * 7 + cols // 40 * 13) % 5).astype(np.float32)  # 1.2 km fields
+    base = 0.05 + 0.06 * fields[None] * (1 + np.arange(bands, dtype=np.float32)[:, None, None] / bands)
+    image = base + 0.005 * rng.standard_normal((bands, tile, tile), dtype=np.float32)
+    if layer == 2:  # target day: a smooth change
+        image = image + 0.02 + 0.01 * np.sin(cols / 300.0).astype(np.float32)[None]
+    return image[None].astype(np.float32)
+
+
+def _child_full_scene(size: int, bands: int, method: str, tile: int, out: Path) -> dict[str, Any]:
+    """The tiled pipeline on a lazily generated (size x size x bands) scene, COG written tile by tile."""
+    import dask.array as da
+    import xarray as xr
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from stfuse.output.io import write_prediction_cog
+    from stfuse.fusion.prior import halo
+    from stfuse.output.tiling import dask_scheduler, predict_tiled
+
+    n = -(-size // tile)
+    layers = [da.map_blocks(_synthetic_block, chunks=((1,), (bands,), (tile,) * n, (tile,) * n), dtype=np.float32,
+                            tile=tile, bands=bands, layer=k)[:, :, :size, :size] for k in range(3)]
+    dims4 = ("pair", "band", "y", "x")
+    fine = xr.DataArray(layers[0], dims=dims4)
+    coarse = xr.DataArray(layers[1], dims=dims4)
+    target = xr.DataArray(layers[2][0], dims=("band", "y", "x"))
+    start = time.perf_counter()
+    with dask_scheduler(None):
+        result = predict_tiled(fine, coarse, target, predict_fn=_ScenePrior(method), halo=halo(method), tile=tile)
+        write_prediction_cog(out, result["mean"].data, da.sqrt(result["variance"].data), band_names=[f"b{i}" for i in range(bands)],
+                             crs=CRS.from_epsg(32614), transform=Affine(30, 0, 300000, 0, -30, 4500000), overwrite=True)
+    seconds = time.perf_counter() - start
+    out.unlink(missing_ok=True)
+    return {"seconds": seconds}
+
+
+class _ScenePrior:
+    """Picklable prior callable for tiles."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+    def __call__(self, fine: np.ndarray, coarse: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from stfuse.fusion.prior import predict
+
+        return predict(fine, coarse, target, method=self.method)
+
+
+def _run_child(args: list[str]) -> dict[str, Any]:
+    """Run ``python -m stfuse.bench --child ...`` in a fresh process; returns its JSON (incl. its peak RSS)."""
+    proc = subprocess.run([sys.executable, "-m", "stfuse.bench", "--child", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child {args} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def full_scene(sizes: list[int], *, bands: int = 6, method: str = "starfm", tile: int = 1024) -> list[dict[str, Any]]:
+    """Tiled end-to-end runs (generate lazily, predict in tiles, write the COG) per size."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            result = _run_child(["full", str(size), str(bands), method, str(tile), str(Path(tmp) / f"full_{size}.tif")])
+            rows.append({"size": size, "bands": bands, "method": method, "tile": tile, "seconds": result["seconds"],
+                         "mpx_per_s": size * size / 1e6 / result["seconds"], "peak_mb": result["peak_mb"]})
+            print(f"full scene {size}x{size}x{bands} {method} tiled: {result['seconds']:.1f} s {rows[-1]['mpx_per_s']:.3f} Mpx/s "
+                  f"peak {result['peak_mb']:.0f} MB", flush=True)
+    return rows
+
+
+def machine_description() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return f"{os.cpu_count()} CPU cores ({cpu}), {mem_gb:.0f} GiB RAM, GPU: {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def run(benchmarks: Path, sizes: list[int], devices: list[str]) -> dict[str, Any]:
+    """Run everything; returns a JSON-able report."""
+    from stfuse.evaluate.files import evaluate_files
+
+    manifest = json.loads((benchmarks / "MANIFEST.json").read_text())
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in manifest["tasks"]:
+            for device in devices:
+                for method in _methods_for(task):
+                    if device != "cpu" and method in BASELINES:
+                        continue
+                    out = Path(tmp) / f"{task['id']}_{method}_{device}.tif"
+                    timing = _run_child(["task", json.dumps(task), str(benchmarks), method, str(out), device])
+                    scores = evaluate_files(out, benchmarks / task["truth"])
+                    from rasterio import open as rio_open
+
+                    with rio_open(out) as src:
+                        pixels = src.width * src.height
+                    rows.append({
+                        "task": task["id"], "method": method, "device": device,
+                        "rmse": scores["mean"]["rmse"], "ssim": scores["mean"]["ssim"], "cc": scores["mean"]["cc"],
+                        "ergas": scores["ergas"], "sam": scores["sam_deg"],
+                        "coverage95": (scores.get("coverage") or {}).get("0.95"),
+                        "seconds": timing["seconds"], "mpx_per_s": pixels / 1e6 / max(timing["seconds"], 1e-9),
+                        "peak_mb": timing["peak_mb"],
+                    })
+                    print(f"{task['id']:28s} {method:20s} {device:4s} rmse {rows[-1]['rmse']:.5f} ssim {rows[-1]['ssim']:.4f} "
+                          f"{timing['seconds']:7.2f} s  {timing['peak_mb']:7.0f} MB", flush=True)
+    scenes: list[dict[str, Any]] = []
+    for device in devices:
+        for size in sizes:
+            for method in ("starfm", "estarfm", "fsdaf", "fitfc"):
+                result = _run_child(["scene", str(size), "6", method, device])
+                scenes.append({"size": size, "bands": 6, "method": method, "device": device, "seconds": result["seconds"],
+                               "mpx_per_s": size * size / 1e6 / max(result["seconds"], 1e-9), "peak_mb": result["peak_mb"]})
+                print(f"scene {size}x{size}x6 {method:8s} {device:4s} {result['seconds']:7.2f} s {scenes[-1]['mpx_per_s']:.3f} Mpx/s {result['peak_mb']:.0f} MB", flush=True)
+    return {"machine": machine_description(), "date": dt.date.today().isoformat(), "tasks": rows, "scenes": scenes}
+
+
+REFERENCE = """Reference implementations on the same 2-core machine (from the project's issues; not re-run here):
+
+| estarfm-real task | method | RMSE | SSIM | seconds |
+|---|---|---|---|---|
+| 1pair-early | copy the pair's fine image | 0.0209 | 0.784 | 0 |
+| 1pair-early | fine_t1 + (coarse_t2 - coarse_t1) | 0.0124 | 0.791 | 0 |
+| 1pair-early | starfm4py (window 31) | 0.0119 | 0.802 | ~390 |
+| 1pair-early | FSDAF.py (half-window 20) | 0.0116 | 0.799 | ~90 |
+| 2pair | ESTARFM.py (half-window 25) | 0.0076 | 0.884 | ~290 |
+"""
+
+
+def to_markdown(report: dict[str, Any], command: str) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {report['date']} with `{command}` on: {report['machine']}.",
+        f"Load average (1 min) at start / end: tasks and scenes {report.get('load', '?')}, full scenes "
+        f"{report.get('full_scene_load', '?')}, hybrid {report.get('hybrid_load', '?')}.",
+        "Scores are the mean over bands of the project's metrics (equal to `../shared/benchmarks/score.py`, tested);",
+        "RMSE in reflectance units. Seconds are wall time of the whole local-file run (read, predict, write COG) in a",
+        "fresh process; Mpx/s = million output 30 m pixels per second (all bands); peak MB = that process's max RSS.",
+        "",
+        "## Shared benchmark tasks",
+        "",
+        "| task | method | device | RMSE | SSIM | CC | ERGAS | SAM (deg) | 95% coverage | seconds | Mpx/s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["tasks"]:
+        cov = "" if r["coverage95"] is None or r["method"] in BASELINES else f"{r['coverage95']:.1%}"
+        lines.append(f"| {r['task']} | {r['method']} | {r['device']} | {r['rmse']:.5f} | {r['ssim']:.4f} | {r['cc']:.4f} | {r['ergas']:.3f} | "
+                     f"{r['sam']:.3f} | {cov} | {r['seconds']:.2f} | {r['mpx_per_s']:.3f} | {r['peak_mb']:.0f} |")
+    lines += ["", REFERENCE, "## Generated scenes (prior only, in memory, 6 bands)", "",
+              "| size | method | device | seconds | Mpx/s | peak MB |", "|---|---|---|---|---|---|"]
+    for s in report["scenes"]:
+        lines.append(f"| {s['size']} x {s['size']} | {s['method']} | {s['device']} | {s['seconds']:.2f} | {s['mpx_per_s']:.3f} | {s['peak_mb']:.0f} |")
+    if report.get("full_scene"):
+        lines += ["", "## Full scenes, tiled end to end (generate lazily, STARFM in 1024 px tiles + halo, COG written tile by tile)", "",
+                  "| size | bands | method | seconds | Mpx/s | peak RSS MB |", "|---|---|---|---|---|---|"]
+        for r in report["full_scene"]:
+            lines.append(f"| {r['size']} x {r['size']} | {r['bands']} | {r['method']} | {r['seconds']:.1f} | {r['mpx_per_s']:.3f} | {r['peak_mb']:.0f} |")
+    lines += ["", NOTES]
+    return "\n".join(lines) + "\n"
+
+
+NOTES = """## Notes
+
+- Load: the machine's 1-minute load average at the start and end of each part is in the header; other
+  jobs on the same cores inflate wall times (CPU seconds are in docs/benchmarks.json where recorded).
+- Threads: torch's OpenMP threads spin-wait by default, which made 2-thread runs 10-100x slower whenever
+  another process used the cores; stfuse sets `OMP_WAIT_POLICY=PASSIVE` (overridable) before importing torch.
+- CPU priors run their row strips one per core, each with torch single-threaded
+  (`stfuse.fusion.prior._window.run_blocks`): torch's own 2-thread parallelism split each of the ~130,000 small
+  per-offset operations and synchronised after every one. Window sums use a fixed-order float64 doubling
+  sum (about 9 additions per pixel for a 31 px window), STARFM writes its per-neighbour terms in place,
+  ESTARFM computes its F-test critical values without importing scipy.stats (0.7 s per run). Results are
+  unchanged (bit-identical for STARFM, within 3e-8 for ESTARFM; tests/test_prior_*.py).
+- Inside dask tiles (full scenes) torch runs one thread per task and dask runs one task per core; an image
+  that is a single tile runs its one task with every core (catalog-mode days of small areas).
+- Peak memory of the tiled runs is set by the tile size and the number of tiles in flight, not by the scene:
+  the 7,000 x 7,000 scene has 12x the pixels of the 2,000 x 2,000 one and about 2x its peak (dask graph,
+  COG writer buffers).
+"""
+
+
+REAL_TASKS = ("estarfm-real-1pair-early", "estarfm-real-1pair-late", "estarfm-real-2pair")
+
+
+def hybrid_benchmark(benchmarks: Path, *, tasks: tuple[str, ...] = REAL_TASKS, mc_samples: int = 8, seed: int = 0,
+                     threads: int = 1) -> list[dict[str, Any]]:
+    """The hybrid (prior ensemble + CNN refiner, :func:`stfuse.fusion.refine.predict_hybrid`) on the real tasks.
+
+    In process, from the task's pairs and target coarse image only (the truth is read for
+    scoring). Per task: every prior alone (``stfuse.fusion.prior.predict``), then the hybrid with the
+    shipped weights and, with 2 pairs, adapted to the pairs (``scene``). Each row: RMSE/SSIM
+    (mean over bands), 68/95 % interval coverage and Spearman rank correlation of |error| vs
+    sigma (:func:`stfuse.fusion.uncertainty.calibration_report`), CPU seconds (``time.process_time``
+    of this process, ``threads`` torch threads) and the best prior's name and RMSE.
+    """
+    import torch
+
+    from stfuse.evaluate.tasks import load_task
+    from stfuse.output.io import read_reflectance
+    from stfuse.evaluate.metrics import score_arrays
+    from stfuse.fusion.prior import predict as prior_predict
+    from stfuse.fusion.prior.calibration import variance_scale as prior_variance_scale
+    from stfuse.fusion.refine import predict_hybrid
+    from stfuse.fusion.uncertainty import calibration_report
+
+    torch.set_num_threads(threads)
+    rows: list[dict[str, Any]] = []
+    for task_id in tasks:
+        task = load_task(benchmarks, task_id)
+        fine = np.stack([read_reflectance(f).values for f, _ in task.pairs]).astype(np.float32)
+        coarse = np.stack([read_reflectance(c).values for _, c in task.pairs]).astype(np.float32)
+        target = read_reflectance(task.coarse).values.astype(np.float32)
+        truth = read_reflectance(task.truth).values.astype(np.float32)
+
+        def row(method: str, mean: np.ndarray, var: np.ndarray, seconds: float) -> dict[str, Any]:
+            scores = score_arrays(mean, truth)
+            cal = calibration_report(mean, var, truth)
+            return {"task": task_id, "method": method, "rmse": scores["mean"]["rmse"], "ssim": scores["mean"]["ssim"],
+                    "cov68": cal["cov68"], "cov95": cal["cov95"], "spearman": cal["spearman"], "seconds": seconds}
+
+        priors = [m for m in ("starfm", "estarfm", "fsdaf", "fitfc") if m != "estarfm" or fine.shape[0] == 2]
+        prior_rows = []
+        for m in priors:
+            t0 = time.process_time()
+            mean, var = prior_predict(fine, coarse, target, method=m)
+            var = var * np.float32(prior_variance_scale(m, fine.shape[0]))  # as stfuse.fuse outputs it
+            prior_rows.append(row(m, mean, var, time.process_time() - t0))
+        best = min(prior_rows, key=lambda r: r["rmse"])
+        rows += prior_rows
+        for mode in ("shipped", "scene") if fine.shape[0] >= 2 else ("shipped",):
+            t0 = time.process_time()
+            mean, var = predict_hybrid(fine, coarse, target, prior_fn="ensemble", self_supervised=(mode == "scene"),
+                                       mc_samples=mc_samples, seed=seed)
+            r = row(f"hybrid ({mode})", mean, var, time.process_time() - t0)
+            r.update(best_prior=best["method"], best_prior_rmse=best["rmse"])
+            rows.append(r)
+            print(f"{task_id:28s} {r['method']:18s} rmse {r['rmse']:.5f} (best prior {best['method']} {best['rmse']:.5f}) "
+                  f"ssim {r['ssim']:.4f} cov {r['cov68']:.1%}/{r['cov95']:.1%} rho {r['spearman']:.2f} {r['seconds']:.0f} s", flush=True)
+    return rows
+
+
+def hybrid_markdown(rows: list[dict[str, Any]], calibration: dict[str, Any] | None = None) -> str:
+    """The hybrid section of docs/benchmarks.md from :func:`hybrid_benchmark` rows (and the
+    held-out simulated-day check stored with the shipped weights, ``calibration``)."""
+    lines = ["", "## Hybrid: prior ensemble + CNN refiner (real tasks, in process)", "",
+             "`stfuse.bench.hybrid_benchmark` (part of `make bench`): every prior alone, then `predict_hybrid` (Fit-FC + FSDAF",
+             "ensemble weighted per pixel by the refiner) with the shipped weights and, with two pairs, adapted to the pairs",
+             "(`scene`). Variance scale: shipped with two pairs, the scale the pairs ask for when predicting each other",
+             "times a factor fitted on simulated days (`stfuse.fusion.refine.scene_variance_scale`); with one pair, or adapted, a",
+             "fixed one fitted on simulated days (a task gives one pair and no other clear date; catalog mode uses one, see",
+             "the simulated rows below). Only the pairs and the target's coarse image are used; the",
+             "truth only scores. Priors' variances carry their factor from simulated days (`stfuse.fusion.prior.calibration`), as",
+             "in stfuse's outputs. Coverage = fraction of truth pixels inside the central 68 % / 95 % intervals;",
+             "rho = Spearman rank correlation of |error| and sigma. Seconds: CPU time of one thread.", "",
+             "| task | method | RMSE | SSIM | 68% cov | 95% cov | rho | CPU s | beats best prior? |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        verdict = ""
+        if "best_prior" in r:
+            verdict = f"{'yes' if r['rmse'] < r['best_prior_rmse'] else 'no'} ({r['best_prior']} {r['best_prior_rmse']:.5f})"
+        lines.append(f"| {r['task']} | {r['method']} | {r['rmse']:.5f} | {r['ssim']:.4f} | {r['cov68']:.1%} | {r['cov95']:.1%} | "
+                     f"{r['spearman']:.2f} | {r['seconds']:.1f} | {verdict} |")
+    if calibration:
+        lines += ["", f"Held-out simulated days (stored with the shipped weights: {calibration.get('n_scenes')} scenes, seed "
+                  f"{calibration.get('seed')}, variance scale fitted on the first half, checked on the other; in brackets the 90 %",
+                  "bootstrap interval over check days, `stfuse.fusion.uncertainty.coverage_interval`):", "",
+                  "| pairs | days | 68% cov | 95% cov | rho | hybrid RMSE | members alone (mean RMSE) |", "|---|---|---|---|---|---|---|"]
+
+        def cov(c: dict[str, float], name: str) -> str:
+            ci = f" ({c[name + '_lo']:.1%}-{c[name + '_hi']:.1%})" if name + "_lo" in c else ""
+            return f"{c[name]:.1%}{ci}"
+
+        for p, c in sorted((calibration.get("check") or {}).items()):
+            alone = ", ".join(f"{k[5:]} {v:.5f}" for k, v in sorted(c.items()) if k.startswith("rmse_"))
+            lines.append(f"| {p} | {c.get('days', 0):.0f} | {cov(c, 'cov68')} | {cov(c, 'cov95')} | {c['spearman']:.2f} | "
+                         f"{c['rmse']:.5f} | {alone or c.get('best_prior_rmse', float('nan'))} |")
+        for p, c in sorted((calibration.get("check_scene") or {}).items()):
+            lines.append(f"| {p}, scale follows the scene | {c.get('days', 0):.0f} | {cov(c, 'cov68')} | {cov(c, 'cov95')} | "
+                         f"{c['spearman']:.2f} | (as above) | median scene scale {c.get('scene_scale_median', float('nan')):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def prior_calibration_markdown(stored: dict[str, Any]) -> str:
+    """Table of the priors' variance factors and their check on held-out simulated days
+    (``stfuse/prior/variance_scales.json``, :func:`stfuse.fusion.prior.calibration.fit_scales`)."""
+    if not stored.get("scales"):
+        return ""
+    lines = ["", "## Priors' variance factors (held-out simulated days)", "",
+             f"`make calibration` (`stfuse.fusion.prior.calibration`): one factor per method and number of pairs, fitted on "
+             f"{stored.get('n_scenes', 0) // 2} simulated scenes", f"(seed {stored.get('seed')}, the hybrid's calibration scenes), "
+             "checked on the other half; coverage of the 68 % / 95 % intervals before and after it.", "",
+             "| method | pairs | factor | check days | RMSE | raw 68% / 95% | calibrated 68% / 95% |", "|---|---|---|---|---|---|---|"]
+    for method, by_pairs in sorted(stored["scales"].items()):
+        for n_pairs, factor in sorted(by_pairs.items()):
+            c = stored["check"][method][n_pairs]
+            lines.append(f"| {method} | {n_pairs} | {factor:g} | {c['days']} | {c['rmse']:.5f} | {c['raw_cov68']:.1%} / "
+                         f"{c['raw_cov95']:.1%} | {c['cov68']:.1%} / {c['cov95']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        kind, rest = argv[1], argv[2:]
+        if kind == "task":
+            task, root, method, out, device = json.loads(rest[0]), Path(rest[1]), rest[2], Path(rest[3]), rest[4]
+            result = _child_task(task, root, method, out, device)
+        elif kind == "full":
+            result = _child_full_scene(int(rest[0]), int(rest[1]), rest[2], int(rest[3]), Path(rest[4]))
+        else:
+            result = _child_scene(int(rest[0]), int(rest[1]), rest[2], rest[3])
+        result["peak_mb"] = _peak_rss_mb()
+        print(json.dumps(result))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--benchmarks", type=Path, default=DEFAULT_BENCHMARKS)
+    parser.add_argument("--sizes", default="1000,2000", help="generated scene sizes (pixels per side)")
+    parser.add_argument("--full-scene", default="2000,7000", help="sizes of the tiled end-to-end run (STARFM, COG written); empty to skip")
+    args = parser.parse_args(argv)
+    if not (args.benchmarks / "MANIFEST.json").exists():
+        sys.exit(f"benchmarks not found at {args.benchmarks}; pass --benchmarks DIR")
+    import torch
+
+    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    def load() -> str:
+        return f"{os.getloadavg()[0]:.1f}"
+
+    before = load()
+    report = run(args.benchmarks, [int(s) for s in args.sizes.split(",") if s], devices)
+    report["load"], before = f"{before} / {load()}", load()
+    report["full_scene"] = full_scene([int(s) for s in args.full_scene.split(",") if s])
+    report["full_scene_load"], before = f"{before} / {load()}", load()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report["hybrid"] = hybrid_benchmark(args.benchmarks)
+    report["hybrid_load"] = f"{before} / {load()}"
+    from stfuse.fusion.refine import load_model
+
+    from stfuse.fusion.prior.calibration import SCALES_PATH
+
+    args.out.write_text(to_markdown(report, "make bench")
+                        + hybrid_markdown(report["hybrid"], getattr(load_model(None), "meta", {}).get("hybrid_calibration"))
+                        + prior_calibration_markdown(json.loads(SCALES_PATH.read_text()) if SCALES_PATH.exists() else {}))
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
