@@ -68,3 +68,97 @@ variance_scale_opt = click.option(
     help="Multiply the predicted variance (sigma^2) by this factor: a calibration for your area, e.g. the "
     "scale `stfuse evaluate --holdout` fits on withheld Landsat dates. Recorded in the output tags.",
 )
+
+
+# --------------------------------------------------------------------------- option groups
+# Each group is declared once and builds one request object of stfuse.config, so `predict`,
+# `evaluate --holdout` and `search` read the same flags the same way.
+
+
+def _apply(*decorators):
+    def wrap(function):
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return wrap
+
+
+QUERY_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "crs", "coarse_collection")
+query_options = _apply(
+    click.option("--catalog", help="Static STAC catalog (path) or STAC API (URL or provider name). Default: the bundled sample_scenes."),
+    click.option("--bbox", nargs=4, type=float, metavar="MINX MINY MAXX MAXY", help="Area in lon/lat degrees."),
+    click.option("--aoi", type=click.Path(dir_okay=False, path_type=Path), help="Area as a GeoJSON file (instead of --bbox)."),
+    click.option("--start", help="First day, YYYY-MM-DD (default: start of the data)."),
+    click.option("--end", help="Last day, YYYY-MM-DD (default: end of the data)."),
+    bands_opt,
+    click.option("--crs", help="Output grid CRS (default: the Landsat items' UTM zone)."),
+    coarse_collection_opt,
+)
+
+PAIR_FLAGS = ("max_pairs", "min_clear", "max_gap_days")
+pair_options = _apply(
+    click.option("--max-pairs", type=click.IntRange(1, 2), default=2, show_default=True, help="Pairs per target day (nearest before and after)."),
+    click.option("--min-clear", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+                 help="Minimum clear fraction for a Landsat image to serve as a pair."),
+    click.option("--max-gap", "max_gap_days", type=int, help="Ignore pairs more than this many days from the target."),
+)
+
+METHOD_FLAGS = ("method", "window", "refine", "weights", "mc_samples", "seed", "variance_scale", "device")
+method_options = _apply(
+    method_opt,
+    click.option("--window", type=int, help="Moving-window size in fine pixels (odd; method default if unset)."),
+    refine_opt,
+    click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Refiner checkpoint from `stfuse train` to use instead of the shipped weights (with --refine)."),
+    mc_samples_opt,
+    seed_opt,
+    variance_scale_opt,
+    device_opt,
+)
+
+RUN_FLAGS = ("formats", "resume", "tile", "scheduler", "workers", "threads", "memory_limit", "cache")
+run_options = _apply(
+    click.option("--format", "formats", default="cog", show_default=True, help="Catalog mode outputs: cog, zarr or cog,zarr."),
+    click.option("--resume", is_flag=True, help="Skip days already complete in the outputs; recompute incomplete ones."),
+    click.option("--tile", type=click.IntRange(64), default=1024, show_default=True, help="Tile side in pixels (plus the method's halo) for dask."),
+    click.option("--scheduler", help="Dask scheduler: 'local' for a LocalCluster, or tcp://HOST:PORT of an existing cluster (default: threads)."),
+    click.option("--workers", type=int, help="LocalCluster worker processes (with --scheduler local)."),
+    click.option("--threads", type=int, help="Threads (per worker)."),
+    click.option("--memory-limit", help="Memory per LocalCluster worker, e.g. 4GB."),
+    cache_opt,
+)
+
+
+def pop_query(params: dict):
+    """A :class:`stfuse.Query` from the query flags in ``params`` (removed from it)."""
+    from stfuse.config import Query
+
+    values = {k: params.pop(k) for k in QUERY_FLAGS if k in params}
+    values["bbox"] = values.get("bbox") or None
+    return Query(**values)
+
+
+def pop_fusion(params: dict, **extra):
+    """A :class:`stfuse.FusionConfig` from the pair and method flags in ``params`` (removed from it)."""
+    from stfuse.config import FusionConfig
+
+    values = {k: params.pop(k) for k in (*PAIR_FLAGS, *METHOD_FLAGS) if k in params}
+    return FusionConfig(**values, **extra)
+
+
+def pop_run(params: dict, **extra):
+    """A :class:`stfuse.RunConfig` from the run flags in ``params`` (removed from it)."""
+    from stfuse.config import RunConfig
+
+    values = {k: params.pop(k) for k in RUN_FLAGS if k in params}
+    if isinstance(values.get("formats"), str):
+        values["formats"] = tuple(f.strip() for f in values["formats"].split(",") if f.strip())
+    return RunConfig(**values, **extra)
+
+
+def given_flags(ctx: click.Context, names) -> list[str]:
+    """The flags among ``names`` that the user typed (not defaults), as ``--flag-name``."""
+    source = click.core.ParameterSource.COMMANDLINE
+    flags = {p.name: p.opts[0] for p in ctx.command.params}
+    return [flags[n] for n in names if n in flags and ctx.get_parameter_source(n) == source]

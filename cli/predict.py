@@ -6,48 +6,30 @@ from pathlib import Path
 
 import click
 
-from .options import (bands_opt, cache_opt, coarse_collection_opt, device_opt, mc_samples_opt, method_opt, overwrite_opt, quiet_opt,
-                      refine_opt, seed_opt, variance_scale_opt)
+from .options import (PAIR_FLAGS, QUERY_FLAGS, RUN_FLAGS, given_flags, method_options, overwrite_opt, pair_options, pop_fusion,
+                      pop_query, pop_run, query_options, quiet_opt, run_options)
 from .progress import progress_reporter
+
+LOCAL_FLAGS = ("pairs", "coarse_target", "target_date")
 
 
 @click.command()
-@click.option("--catalog", help="Static STAC catalog (path) or STAC API (URL or provider name). Default: the bundled sample_scenes.")
-@click.option("--bbox", nargs=4, type=float, metavar="MINX MINY MAXX MAXY", help="Area in lon/lat degrees.")
-@click.option("--aoi", type=click.Path(dir_okay=False, path_type=Path), help="Area as a GeoJSON file (instead of --bbox).")
-@click.option("--start", help="First day to predict, YYYY-MM-DD (default: start of the data).")
-@click.option("--end", help="Last day to predict, YYYY-MM-DD (default: end of the data).")
-@click.option("--pair", "pairs", nargs=2, multiple=True, type=click.Path(path_type=Path), metavar="FINE COARSE", help="Local-file mode: a fine/coarse pair (repeat for 2 pairs).")
+@query_options
+@click.option("--pair", "pairs", nargs=2, multiple=True, type=click.Path(path_type=Path), metavar="FINE COARSE",
+              help="Local-file mode: a fine/coarse pair (repeat for 2 pairs).")
 @click.option("--coarse", "coarse_target", type=click.Path(path_type=Path), help="Local-file mode: coarse image of the target day.")
 @click.option("--date", "target_date", help="Local-file mode: target date for the STAC item, YYYY-MM-DD.")
-@click.option("-o", "--output", "output", type=click.Path(path_type=Path), default=Path("out"), show_default=True, help="Output folder (catalog mode) or .tif file (local-file mode).")
-@bands_opt
-@method_opt
-@click.option("--window", type=int, help="Moving-window size in fine pixels (odd; method default if unset).")
-@click.option("--max-pairs", type=click.IntRange(1, 2), default=2, show_default=True, help="Pairs per target day (nearest before and after).")
-@click.option("--min-clear", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="Minimum clear fraction for a Landsat image to serve as a pair.")
-@click.option("--max-gap", "max_gap_days", type=int, help="Ignore pairs more than this many days from the target.")
-@click.option("--crs", help="Output CRS (default: the Landsat items' UTM zone).")
-@click.option("--format", "formats", default="cog", show_default=True, help="Catalog mode outputs: cog, zarr or cog,zarr.")
-@click.option("--resume", is_flag=True, help="Skip days already complete in the outputs; recompute incomplete ones.")
-@click.option("--tile", type=click.IntRange(64), default=1024, show_default=True, help="Tile side in pixels (plus the method's halo) for dask.")
-@click.option("--scheduler", help="Dask scheduler: 'local' for a LocalCluster, or tcp://HOST:PORT of an existing cluster (default: threads).")
-@click.option("--workers", type=int, help="LocalCluster worker processes (with --scheduler local).")
-@click.option("--threads", type=int, help="Threads (per worker).")
-@click.option("--memory-limit", help="Memory per LocalCluster worker, e.g. 4GB.")
-@refine_opt
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
-              help="Refiner checkpoint from `stfuse train` to use instead of the shipped weights (with --refine).")
-@mc_samples_opt
-@seed_opt
-@variance_scale_opt
-@click.option("--strict", is_flag=True, help="Refuse days that fail a quality gate (mostly masked coarse image, far pairs, large change) instead of flagging them.")
-@device_opt
+@click.option("-o", "--output", "output", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
+              help="Output folder (catalog mode) or .tif file (local-file mode).")
+@method_options
+@pair_options
+@run_options
+@click.option("--strict", is_flag=True,
+              help="Refuse days that fail a quality gate (mostly masked coarse image, far pairs, large change) instead of flagging them.")
 @overwrite_opt
 @quiet_opt
-@cache_opt
-@coarse_collection_opt
-def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, output, bands, method, window, max_pairs, min_clear, max_gap_days, crs, formats, resume, tile, scheduler, workers, threads, memory_limit, refine, weights, mc_samples, seed, variance_scale, strict, device, overwrite, quiet, cache, coarse_collection) -> None:
+@click.pass_context
+def predict(ctx: click.Context, output: Path, overwrite: bool, quiet: bool, pairs, coarse_target, target_date, **params) -> None:
     """Predict daily 30 m reflectance with a per-pixel uncertainty band.
 
     \b
@@ -67,48 +49,38 @@ def predict(catalog, bbox, aoi, start, end, pairs, coarse_target, target_date, o
     from stfuse.data.catalog import parse_date
     from stfuse.errors import InputError
 
-    device = _resolve_device(device)
-    options = {"window": window} if window else None
     if pairs or coarse_target:
         if not (pairs and coarse_target):
             raise InputError("local-file mode needs both --pair FINE COARSE and --coarse TARGET")
-        out = predict_files(
-            list(pairs), coarse_target, output, method=method, bands=bands,
-            date=parse_date(target_date, name="--date") if target_date else None,
-            device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed, weights=weights,
-            variance_scale=variance_scale, overwrite=overwrite,
-        )
+        wrong = given_flags(ctx, (*[f for f in QUERY_FLAGS if f != "bands"], *PAIR_FLAGS, *RUN_FLAGS, "strict"))
+        if wrong:
+            raise InputError(f"{wrong[0]} applies to catalog mode, not to local files (--pair/--coarse); drop it")
+        bands = params.pop("bands")
+        for key in (*QUERY_FLAGS, *PAIR_FLAGS, *RUN_FLAGS, "strict"):
+            params.pop(key, None)
+        out = predict_files(list(pairs), coarse_target, output, pop_fusion(params), bands=bands, overwrite=overwrite,
+                            date=parse_date(target_date, name="--date") if target_date else None)
         if not quiet:
             click.echo(f"wrote {out} (+ {out.with_suffix('.json').name})")
         return
-    if bbox and aoi:
-        raise InputError("give --bbox or --aoi, not both")
+    wrong = given_flags(ctx, ("target_date",))
+    if wrong:
+        raise InputError(f"{wrong[0]} applies to local-file mode (--pair/--coarse) only; catalog mode dates each day itself")
+    query = pop_query(params)
+    fusion = pop_fusion(params, strict=params.pop("strict"))
+    run = pop_run(params, out_dir=output, overwrite=overwrite)
     with progress_reporter("predicting days", quiet=quiet) as progress:
-        outputs = run_catalog(
-            catalog=catalog, bbox=bbox or None, aoi=aoi, start=start, end=end, bands=bands, out_dir=output,
-            method=method, max_pairs=max_pairs, min_clear=min_clear, max_gap_days=max_gap_days, crs=crs,
-            device=device, options=options, formats=[f.strip() for f in formats.split(",") if f.strip()],
-            overwrite=overwrite, resume=resume, tile=tile, scheduler=scheduler, workers=workers, threads=threads,
-            memory_limit=memory_limit, strict=strict, progress=progress, cache=cache, coarse_collection=coarse_collection, refine=refine, mc_samples=mc_samples,
-            seed=seed, weights=weights, variance_scale=variance_scale,
-        )
+        outputs = run_catalog(query, fusion, run, progress=progress)
     if not quiet:
-        cogs = [p for p in outputs if p.suffix == ".tif"]
-        if cogs:
-            click.echo(f"wrote {len(cogs)} daily COGs ({cogs[0].name} .. {cogs[-1].name}) with STAC items to {output}/")
-        for store in (p for p in outputs if p.suffix == ".zarr"):
-            click.echo(f"wrote Zarr store {store}")
+        click.echo(summary(outputs, output))
 
 
-def _resolve_device(device: str) -> str:
-    if device == "cpu":
-        return device
-    import torch
-
-    from stfuse.errors import InputError
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if device == "cuda":
-        raise InputError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-    return "cpu"
+def summary(outputs, output: Path) -> str:
+    """What a catalog run did, truthfully: days written now and days already complete."""
+    cogs = [p for p in outputs if p.suffix == ".tif"]
+    stores = [str(p) for p in outputs if p.suffix == ".zarr"]
+    days = f"{cogs[0].stem[7:]} .. {cogs[-1].stem[7:]}" if cogs else ""
+    what = " and ".join(x for x in ("daily COGs with STAC items" if cogs else "", f"Zarr store {', '.join(stores)}" if stores else "") if x)
+    skipped = getattr(outputs, "days_skipped", 0)
+    done = f"wrote {outputs.days_written} day(s)" if hasattr(outputs, "days_written") else "wrote the days"
+    return (f"{done}{f', skipped {skipped} already complete' if skipped else ''} ({days}): {what} in {output}/")

@@ -23,9 +23,11 @@ def region(region_file: Path, out_dir: Path | None, scheduler: str | None, quiet
     """
     from stfuse.regions import load_region, run_region
 
-    name = load_region(region_file)["name"]
+    name = load_region(region_file).name
     out_dir = out_dir or Path("out") / "regions" / name
     with progress_reporter(f"region {name}", quiet=quiet) as progress:
         outputs = run_region(region_file, out_dir, scheduler=scheduler, progress=progress)
     if not quiet:
-        click.echo(f"region {name}: {len(outputs)} outputs complete in {out_dir}/")
+        from .predict import summary
+
+        click.echo(f"region {name}: {summary(outputs, out_dir)}")

@@ -2,10 +2,14 @@
 
 Public API (torch and the I/O stack are imported lazily, so ``import stfuse`` is fast)::
 
-    stfuse.predict(...)          # catalog mode: search, load, predict every day, write COGs
-    stfuse.predict_files(...)    # local-file mode: pairs + target coarse GeoTIFFs -> one COG
-    stfuse.fuse(...)             # the pure core on labelled arrays
-    stfuse.evaluate_files(...)   # metrics of a prediction against a truth file
+    stfuse.open_fused(query, fusion)   # the lazy fused cube: xarray.Dataset (time, band, y, x)
+    stfuse.predict(query, fusion, run) # catalog mode: the same cube written as COGs and/or Zarr
+    stfuse.predict_files(...)          # local-file mode: pairs + target coarse GeoTIFFs -> one COG
+    stfuse.fuse(...)                   # one day on labelled arrays in memory
+    stfuse.evaluate_files(...)         # metrics of a prediction against a truth file
+    stfuse.Query, stfuse.FusionConfig, stfuse.RunConfig   # the request objects (stfuse.config)
+
+Every function also takes the request objects' fields as keyword arguments.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ except PackageNotFoundError:  # running from a source tree without install
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _LAZY = {
+    "open_fused": "stfuse.fused",
+    "Query": "stfuse.config",
+    "FusionConfig": "stfuse.config",
+    "RunConfig": "stfuse.config",
     "predict": "stfuse.api",
     "predict_files": "stfuse.api",
     "fuse": "stfuse.api",
@@ -40,3 +48,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'stfuse' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

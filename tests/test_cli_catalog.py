@@ -182,7 +182,7 @@ def test_region_file_runs_and_resumes(tmp_path):
     again = run("region", region, "-o", out)
     assert again.exit_code == 0, again.output
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("stfuse_*.tif")} == stamps  # nothing recomputed
-    assert "3 outputs complete" in again.output
+    assert "wrote 0 day(s), skipped 2 already complete" in again.output  # days, not files
 
 
 def test_region_file_passes_calibration_options(tmp_path):
@@ -191,7 +191,7 @@ def test_region_file_passes_calibration_options(tmp_path):
 
     region = tmp_path / "r.yaml"
     region.write_text(f"catalog: {SAMPLE}\nstart: 2023-06-10\nend: 2023-06-10\nbands: [red]\nvariance_scale: 4\nseed: 3\n")
-    assert load_region(region)["variance_scale"] == 4 and load_region(region)["seed"] == 3
+    assert load_region(region).fusion.variance_scale == 4 and load_region(region).fusion.seed == 3
     result = run("region", region, "-o", tmp_path / "out", "-q")
     assert result.exit_code == 0, result.output
     with rasterio.open(tmp_path / "out" / "stfuse_2023-06-10.tif") as src:

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,6 +21,7 @@ import numpy as np
 from stfuse.errors import DataUnavailableError, InputError, MissingFileError
 
 
+from stfuse.config import FusionConfig, Query, resolve_configs
 from stfuse.evaluate.files import COVERAGE_LEVELS, calibration
 
 log = logging.getLogger("stfuse")
@@ -184,70 +185,20 @@ def score_day(mean: np.ndarray, sigma: np.ndarray, truth: np.ndarray, valid: np.
     return result
 
 
-def holdout(
-    *,
-    catalog: PathLike | None = None,
-    bbox: Sequence[float] | None = None,
-    aoi: dict[str, Any] | PathLike | None = None,
-    start: dt.date | str | None = None,
-    end: dt.date | str | None = None,
-    bands: Sequence[str] | None = None,
-    method: str = "starfm",
-    max_pairs: int = 2,
-    min_clear: float = 0.3,
-    max_gap_days: int | None = None,
-    crs: str | None = None,
-    device: str = "cpu",
-    options: dict[str, Any] | None = None,
-    keep_arrays: bool = True,
-    progress: Callable[[int, int, str], None] | None = None,
-    refine: str = "none",
-    mc_samples: int = 8,
-    seed: int = 0,
-) -> HoldoutResult:
-    """Leave-one-date-out validation on a catalog query.
-
-    For each fine (Landsat) date from ``start`` to ``end`` that is at least ``min_clear`` clear
-    and has a coarse image, withhold it, choose pairs among the *other* clear dates
-    (:func:`stfuse.fusion.pairs.choose_pairs`: nearest before/after, ``max_pairs``, ``max_gap_days``),
-    predict it with :func:`stfuse.fuse` from them and that day's coarse image, and score the
-    prediction against the withheld image on its clear pixels (:func:`score_day`).
-    Query flags are those of :func:`stfuse.predict`. ``method`` ``estarfm`` falls back to
-    ``starfm`` on days with one pair (as ``predict`` does). Dates that cannot be scored are
-    listed in ``skipped`` with the reason. The whole area is held in memory (use a bbox for
-    large scenes). ``keep_arrays``: keep truth/mean/sigma per day (for reports). ``refine``,
-    ``mc_samples``, ``seed``: score the hybrid instead of the prior alone (as :func:`stfuse.fuse`);
-    as in :func:`stfuse.predict`, a one-pair day's variance scale then follows the scene through
-    the nearest other clear date (:func:`stfuse.fusion.pairs.evidence_day`), never the withheld one.
-    """
-    import time
-
-    import dask
-
-    from stfuse.api import fuse
-    from stfuse.data.cube import read_errors
+def holdout_plans(days: Sequence[dt.date], cubes: CatalogCubes, fusion: FusionConfig
+                  ) -> tuple[list[tuple[dt.date, tuple[dt.date, ...]]], dict[dt.date, dt.date], dict[dt.date, str]]:
+    """Which of ``days`` can be withheld: ``(plans, evidence, skipped)``. ``plans``: (day, its pairs
+    among the *other* usable dates); ``evidence``: with the hybrid, a one-pair day's other clear
+    date for the variance scale (never the withheld one); ``skipped``: day -> the reason."""
     from stfuse.fusion.pairs import choose_pairs, evidence_day, usable_pair_days
-    from stfuse.fusion.prior import method_for_day
 
-    if not 0 <= min_clear <= 1:
-        raise InputError(f"min_clear {min_clear} must be between 0 and 1")
-    t0 = time.perf_counter()
-    cubes = load_catalog_cubes(catalog=catalog, bbox=bbox, aoi=aoi, start=start, end=end, bands=bands, crs=crs,
-                               margin_days=max_gap_days or 48)
-    fine, coarse = cubes.fine, cubes.coarse
-    band_names = [str(b) for b in fine.band.values]
+    min_clear, max_pairs, max_gap_days, refine = fusion.min_clear, fusion.max_pairs, fusion.max_gap_days, fusion.refine
     coarse_set = set(cubes.coarse_days)
     usable = usable_pair_days(cubes.fine_clear, cubes.coarse_days, min_clear=min_clear)
-    in_period = [d for d in sorted(cubes.fine_clear)
-                 if (cubes.start is None or d >= cubes.start) and (cubes.end is None or d <= cubes.end)]
-    if not in_period:
-        raise DataUnavailableError(
-            f"no Landsat image between {cubes.start or '..'} and {cubes.end or '..'} to withhold; widen the dates"
-        )
     skipped: dict[dt.date, str] = {}
     plans: list[tuple[dt.date, tuple[dt.date, ...]]] = []
-    evidence: dict[dt.date, dt.date] = {}  # hybrid, one pair: another clear date for the variance scale (never the withheld one)
-    for day in in_period:
+    evidence: dict[dt.date, dt.date] = {}
+    for day in days:
         if cubes.fine_clear[day] < min_clear:
             skipped[day] = f"clear fraction {cubes.fine_clear[day]:.0%} < min_clear {min_clear:.0%}"
         elif day not in coarse_set:
@@ -262,6 +213,55 @@ def holdout(
                     evidence[day] = other
             else:
                 skipped[day] = "no other clear pair" + (f" within {max_gap_days} days" if max_gap_days else "")
+    return plans, evidence, skipped
+
+
+def holdout(
+    query: Query | None = None,
+    fusion: FusionConfig | None = None,
+    *,
+    keep_arrays: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
+    **settings: Any,
+) -> HoldoutResult:
+    """Leave-one-date-out validation on a catalog query.
+
+    For each fine (Landsat) date from ``start`` to ``end`` that is at least ``min_clear`` clear
+    and has a coarse image, withhold it, choose pairs among the *other* clear dates
+    (:func:`stfuse.fusion.pairs.choose_pairs`: nearest before/after, ``max_pairs``, ``max_gap_days``),
+    predict it with :func:`stfuse.fuse` from them and that day's coarse image, and score the
+    prediction against the withheld image on its clear pixels (:func:`score_day`).
+    ``query``, ``fusion``: as :func:`stfuse.predict` (or their fields as keywords; the query's
+    ``start``/``end`` bound the withheld dates). ``method`` ``estarfm`` falls back to
+    ``starfm`` on days with one pair (as ``predict`` does). Dates that cannot be scored are
+    listed in ``skipped`` with the reason. The whole area is held in memory (use a bbox for
+    large scenes). ``keep_arrays``: keep truth/mean/sigma per day (for reports). With a refiner
+    (``refine``) the hybrid is scored instead of the prior alone (as :func:`stfuse.fuse`);
+    as in :func:`stfuse.predict`, a one-pair day's variance scale then follows the scene through
+    the nearest other clear date (:func:`stfuse.fusion.pairs.evidence_day`), never the withheld one.
+    """
+    import time
+
+    import dask
+
+    from stfuse.api import fuse
+    from stfuse.data.cube import read_errors
+    from stfuse.fusion.prior import method_for_day
+
+    query, fusion, _ = resolve_configs(query, fusion, None, settings, where="holdout")
+    max_gap_days, refine = fusion.max_gap_days, fusion.refine
+    t0 = time.perf_counter()
+    cubes = load_catalog_cubes(catalog=query.catalog, bbox=query.bbox, aoi=query.aoi, start=query.start, end=query.end,
+                               bands=query.bands, crs=query.crs, margin_days=max_gap_days or 48)
+    fine, coarse = cubes.fine, cubes.coarse
+    band_names = [str(b) for b in fine.band.values]
+    in_period = [d for d in sorted(cubes.fine_clear)
+                 if (cubes.start is None or d >= cubes.start) and (cubes.end is None or d <= cubes.end)]
+    if not in_period:
+        raise DataUnavailableError(
+            f"no Landsat image between {cubes.start or '..'} and {cubes.end or '..'} to withhold; widen the dates"
+        )
+    plans, evidence, skipped = holdout_plans(in_period, cubes, fusion)
     if not plans:
         reasons = "; ".join(f"{d}: {why}" for d, why in skipped.items())
         raise DataUnavailableError(f"no Landsat date can be withheld and predicted ({reasons}); widen the dates or lower --min-clear")
@@ -272,7 +272,8 @@ def holdout(
     days: list[HoldoutDay] = []
     checked: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per day: (mean, variance, truth) of scored pixels
     for done, (day, pairs) in enumerate(plans, start=1):
-        day_method = method_for_day(method, len(pairs), hybrid=refine != "none")  # as stfuse.predict
+        # as stfuse.predict: the prior a day of len(pairs) pairs runs (the hybrid resolves its own)
+        day_fusion = fusion if refine != "none" else replace(fusion, method=method_for_day(fusion.method, len(pairs)))
         pair_times = [np.datetime64(d, "ns") for d in pairs]
         target_time = np.datetime64(day, "ns")
         scene_times = sorted([*pair_times, np.datetime64(evidence[day], "ns")]) if day in evidence else None
@@ -280,7 +281,7 @@ def holdout(
             fine.reflectance.sel(time=pair_times).rename(time="pair"),
             coarse.reflectance.sel(time=pair_times).rename(time="pair"),
             coarse.reflectance.sel(time=target_time),
-            method=day_method, device=device, options=options, refine=refine, mc_samples=mc_samples, seed=seed,
+            day_fusion,
             scene=None if scene_times is None else (fine.reflectance.sel(time=scene_times).rename(time="pair"),
                                                     coarse.reflectance.sel(time=scene_times).rename(time="pair")),
         )
@@ -296,7 +297,7 @@ def holdout(
         if progress:
             progress(done, len(plans), day.isoformat())
     geobox = fine.odc.geobox
-    return HoldoutResult(days, skipped, band_names, method, cubes.catalog, crs_wkt=geobox.crs.to_wkt(),
+    return HoldoutResult(days, skipped, band_names, fusion.method, cubes.catalog, crs_wkt=geobox.crs.to_wkt(),
                          transform=tuple(geobox.transform)[:6], seconds=time.perf_counter() - t0,
                          extra={"calibration": variance_calibration(checked)})
 

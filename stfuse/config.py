@@ -1,0 +1,267 @@
+"""What to fuse and how: the request objects every front end builds.
+
+The CLI's flags, a region YAML file and the Python API all build the same three frozen
+dataclasses, validated once here (change one with :func:`dataclasses.replace`):
+
+- :class:`Query` — where, when, which bands, from which catalog;
+- :class:`FusionConfig` — how each day is predicted (method and its options, pairs, refiner,
+  uncertainty, device);
+- :class:`RunConfig` — how the work is run and written (tiles, dask scheduler, outputs, cache).
+
+``stfuse.open_fused(query, fusion, run)`` turns them into a lazy dataset;
+``stfuse.predict(query, fusion, run)`` writes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import inspect
+import numbers
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+
+from stfuse.data.sensors import COARSE_COLLECTIONS, check_bands
+from stfuse.errors import InputError
+from stfuse.fusion.quality import Thresholds
+
+PathLike = str | os.PathLike[str]
+Method = Literal["starfm", "estarfm", "fsdaf", "fitfc", "auto"]
+Refine = Literal["none", "shipped", "scene"]
+Format = Literal["cog", "zarr"]
+
+METHOD_CHOICES: tuple[str, ...] = ("starfm", "estarfm", "fsdaf", "fitfc", "auto")
+REFINE_CHOICES: tuple[str, ...] = ("none", "shipped", "scene")
+FORMAT_CHOICES: tuple[str, ...] = ("cog", "zarr")
+
+
+@dataclass(frozen=True)
+class Query:
+    """Where, when and which bands to fuse.
+
+    ``catalog``: a static STAC catalog path, a STAC API URL or a provider name (None: the
+    bundled ``sample_scenes``; then area and dates default to the sample's extent).
+    ``bbox``: (min lon, min lat, max lon, max lat) in degrees; or ``aoi``: a GeoJSON geometry
+    (dict) or a GeoJSON file; not both. ``start``/``end``: the first and last day to predict,
+    inclusive (``datetime.date`` or ``YYYY-MM-DD``; None: the data's extent). ``bands``: band
+    names (None: all of :data:`stfuse.data.sensors.BANDS`). ``crs``: output CRS (None: the
+    Landsat items' UTM zone). ``coarse_collection``: ``modis-43A4-061`` (MCD43A4 NBAR) or
+    ``modis-09GA-061`` (MOD09GA); None: the provider's default (MCD43A4).
+    """
+
+    catalog: PathLike | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    aoi: dict[str, Any] | PathLike | None = None
+    start: dt.date | str | None = None
+    end: dt.date | str | None = None
+    bands: tuple[str, ...] | None = None
+    crs: str | None = None
+    coarse_collection: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.bbox is not None and self.aoi is not None:
+            raise InputError("give a bbox or an aoi, not both")
+        if self.bbox is not None:
+            bbox = tuple(self.bbox)
+            if len(bbox) != 4 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bbox):
+                raise InputError(f"bbox must be 4 numbers (min lon, min lat, max lon, max lat), got {self.bbox!r}")
+            object.__setattr__(self, "bbox", tuple(float(v) for v in bbox))
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(check_bands(list(self.bands))))
+        if self.coarse_collection is not None and self.coarse_collection not in COARSE_COLLECTIONS:
+            raise InputError(f"{self.coarse_collection!r} is not a coarse collection stfuse can use; "
+                             f"use one of {', '.join(COARSE_COLLECTIONS)}")
+
+    @property
+    def band_names(self) -> list[str]:
+        """The bands asked for, all of them when None."""
+        from stfuse.data.sensors import BANDS
+
+        return list(self.bands or BANDS)
+
+    @property
+    def source(self) -> str:
+        """The catalog as a label (``sample_scenes`` when None)."""
+        return str(self.catalog) if self.catalog is not None else "sample_scenes"
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """How each day is predicted.
+
+    ``method``: the physics prior (``starfm`` 1+ pairs, ``estarfm`` 2 pairs, ``fsdaf``/``fitfc``
+    1+ pairs, ``auto`` by the number of pairs; see :func:`stfuse.fusion.prior.method_for_day`).
+    ``window``: its moving-window size in fine pixels (None: the method's default).
+    ``options``: other keyword options of the method's function (checked against its
+    signature), e.g. ``{"n_classes": 6}`` for FSDAF.
+    ``refine``: ``none`` (prior only), ``shipped`` (the CNN refiner with the shipped weights,
+    or ``weights``) or ``scene`` (first adapted to the day's pairs); ``mc_samples`` Monte Carlo
+    dropout passes; ``seed`` makes every random step reproducible.
+    ``variance_scale``: multiplies the predicted variance (sigma^2) after the method's own
+    calibration factor, e.g. the scale ``stfuse evaluate --holdout`` fits for an area.
+    ``max_pairs`` (1 or 2), ``min_clear`` (0..1), ``max_gap_days``: which Landsat dates serve
+    as pairs (:mod:`stfuse.fusion.pairs`). ``strict``: refuse days that fail a quality gate
+    (``thresholds``) instead of flagging them. ``device``: ``cpu`` or ``cuda``.
+    """
+
+    method: Method = "starfm"
+    window: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    refine: Refine = "none"
+    weights: PathLike | None = None
+    mc_samples: int = 8
+    seed: int = 0
+    variance_scale: float = 1.0
+    max_pairs: int = 2
+    min_clear: float = 0.3
+    max_gap_days: int | None = None
+    strict: bool = False
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHOD_CHOICES:
+            raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHOD_CHOICES)}")
+        if self.refine not in REFINE_CHOICES:
+            raise InputError(f"unknown refine mode {self.refine!r}; use none, shipped or scene")
+        if self.weights is not None and self.refine == "none":
+            raise InputError("a refiner checkpoint (--weights) is only used with --refine shipped or scene")
+        check_variance_scale(self.variance_scale)
+        if self.window is not None and (isinstance(self.window, bool) or not isinstance(self.window, numbers.Integral)
+                                        or self.window < 1):
+            raise InputError(f"window must be a positive number of pixels, got {self.window!r}")
+        if self.max_pairs not in (1, 2):
+            raise InputError(f"max_pairs must be 1 or 2, got {self.max_pairs}")
+        if not 0 <= self.min_clear <= 1:
+            raise InputError(f"min_clear {self.min_clear} must be between 0 and 1")
+        if self.max_gap_days is not None and self.max_gap_days < 0:
+            raise InputError(f"max_gap_days must be >= 0, got {self.max_gap_days}")
+        if not 1 <= int(self.mc_samples) <= 256:
+            raise InputError(f"mc_samples must be between 1 and 256, got {self.mc_samples}")
+        object.__setattr__(self, "device", resolve_device(self.device))
+        object.__setattr__(self, "options", dict(self.options or {}))
+        check_method_options(self.method, self.prior_options)
+
+    @property
+    def prior_options(self) -> dict[str, Any]:
+        """Keyword options passed to the prior's function: ``options`` plus ``window``."""
+        return {**self.options, **({"window": self.window} if self.window else {})}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How the work is run and written.
+
+    ``out_dir``: output folder. ``formats``: ``cog`` (``out_dir/stfuse_YYYY-MM-DD.tif`` + a STAC
+    item each) and/or ``zarr`` (``out_dir/stfuse.zarr``). ``overwrite`` replaces outputs;
+    ``resume`` skips days already complete. ``tile``: tile side in pixels (plus the method's
+    halo). ``scheduler``: None (threads), ``local`` (a LocalCluster of ``workers`` processes x
+    ``threads``, ``memory_limit`` each) or a ``tcp://`` address of an existing dask cluster.
+    ``cache``: a folder where loaded cubes are kept as Zarr and reused
+    (:func:`stfuse.data.cube.load_cubes`).
+    """
+
+    out_dir: PathLike = "out"
+    formats: tuple[Format, ...] = ("cog",)
+    overwrite: bool = False
+    resume: bool = False
+    tile: int = 1024
+    scheduler: str | None = None
+    workers: int | None = None
+    threads: int | None = None
+    memory_limit: str | None = None
+    cache: PathLike | None = None
+
+    def __post_init__(self) -> None:
+        formats = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
+        unknown = sorted(set(formats) - set(FORMAT_CHOICES))
+        if unknown or not formats:
+            raise InputError(f"unknown output format {unknown or list(formats)}; use cog and/or zarr")
+        object.__setattr__(self, "formats", formats)
+        if int(self.tile) < 1:
+            raise InputError(f"tile must be >= 1 pixel, got {self.tile}")
+
+
+def resolve_device(device: str) -> str:
+    """``cpu``, ``cuda`` (refused when torch sees no GPU) or ``auto`` (CUDA when available) as a torch device."""
+    if device == "cpu":
+        return device
+    if device not in ("auto", "cuda") and not str(device).startswith("cuda:"):
+        raise InputError(f"unknown device {device!r}; use cpu, cuda or auto")
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda" if device == "auto" else device
+    if device != "auto":
+        raise InputError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    return "cpu"
+
+
+def check_variance_scale(variance_scale: float) -> None:
+    """Refuse a variance scale that is not a positive finite number."""
+    if isinstance(variance_scale, bool) or not (isinstance(variance_scale, numbers.Real) and np.isfinite(variance_scale)
+                                                and variance_scale > 0):
+        raise InputError(f"variance scale must be a positive number (1 = as predicted); got {variance_scale!r}")
+
+
+def check_method_options(method: str, options: Mapping[str, Any]) -> None:
+    """Refuse keyword options that ``method``'s function (every candidate for ``auto``) does not take."""
+    if not options:
+        return
+    from stfuse.fusion.prior import METHODS, method_function
+
+    names = ("fsdaf", "fitfc") if method == "auto" else (method,)
+    for name in names:
+        if name not in METHODS:
+            continue
+        params = inspect.signature(method_function(name)).parameters
+        known = [p for p, spec in params.items() if spec.kind == inspect.Parameter.KEYWORD_ONLY]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise InputError(f"method {name} has no option {unknown[0]!r}; its options: {', '.join(known)}")
+
+
+def config_fields(cls: type) -> list[str]:
+    """Field names of one of the request dataclasses."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def split_settings(settings: Mapping[str, Any], *, where: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Split flat ``settings`` into keyword arguments of :class:`Query`, :class:`FusionConfig`
+    and :class:`RunConfig`; :class:`InputError` naming ``where`` and the valid keys for any other key."""
+    groups = [config_fields(Query), config_fields(FusionConfig), config_fields(RunConfig)]
+    unknown = sorted(set(settings) - {k for g in groups for k in g})
+    if unknown:
+        valid = sorted({k for g in groups for k in g})
+        raise InputError(f"{where} has unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}")
+    return tuple({k: v for k, v in settings.items() if k in g} for g in groups)  # type: ignore[return-value]
+
+
+def coerce_sequence(value: Any) -> tuple[Any, ...] | None:
+    """A list, tuple or single value as a tuple (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        return (value,)
+    if isinstance(value, Sequence):
+        return tuple(value)
+    return (value,)
+
+
+
+
+def resolve_configs(query: Query | None, fusion: FusionConfig | None, run: RunConfig | None, settings: Mapping[str, Any], *,
+                    where: str) -> tuple[Query, FusionConfig, RunConfig]:
+    """The three request objects from objects and/or flat keyword ``settings`` (fields of any of
+    them; a setting overrides the object's field). :class:`InputError` naming ``where`` on an
+    unknown key, listing the valid ones."""
+    q, f, r = split_settings(settings, where=where)
+    return (dataclasses.replace(query or Query(), **q), dataclasses.replace(fusion or FusionConfig(), **f),
+            dataclasses.replace(run or RunConfig(), **r))
+
+
+__all__ = ["FusionConfig", "Query", "RunConfig", "check_method_options", "check_variance_scale", "resolve_configs", "split_settings"]

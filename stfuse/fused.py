@@ -1,0 +1,397 @@
+"""One lazy fused cube: the per-day path that every command shares.
+
+:func:`open_fused` turns a :class:`~stfuse.config.Query` and a :class:`~stfuse.config.FusionConfig`
+into an ``xarray.Dataset`` with dims (time, band, y, x) on the Landsat 30 m grid:
+
+- ``reflectance`` (time, band, y, x) float32 surface reflectance, NaN where not predictable;
+- ``sigma`` (time, band, y, x) float32, one standard deviation of the prediction;
+- ``quality`` (time, y, x) uint8 bit flags (:data:`stfuse.fusion.quality.QUALITY_BITS`);
+- per-day coordinates ``pair_dates`` (``;``-separated ISO dates) and ``method``;
+- the CRS as odc-geo's ``spatial_ref`` (``ds.odc.geobox``), provenance in ``attrs``.
+
+Opening searches the catalog and reads the Landsat clear fractions to choose the pairs; every
+day's prediction is a dask graph that runs only when that day is computed (``ds.sel(time=...)``
+computes that day only). :func:`stfuse.predict` writes the same days to COG/Zarr.
+
+The per-day path is :func:`predict_day`: a :class:`Predictor` (a physics prior, or the hybrid
+prior + refiner) run tile by tile with its halo, and its variance scaled by the predictor's
+calibration factor times the user's ``variance_scale``. :func:`stfuse.fuse` (one day in memory),
+local-file mode and ``stfuse evaluate --holdout`` call the same function.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import xarray as xr
+
+from stfuse import __version__
+from stfuse.config import FusionConfig, Query, RunConfig
+from stfuse.data.cube import Cubes, load_cubes, read_errors
+from stfuse.errors import DataUnavailableError, InputError
+from stfuse.fusion.pairs import Plan, date_range, plan_days, usable_pair_days
+from stfuse.fusion.prior import halo as prior_halo, method_for_day, predict as prior_predict
+from stfuse.fusion.prior.calibration import calibration_record as prior_calibration_record
+from stfuse.fusion.quality import quality_band
+from stfuse.output.tiling import predict_tiled
+
+log = logging.getLogger("stfuse")
+
+IN_MEMORY_BYTES = 2 * 2**30
+"""Cubes smaller than this (fine + coarse, bytes) are read into memory once by :func:`stfuse.predict`."""
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What predicts one day, prior or hybrid alike.
+
+    ``name``: the method label in tags; ``halo``: the neighbourhood radius in fine pixels (the
+    tile overlap); ``variance_factor``: multiplies the returned variance (a prior's factor fitted
+    on simulated days; 1 for the hybrid, which applies its own); ``calibration()``: the record of
+    that factor for the output tags. Called as ``fn(fine, coarse, coarse_target)`` on numpy arrays
+    (P, B, h, w), (P, B, h, w), (B, h, w) -> (mean, variance) (B, h, w) float32.
+    """
+
+    name: str
+    halo: int
+    variance_factor: float
+
+    def calibration(self) -> dict[str, Any]: ...
+
+    def __call__(self, fine: np.ndarray, coarse: np.ndarray, coarse_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class PriorPredictor:
+    """A physics prior (:mod:`stfuse.fusion.prior`) for days with ``n_pairs`` pairs."""
+
+    method: str
+    n_pairs: int
+    device: str = "cpu"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.method
+
+    @property
+    def halo(self) -> int:
+        return prior_halo(self.method, **self.options)
+
+    @property
+    def variance_factor(self) -> float:
+        return float(self.calibration()["variance_scale"])
+
+    def calibration(self) -> dict[str, Any]:
+        return prior_calibration_record(self.method, self.n_pairs)
+
+    def __call__(self, fine: np.ndarray, coarse: np.ndarray, coarse_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return prior_predict(fine, coarse, coarse_target, method=self.method, device=self.device, **self.options)
+
+
+class HybridPredictor:
+    """The hybrid (prior ensemble + CNN refiner, :class:`stfuse.fusion.refine.HybridFn`) for one
+    set of pairs, its model adapted and its variance scale fitted already (:func:`hybrid_predictor`)."""
+
+    variance_factor = 1.0  # the hybrid scales its variance itself
+
+    def __init__(self, fn: Any, refine: str, n_pairs: int) -> None:
+        self.fn, self.refine, self.n_pairs = fn, refine, n_pairs
+
+    @property
+    def name(self) -> str:
+        return f"{self.fn.name}({self.refine})"
+
+    @property
+    def halo(self) -> int:
+        return self.fn.halo
+
+    def calibration(self) -> dict[str, Any]:
+        return self.fn.calibration(self.n_pairs)
+
+    def __call__(self, fine: np.ndarray, coarse: np.ndarray, coarse_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.fn(fine, coarse, coarse_target)
+
+
+def hybrid_predictor(
+    fusion: FusionConfig,
+    day_method: str,
+    pair_fine: xr.DataArray,
+    pair_coarse: xr.DataArray,
+    *,
+    scene: tuple[xr.DataArray, xr.DataArray, list[str] | None] | None = None,
+    base_model: Any = None,
+    memo: dict[Any, Any] | None = None,
+) -> HybridPredictor:
+    """The hybrid for one day's pairs (pair, band, y, x). With ``refine="scene"`` and 2+ pairs the
+    model is first adapted to the pairs (self-supervised, the whole area); the variance scale is
+    fitted on ``scene`` = (fine, coarse, dates): the pairs, or with one pair the pair and its
+    evidence date (:meth:`stfuse.fusion.refine.HybridFn.fit_scene`; default: the pairs). Both are
+    kept in ``memo`` per set of pairs, so days sharing pairs share them. ``base_model``: the
+    starting refiner (a user checkpoint; None = shipped weights)."""
+    from stfuse.fusion.refine import adapt_model, hybrid_fn
+
+    memo = {} if memo is None else memo
+    key = (day_method, tuple(str(t) for t in pair_fine["pair"].values) if "pair" in pair_fine.coords else id(pair_fine))
+    if fusion.refine == "scene" and pair_fine.sizes["pair"] >= 2:
+        if key not in memo:
+            fine = np.asarray(pair_fine.transpose("pair", "band", "y", "x").values, np.float32)
+            coarse = np.asarray(pair_coarse.transpose("pair", "band", "y", "x").values, np.float32)
+            memo[key] = adapt_model(fine, coarse, prior_fn=day_method, init=base_model, seed=fusion.seed, device=fusion.device)
+        model = memo[key]
+    else:
+        model = base_model
+    fn = hybrid_fn(day_method, model, mc_samples=fusion.mc_samples, seed=fusion.seed, device=fusion.device,
+                   prior_options=fusion.prior_options)
+    scene_fine, scene_coarse, scene_dates = scene if scene is not None else (pair_fine, pair_coarse, None)
+    scale_key = ("scene_scale", fusion.refine, *key, *(scene_dates or ()))
+    if scale_key not in memo:  # the variance scale that follows the scene: once per set of images
+        memo[scale_key] = (fn.fit_scene(scene_fine, scene_coarse, n_pairs=pair_fine.sizes["pair"], dates=scene_dates),
+                           fn.scene_dates)
+    fn.scene_scale, fn.scene_dates = memo[scale_key]
+    return HybridPredictor(fn, fusion.refine, pair_fine.sizes["pair"])
+
+
+def predict_day(
+    pair_fine: xr.DataArray,
+    pair_coarse: xr.DataArray,
+    coarse_target: xr.DataArray,
+    predictor: Predictor | Any,
+    *,
+    halo: int,
+    variance_factor: float,
+    tile: int | None = None,
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """One day, lazily: ``(mean, sigma)`` (band, y, x) float32 dask-backed DataArrays.
+
+    ``pair_fine``/``pair_coarse``: (pair, band, y, x), ``coarse_target``: (band, y, x)
+    reflectance, NaN = missing. ``predictor``: a :class:`Predictor` (or a ``dask.delayed`` one)
+    run on tiles of ``tile`` pixels (None: one tile, the whole image) grown by ``halo``.
+    ``sigma = sqrt(max(variance, 0) * variance_factor)``.
+    """
+    size = tile or max(coarse_target.sizes["y"], coarse_target.sizes["x"], 1)
+    result = predict_tiled(pair_fine, pair_coarse, coarse_target, predict_fn=predictor, halo=halo, tile=size)
+    sigma = np.sqrt(result["variance"].clip(min=0) * variance_factor)
+    return result["mean"], sigma
+
+
+def calibration_tag(record: Mapping[str, Any], variance_scale: float) -> dict[str, Any]:
+    """The ``calibration`` tag: the predictor's record (the factor applied and what it was fitted
+    on) plus a user variance scale other than 1."""
+    return {**record, **({"user_variance_scale": float(variance_scale)} if variance_scale != 1.0 else {})}
+
+
+def provenance(method: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Tags every output carries: stfuse and torch versions, the method, the creation time."""
+    import torch
+
+    return {
+        "stfuse_version": __version__,
+        "method": method,
+        "torch_version": torch.__version__,
+        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        **extra,
+    }
+
+
+def load_base_model(fusion: FusionConfig, bands: Sequence[str]) -> Any:
+    """The user's refiner checkpoint (``fusion.weights``), refused if its bands differ; None otherwise."""
+    if fusion.weights is None:
+        return None
+    from stfuse.fusion.refine import load_model
+
+    return load_model(fusion.weights, bands=list(bands))
+
+
+class Fused:
+    """A planned fused cube: the loaded cubes, the days with their pairs, and how each is predicted.
+
+    Built by :func:`plan_fused`. :attr:`dataset` is the lazy ``xarray.Dataset``;
+    :meth:`predictor` and :meth:`day` give one day's predictor and arrays (what the writers use).
+    """
+
+    def __init__(self, query: Query, fusion: FusionConfig, run: RunConfig, cubes: Cubes, fine: xr.Dataset,
+                 coarse: xr.Dataset, plans: list[Plan], base_model: Any = None) -> None:
+        self.query, self.fusion, self.run, self.cubes = query, fusion, run, cubes
+        self.fine, self.coarse, self.plans, self.base_model = fine, coarse, plans, base_model
+        self.bands = [str(b) for b in fine.band.values]
+        self.geobox = fine.odc.geobox
+        self._memo: dict[Any, Any] = {}
+        self._lock = threading.Lock()
+        self._coarse_clear: dict[dt.date, float] | None = None
+
+    def day_method(self, plan: Plan) -> str:
+        """The method a day runs (:func:`stfuse.fusion.prior.method_for_day`)."""
+        return method_for_day(self.fusion.method, len(plan.pairs), hybrid=self.fusion.refine != "none")
+
+    def inputs(self, plan: Plan) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
+        """The day's pair fine and coarse images (pair, band, y, x) and target coarse image (band, y, x)."""
+        times = [np.datetime64(d) for d in plan.pairs]
+        return (self.fine.reflectance.sel(time=times).rename(time="pair"),
+                self.coarse.reflectance.sel(time=times).rename(time="pair"),
+                self.coarse.reflectance.sel(time=np.datetime64(plan.target)))
+
+    def predictor(self, plan: Plan) -> Predictor:
+        """The day's predictor; for the hybrid, adapted and scaled once per set of pairs (memoised)."""
+        day_method = self.day_method(plan)
+        if self.fusion.refine == "none":
+            return PriorPredictor(day_method, len(plan.pairs), self.fusion.device, self.fusion.prior_options)
+        pair_fine, pair_coarse, _ = self.inputs(plan)
+        scene_days = tuple(sorted((*plan.pairs, plan.evidence))) if plan.evidence else plan.pairs
+        scene_times = [np.datetime64(d) for d in scene_days]
+        scene = (self.fine.reflectance.sel(time=scene_times).rename(time="pair"),
+                 self.coarse.reflectance.sel(time=scene_times).rename(time="pair"), [d.isoformat() for d in scene_days])
+        with self._lock:
+            return hybrid_predictor(self.fusion, day_method, pair_fine, pair_coarse, scene=scene, base_model=self.base_model,
+                                    memo=self._memo)
+
+    def _unprepared(self, plan: Plan) -> tuple[str, int, float]:
+        """(name, halo, variance factor) of the day's predictor without preparing the hybrid."""
+        day_method = self.day_method(plan)
+        if self.fusion.refine == "none":
+            p = PriorPredictor(day_method, len(plan.pairs), self.fusion.device, self.fusion.prior_options)
+            return p.name, p.halo, p.variance_factor * self.fusion.variance_scale
+        from stfuse.fusion.refine import hybrid_fn
+
+        fn = hybrid_fn(day_method, self.base_model, mc_samples=self.fusion.mc_samples, seed=self.fusion.seed,
+                       device=self.fusion.device, prior_options=self.fusion.prior_options)
+        return f"{fn.name}({self.fusion.refine})", fn.halo, 1.0 * self.fusion.variance_scale
+
+    def day(self, plan: Plan, predictor: Predictor | None = None) -> xr.Dataset:
+        """One day's lazy ``mean``, ``sigma`` (band, y, x) and ``quality`` (y, x). With no
+        ``predictor`` the hybrid is prepared lazily, as part of the day's graph."""
+        import dask
+
+        pair_fine, pair_coarse, target = self.inputs(plan)
+        if predictor is not None:
+            fn, halo, factor = predictor, predictor.halo, predictor.variance_factor * self.fusion.variance_scale
+        elif self.fusion.refine == "none":
+            fn = self.predictor(plan)
+            halo, factor = fn.halo, fn.variance_factor * self.fusion.variance_scale
+        else:
+            _, halo, factor = self._unprepared(plan)
+            fn = dask.delayed(self.predictor, pure=False, traverse=False)(
+                plan, dask_key_name=f"stfuse-predictor-{plan.target.isoformat()}-{'-'.join(map(str, plan.pairs))}")
+        mean, sigma = predict_day(pair_fine, pair_coarse, target, fn, halo=halo, variance_factor=factor, tile=self.run.tile)
+        flags = quality_band(pair_fine, pair_coarse, target, change_threshold=self.fusion.thresholds.change_threshold)
+        return xr.Dataset({"mean": mean, "sigma": sigma, "quality": flags})
+
+    def coarse_clear(self, day: dt.date) -> float:
+        """Clear fraction (0..1) of the coarse image of ``day`` (reads the coarse images once)."""
+        if self._coarse_clear is None:
+            with read_errors():
+                days = [np.datetime64(t, "D").item() for t in self.coarse.time.values]
+                self._coarse_clear = dict(zip(days, self.coarse.clear_fraction.values.tolist()))
+        return self._coarse_clear[day]
+
+    def item_ids(self, plan: Plan) -> tuple[list[str], list[str]]:
+        """Ids of the fine items of the pairs and of the coarse items of the pairs and the target."""
+        times = [np.datetime64(d) for d in plan.pairs]
+        return ([str(self.fine.item_id.sel(time=t).item()) for t in times],
+                [str(self.coarse.item_id.sel(time=t).item()) for t in (*times, np.datetime64(plan.target))])
+
+    @property
+    def dataset(self) -> xr.Dataset:
+        """The lazy fused cube (see the module docstring)."""
+        days = [self.day(plan) for plan in self.plans]
+        times = [np.datetime64(p.target, "ns") for p in self.plans]
+        names = [self._unprepared(p)[0] for p in self.plans]
+        ds = xr.Dataset({
+            "reflectance": xr.concat([d["mean"] for d in days], dim="time", coords="minimal", compat="override", join="override"),
+            "sigma": xr.concat([d["sigma"] for d in days], dim="time", coords="minimal", compat="override", join="override"),
+            "quality": xr.concat([d["quality"] for d in days], dim="time", coords="minimal", compat="override", join="override"),
+        })
+        ds = ds.assign_coords(time=times, pair_dates=("time", [";".join(p.isoformat() for p in plan.pairs) for plan in self.plans]),
+                              method=("time", names))
+        ds["reflectance"].attrs.update(units="1", long_name="surface reflectance")
+        ds["sigma"].attrs.update(units="1", long_name="one standard deviation of the predicted reflectance")
+        ds["quality"].attrs.update(long_name="quality bit flags", flag_meanings="coarse_missing fine_missing large_change",
+                                   flag_masks=[1, 2, 4])
+        ds.attrs.update(stfuse_version=__version__, catalog=self.query.source,
+                        query=json.dumps(_jsonable(asdict(self.query))), fusion=json.dumps(_jsonable(asdict(self.fusion))))
+        return ds
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConfig = RunConfig(), *,
+               in_memory: bool = False) -> Fused:
+    """Search, load lazily, choose each day's pairs: a :class:`Fused` (nothing predicted yet).
+
+    Reads the fine images' clear fractions (to choose pairs). ``in_memory``: read the days used
+    (targets, pairs, evidence dates) into memory at once when they fit in :data:`IN_MEMORY_BYTES`
+    (what :func:`stfuse.predict` does: each COG is then read once, not once per day).
+    """
+    bands = query.band_names
+    base_model = load_base_model(fusion, bands)  # refused here, before any search, if its bands differ
+    cubes = load_cubes(catalog=query.catalog, bbox=query.bbox, aoi=query.aoi, start=query.start, end=query.end, bands=bands,
+                       crs=query.crs, margin_days=fusion.max_gap_days or 48, cache=run.cache,
+                       coarse_collection=query.coarse_collection)
+    fine_clear = cubes.fine_clear()  # reads the fine images once (small: a few scenes)
+    coarse_days = cubes.coarse_days()
+    pair_days = usable_pair_days(fine_clear, coarse_days, min_clear=fusion.min_clear)
+    if not pair_days:
+        raise InputError(
+            f"no clear fine/coarse pair: the {len(fine_clear)} Landsat images found have clear fractions "
+            f"{', '.join(f'{c:.0%}' for c in fine_clear.values())} (need >= {fusion.min_clear:.0%}); "
+            "widen the dates or lower --min-clear"
+        )
+    first = cubes.query.start or min(coarse_days)
+    last = cubes.query.end or max(coarse_days)
+    targets = [d for d in date_range(first, last) if d in set(coarse_days)]
+    if not targets:
+        raise DataUnavailableError(f"no coarse (MODIS) image between {first} and {last}; widen the date range")
+    plans = plan_days(targets, pair_days, max_pairs=fusion.max_pairs, max_gap_days=fusion.max_gap_days)
+    # Only the days used are read: targets and their pairs; with the refiner a single-pair day
+    # also reads its evidence date (the scene's error scale).
+    hybrid = fusion.refine != "none"
+    fine_days = sorted({d for p in plans for d in (*p.pairs, *((p.evidence,) if p.evidence and hybrid else ()))})
+    needed = sorted({*fine_days, *(p.target for p in plans)})
+    coarse = cubes.coarse.sel(time=[np.datetime64(d, "ns") for d in needed])
+    fine = cubes.fine.sel(time=[np.datetime64(d, "ns") for d in fine_days])
+    if in_memory and fine.reflectance.nbytes + coarse.reflectance.nbytes <= IN_MEMORY_BYTES:
+        import dask
+
+        with read_errors():
+            fine, coarse = dask.compute(fine, coarse)
+    return Fused(query, fusion, run, cubes, fine, coarse, plans, base_model)
+
+
+def open_fused(query: Query | None = None, fusion: FusionConfig | None = None, run: RunConfig | None = None,
+               **settings: Any) -> xr.Dataset:
+    """The fused daily cube of ``query`` as a lazy ``xarray.Dataset`` (time, band, y, x).
+
+    ``query``/``fusion``/``run``: :class:`~stfuse.config.Query`, :class:`~stfuse.config.FusionConfig`,
+    :class:`~stfuse.config.RunConfig` (``run.tile`` and ``run.cache`` are used); or their fields
+    as keyword arguments (``open_fused(start="2023-06-10", end="2023-06-20", method="auto")``).
+    Variables ``reflectance`` and ``sigma`` (float32 reflectance), ``quality`` (uint8 flags);
+    nothing is predicted until computed, and selecting days computes only those::
+
+        ds = stfuse.open_fused(start="2023-06-10", end="2023-06-20")
+        day = ds.sel(time="2023-06-14").compute()       # one day predicted
+        ds.reflectance.sel(band="nir08").mean(["y", "x"]).values   # every day
+
+    Compute under ``stfuse.output.tiling.dask_scheduler(...)`` to choose the dask scheduler.
+    """
+    from stfuse.config import resolve_configs
+
+    query, fusion, run = resolve_configs(query, fusion, run, settings, where="open_fused")
+    return plan_fused(query, fusion, run).dataset
+
+
+__all__ = ["Fused", "HybridPredictor", "Predictor", "PriorPredictor", "calibration_tag", "hybrid_predictor", "open_fused",
+           "plan_fused", "predict_day", "provenance"]

@@ -1,0 +1,180 @@
+"""Writing a fused cube: a COG + STAC item per day and/or one Zarr store, resumable.
+
+:func:`write_fused` is what :func:`stfuse.predict` does after :func:`stfuse.fused.plan_fused`:
+for every planned day, prepare its predictor, check the day's quality gates, compute it tile by
+tile and write it (COG staged then renamed; a Zarr day marked complete after all its tiles).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS as RioCRS
+from rasterio.windows import Window
+
+from stfuse import __version__
+from stfuse.data.cube import read_errors
+from stfuse.errors import InputError, OutputError
+from stfuse.fused import Fused, calibration_tag, provenance
+from stfuse.fusion.pairs import Plan
+from stfuse.fusion.quality import QUALITY_BITS, assess
+from stfuse.output.io import (compute_blocks, create_zarr_output, mark_zarr_day_complete, write_prediction_cog,
+                              write_run_collection, write_stac_item, write_zarr_tiles, zarr_completed_days)
+from stfuse.output.tiling import dask_scheduler
+
+log = logging.getLogger("stfuse")
+
+ProgressCallback = Callable[[float, int, str], None]
+"""Called as ``progress(done, total, label)`` as work advances (``done`` may be fractional)."""
+
+
+class Outputs(list):
+    """The written paths (COGs in date order, then the Zarr store), with what this run did:
+    ``days_written`` (computed now) and ``days_skipped`` (already complete, with ``resume``)."""
+
+    days_written: int = 0
+    days_skipped: int = 0
+
+
+def cog_path(out_dir: Path, day: dt.date) -> Path:
+    """Where a day's COG goes: ``out_dir/stfuse_YYYY-MM-DD.tif`` (its STAC item: ``.json``)."""
+    return out_dir / f"stfuse_{day.isoformat()}.tif"
+
+
+def check_output_dir(out_dir: Path, formats: tuple[str, ...], *, overwrite: bool, resume: bool) -> None:
+    """Refuse, before any search or load, an output folder that cannot be written as asked: a
+    ``.tif`` path (catalog mode writes a folder), a file, or existing outputs without
+    ``overwrite``/``resume``."""
+    if out_dir.suffix.lower() in (".tif", ".tiff"):
+        raise InputError(f"catalog mode writes a folder of daily COGs, not {out_dir}; give a folder with -o "
+                         "(a single .tif output is local-file mode: --pair FINE COARSE --coarse TARGET)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir} exists and is not a folder; give another -o")
+    if overwrite or resume or not out_dir.is_dir():
+        return
+    existing = sorted(out_dir.glob("stfuse_*.tif")) if "cog" in formats else []
+    if "zarr" in formats and (out_dir / "stfuse.zarr").exists():
+        existing.append(out_dir / "stfuse.zarr")
+    if existing:
+        raise OutputError(f"{existing[0]} already exists; pass --overwrite to replace or --resume to continue "
+                          "(Python: overwrite=True / resume=True), or choose another output folder")
+
+
+def _blocks_of(src: Any, tile: int) -> Iterator[tuple[tuple[slice, slice], np.ndarray]]:
+    """Yield ((rows, cols), (C, h, w) array) windows of ``tile`` pixels from an open raster."""
+    for row in range(0, src.height, tile):
+        for col in range(0, src.width, tile):
+            window = Window(col, row, min(tile, src.width - col), min(tile, src.height - row))
+            yield (slice(row, row + window.height), slice(col, col + window.width)), src.read(window=window)
+
+
+def write_fused(fused: Fused, *, progress: ProgressCallback | None = None) -> Outputs:
+    """Write every planned day of ``fused`` as ``fused.run`` asks; returns the output paths
+    (:class:`Outputs`: COGs in date order, then the Zarr store). See :func:`stfuse.predict`."""
+    run, fusion, bands, geobox, plans = fused.run, fused.fusion, fused.bands, fused.geobox, fused.plans
+    out_dir = Path(run.out_dir)
+    cogs = {p.target: cog_path(out_dir, p.target) for p in plans}
+    zarr_path = out_dir / "stfuse.zarr"
+    done_cog = {d for d, path in cogs.items() if path.exists() and path.with_suffix(".json").exists()} if run.resume else set()
+    if "cog" in run.formats and not (run.overwrite or run.resume):
+        existing = [path for path in cogs.values() if path.exists()]
+        if existing:
+            raise OutputError(f"{existing[0]} already exists; pass --overwrite to replace or --resume to continue")
+    out_crs = RioCRS.from_wkt(geobox.crs.to_wkt())
+    done_zarr: set[dt.date] = set()
+    if "zarr" in run.formats:
+        if run.resume and zarr_path.exists():
+            done_zarr = zarr_completed_days(zarr_path)
+        else:
+            create_zarr_output(zarr_path, days=[p.target for p in plans], band_names=bands, crs=out_crs, transform=geobox.transform,
+                               shape=(geobox.height, geobox.width), chunk=run.tile, overwrite=run.overwrite,
+                               attrs={"stfuse_version": __version__, "method": fusion.method})
+    day_index = {p.target: i for i, p in enumerate(plans)}
+    todo = [p for p in plans if ("cog" in run.formats and p.target not in done_cog)
+            or ("zarr" in run.formats and p.target not in done_zarr)]
+    if len(todo) < len(plans):
+        log.info("resuming: %d of %d days already complete", len(plans) - len(todo), len(plans))
+    with dask_scheduler(run.scheduler, workers=run.workers, threads=run.threads, memory_limit=run.memory_limit,
+                        device=fusion.device), read_errors():
+        for done, plan in enumerate(todo, start=1):
+            label = plan.target.isoformat()
+            report = (lambda d, t, label=label, n=done: progress(n - 1 + d / t, len(todo), label)) if progress else None
+            _write_day(fused, plan, cogs[plan.target] if plan.target not in done_cog and "cog" in run.formats else None,
+                       (zarr_path, day_index[plan.target]) if "zarr" in run.formats and plan.target not in done_zarr else None,
+                       report)
+            if progress:
+                progress(done, len(todo), label)
+    outputs = Outputs()
+    outputs.days_written, outputs.days_skipped = len(todo), len(plans) - len(todo)
+    if "cog" in run.formats:
+        outputs += [cogs[p.target] for p in plans]
+        write_run_collection(out_dir, [cogs[p.target].with_suffix(".json") for p in plans],
+                             description=f"stfuse {fusion.method} predictions from {fused.query.source}",
+                             properties={"method": fusion.method, "bands": list(bands), "version": __version__})
+    if "zarr" in run.formats:
+        outputs.append(zarr_path)
+    return outputs
+
+
+def _day_tags(fused: Fused, plan: Plan, name: str, record: dict[str, Any], quality: dict[str, Any]) -> dict[str, Any]:
+    """The tags of one day's outputs (provenance, pairs, items, quality, calibration)."""
+    fusion = fused.fusion
+    fine_items, coarse_items = fused.item_ids(plan)
+    return provenance(name, {
+        "target_date": plan.target.isoformat(),
+        "pair_dates": [d.isoformat() for d in plan.pairs],
+        "fine_items": fine_items,
+        "coarse_items": coarse_items,
+        "catalog": fused.query.source,
+        "options": fusion.prior_options,
+        "quality": quality,
+        **({"refine": fusion.refine, "seed": fusion.seed, "mc_samples": fusion.mc_samples} if fusion.refine != "none" else {}),
+        "calibration": calibration_tag(record, fusion.variance_scale),
+        **({"weights": str(fusion.weights)} if fusion.weights else {}),
+    })
+
+
+def _write_day(fused: Fused, plan: Plan, cog: Path | None, zarr: tuple[Path, int] | None,
+               report: Callable[[int, int], None] | None) -> None:
+    """Predict one day and write it to its COG (+ STAC item) and/or its Zarr slot."""
+    fusion, bands, geobox, tile = fused.fusion, fused.bands, fused.geobox, fused.run.tile
+    predictor = fused.predictor(plan)
+    day = fused.day(plan, predictor)
+    flags = day["quality"]
+    changed = float(((flags & QUALITY_BITS["large_change"]) > 0).mean())
+    coarse_clear = fused.coarse_clear(plan.target)
+    warnings = assess(day=plan.target.isoformat(), coarse_clear=coarse_clear, max_gap_days=plan.max_gap_days,
+                      changed_fraction=changed, thresholds=fusion.thresholds, strict=fusion.strict)
+    quality = {"coarse_clear_fraction": round(coarse_clear, 4), "max_pair_gap_days": plan.max_gap_days,
+               "changed_fraction": round(changed, 4), "warnings": warnings, "bits": QUALITY_BITS}
+    tags = _day_tags(fused, plan, predictor.name, predictor.calibration(), quality)
+    out_crs = RioCRS.from_wkt(geobox.crs.to_wkt())
+    if cog is not None:
+        write_prediction_cog(cog, day["mean"].data, day["sigma"].data, band_names=list(bands), crs=out_crs,
+                             transform=geobox.transform, tags=tags, extra_bands={"quality": flags.data},
+                             overwrite=True, progress=report)
+        write_stac_item(
+            cog.with_suffix(".json"), item_id=cog.stem, asset_path=cog,
+            datetime=dt.datetime.combine(plan.target, dt.time(12), tzinfo=dt.timezone.utc),
+            band_names=list(bands), crs=out_crs, transform=geobox.transform, shape=(geobox.height, geobox.width),
+            properties={"stfuse:method": predictor.name, "stfuse:pair_dates": tags["pair_dates"],
+                        "stfuse:quality": quality, "stfuse:version": __version__},
+            extra_bands=("quality",), overwrite=True,
+        )
+    if zarr is not None:
+        zarr_path, index = zarr
+        n = len(bands)
+        if cog is not None:
+            with rasterio.open(cog) as src:  # reuse the COG just written instead of recomputing
+                write_zarr_tiles(zarr_path, index, ((w, b[:n], b[n:2 * n]) for w, b in _blocks_of(src, tile)))
+        else:
+            import dask.array as da
+
+            stack = da.concatenate([day["mean"].data, day["sigma"].data])
+            write_zarr_tiles(zarr_path, index, ((w, b[:n], b[n:]) for w, b in compute_blocks(stack, block=tile, progress=report)))
+        mark_zarr_day_complete(zarr_path, index)
