@@ -5,15 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: install demo test sample bench region regions weights calibration clean report
+.PHONY: install demo test lint wheel-check sample bench region regions weights calibration clean report
 REGIONS := $(basename $(notdir $(wildcard regions/*.yaml)))
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,6 +23,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+wheel-check: $(STAMP)
+	tools/check_wheel.sh
+
 sample: $(STAMP)
 	$(BIN)/stfuse sample -o sample_scenes --overwrite
 
@@ -30,13 +36,13 @@ bench: $(STAMP)
 	$(BIN)/python tools/bench.py --out docs/benchmarks.md
 
 report: $(STAMP)
-	$(BIN)/python -m stfuse.evaluate.report docs/images --work out/report
+	$(BIN)/python tools/report.py docs/images --work out/report
 
 weights: $(STAMP)
 	$(BIN)/stfuse train --synthetic --seed 0 -o stfuse/weights/refiner.pt --overwrite
 
 calibration: $(STAMP)
-	$(BIN)/python -m stfuse.fusion.prior.calibration
+	$(BIN)/python tools/calibration.py
 
 region: $(STAMP)
 	@test -n "$(REGION)" || { echo "usage: make region REGION=name   (one of: $(REGIONS))"; exit 2; }

@@ -38,6 +38,12 @@ _CATALOG_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "min_clear"
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write PNG figures and report.html to this folder.")
 @click.option("--no-predictions", is_flag=True, help="--holdout: do not write the withheld dates' predictions (COGs) to -o.")
+@click.option("--truth-qa", type=click.Path(dir_okay=False, path_type=Path),
+              help="PREDICTION TRUTH: Landsat QA_PIXEL raster on the truth's grid; pixels it flags (fill, cloud, "
+                   "dilated cloud, cirrus, shadow, snow) are not scored.")
+@click.option("--force", is_flag=True,
+              help="PREDICTION TRUTH: score although only one file has a CRS, and pair unnamed bands in order "
+                   "when the prediction has as many reflectance bands as the truth.")
 @refine_opt
 @mc_samples_opt
 @seed_opt
@@ -50,7 +56,7 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
              catalog: str | None, bbox: tuple[float, ...], aoi: Path | None, start: str | None, end: str | None,
              bands: list[str] | None, method: str, max_pairs: int, min_clear: float, max_gap_days: int | None,
              crs: str | None, window: int | None, output: Path | None, report_dir: Path | None, no_predictions: bool,
-             refine: str, mc_samples: int, seed: int, device: str, overwrite: bool, as_json: bool, quiet: bool) -> None:
+             truth_qa: Path | None, force: bool, refine: str, mc_samples: int, seed: int, device: str, overwrite: bool, as_json: bool, quiet: bool) -> None:
     """Accuracy (RMSE, MAE, bias, CC, SSIM, PSNR per band; ERGAS, SAM) and 68/95% interval coverage.
 
     \b
@@ -60,10 +66,16 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
       stfuse evaluate --holdout -o report/                # sample_scenes, each Landsat date withheld
       stfuse evaluate --holdout --catalog planetary-computer --bbox ... --start ... --end ... -o report/
 
-    The prediction's first bands are compared with the truth's bands in order; its
-    <band>_sigma bands give the interval coverage. --holdout writes DIR/holdout.csv (a row per
-    date and band, plus band=all), DIR/holdout.json, DIR/predictions/*.tif and a report
-    (PNGs + report.html) to -o DIR. --report DIR writes the figures and report.html.
+    PREDICTION TRUTH: bands are matched by name. The prediction's are its band descriptions
+    (<band>_sigma and quality bands are never scored as reflectance); the truth's are --bands
+    (its bands in order, e.g. --bands red,nir08), else its descriptions, else for one band its
+    file name (red.tif, LC08_..._SR_B4.TIF). When either side has no names, bands are paired in
+    order only if the prediction has exactly as many reflectance bands as the truth and both
+    files are on one grid (as the benchmark tasks). The files must share CRS, transform and
+    size; --force accepts a file without CRS. --truth-qa leaves out cloudy truth pixels.
+    The prediction's <band>_sigma bands give the interval coverage.
+    --holdout writes DIR/holdout.csv (a row per date and band, plus band=all), DIR/holdout.json,
+    DIR/predictions/*.tif and a report (PNGs + report.html) to -o DIR. --report DIR writes the figures and report.html.
     --holdout also fits a variance scale for the area on the withheld dates and reports the
     coverage it gives on dates it was not fitted on; apply it with
     `stfuse predict --variance-scale S`.
@@ -76,6 +88,10 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
     modes = [m for m, on in (("PREDICTION TRUTH", bool(files)), ("--task", task is not None), ("--holdout", holdout)) if on]
     if len(modes) > 1:
         raise InputError(f"give one of PREDICTION TRUTH, --task or --holdout, not {' and '.join(modes)}")
+    if files:  # PREDICTION TRUTH: --bands names the truth's bands
+        catalog_given = [flag for flag in catalog_given if flag != "bands"]
+    if not files and (truth_qa is not None or force):
+        raise InputError(f"--{'truth-qa' if truth_qa is not None else 'force'} applies only with PREDICTION TRUTH")
     if not holdout and catalog_given:
         raise InputError(f"--{catalog_given[0].replace('_days', '').replace('_', '-')} applies only with --holdout")
     if holdout:
@@ -94,10 +110,8 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
             raise InputError(f"with --task, -o is the prediction file and must end in .tif, got {output}")
         from stfuse.evaluate.tasks import evaluate_task
 
-        from .predict import _resolve_device
-
         result = evaluate_task(task, benchmarks, method=method, out=output, overwrite=overwrite,
-                               device=_resolve_device(device), options=options, report_dir=report_dir,
+                               device=device, options=options, report_dir=report_dir,
                                refine=refine, mc_samples=mc_samples, seed=seed)
         _print_scores(result, as_json, header=f"task {task}, method {method}")
         if report_dir is not None and not as_json and not quiet:
@@ -115,12 +129,15 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
     from stfuse.evaluate.files import evaluate_files
 
     prediction, truth = files
-    result = evaluate_files(prediction, truth)
+    matching = {k: v for k, v in (("bands", bands), ("truth_qa", truth_qa), ("force", force)) if v}
+    result = evaluate_files(prediction, truth, **matching)
     if report_dir is not None:
         from stfuse.evaluate.report import evaluation_report
 
-        evaluation_report(prediction, truth, report_dir, result=result, overwrite=overwrite)
-    _print_scores(result, as_json)
+        evaluation_report(prediction, truth, report_dir, result=result, overwrite=overwrite, **matching)
+    matched = ", ".join(f"{b.get('name', b['band'])} = band {b['prediction_band']}" for b in result["bands"])
+    qa = f"; {result['qa_masked_pixels']} truth pixels flagged by {truth_qa.name} left out" if truth_qa is not None else ""
+    _print_scores(result, as_json, header=f"{prediction.name} vs {truth.name}, bands matched by {result['matched_by']}: {matched}{qa}")
     if report_dir is not None and not as_json and not quiet:
         click.echo(f"wrote {report_dir / 'report.html'}")
 
@@ -155,8 +172,6 @@ def _holdout(*, output: Path | None, report_dir: Path | None, predictions: bool,
     from stfuse.errors import OutputError
     from stfuse.evaluate.holdout import format_holdout, holdout, write_holdout
 
-    from .predict import _resolve_device
-
     if query.get("bbox") and query.get("aoi"):
         from stfuse.errors import InputError
 
@@ -165,7 +180,7 @@ def _holdout(*, output: Path | None, report_dir: Path | None, predictions: bool,
         raise OutputError(f"{output / 'holdout.csv'} already exists; pass --overwrite to replace it")
     report_dir = report_dir or output
     with progress_reporter("withholding Landsat dates", quiet=quiet or as_json) as progress:
-        result = holdout(**query, device=_resolve_device(device), keep_arrays=report_dir is not None or (output is not None and predictions),
+        result = holdout(**query, device=device, keep_arrays=report_dir is not None or (output is not None and predictions),
                          progress=progress)
     written = []
     if output is not None:

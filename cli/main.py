@@ -70,7 +70,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-from . import evaluate, predict, quicklook, region, sample, search, train  # noqa: E402
+from . import evaluate, info, predict, quicklook, region, sample, search, train  # noqa: E402
 
 cli.add_command(predict.predict)
 cli.add_command(sample.sample)
@@ -79,3 +79,4 @@ cli.add_command(region.region)
 cli.add_command(train.train)
 cli.add_command(quicklook.quicklook)
 cli.add_command(search.search)
+cli.add_command(info.info)

@@ -12,11 +12,14 @@ from stfuse.data.sensors import BANDS
 def _split_bands(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
     if value is None:
         return None
+    from stfuse.data.sensors import check_bands
+    from stfuse.errors import BandError
+
     bands = [b.strip() for b in value.split(",") if b.strip()]
-    unknown = [b for b in bands if b not in BANDS]
-    if unknown:
-        raise click.BadParameter(f"unknown band {unknown[0]!r}; choose from {', '.join(BANDS)}", ctx, param)
-    return bands
+    try:
+        return list(check_bands(bands))
+    except BandError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
 
 
 bands_opt = click.option(
@@ -30,7 +33,8 @@ method_opt = click.option(
     type=click.Choice(["starfm", "estarfm", "fsdaf", "fitfc", "auto"]),
     default="starfm",
     show_default=True,
-    help="Physics prior: starfm (1+ pairs), estarfm (2 pairs), fsdaf / fitfc (1 pair), auto (by pairs).",
+    help="Physics prior: starfm, fsdaf, fitfc (1 or 2 pairs), estarfm (2 pairs; days with 1 pair fall back to starfm), "
+    "auto (fsdaf with 2 pairs, fitfc with 1; in local-file mode fsdaf also when much of the scene changed).",
 )
 device_opt = click.option(
     "--device",

@@ -6,8 +6,21 @@ from pathlib import Path
 
 import click
 
-from .options import (PAIR_FLAGS, QUERY_FLAGS, RUN_FLAGS, given_flags, method_options, overwrite_opt, pair_options, pop_fusion,
-                      pop_query, pop_run, query_options, quiet_opt, run_options)
+from .options import (
+    PAIR_FLAGS,
+    QUERY_FLAGS,
+    RUN_FLAGS,
+    given_flags,
+    method_options,
+    overwrite_opt,
+    pair_options,
+    pop_fusion,
+    pop_query,
+    pop_run,
+    query_options,
+    quiet_opt,
+    run_options,
+)
 from .progress import progress_reporter
 
 LOCAL_FLAGS = ("pairs", "coarse_target", "target_date")
@@ -45,7 +58,8 @@ def predict(ctx: click.Context, output: Path, overwrite: bool, quiet: bool, pair
     (1-sigma uncertainty), then a `quality` band of bit flags (1 coarse missing,
     2 all pairs cloudy, 4 large change), with a STAC item (.json) beside each file.
     """
-    from stfuse.api import predict as run_catalog, predict_files
+    from stfuse.api import predict as run_catalog
+    from stfuse.api import predict_files
     from stfuse.data.catalog import parse_date
     from stfuse.errors import InputError
 

@@ -27,6 +27,7 @@ def quicklook(raster: Path, output: Path | None, bands: str | None, percentiles:
       stfuse quicklook out/stfuse_2023-06-14.tif -o day.png
       stfuse quicklook out/stfuse_2023-06-14.tif -o nir.png --bands nir08,red,green
     One PNG pixel per raster pixel (decimated above --max-size); nodata is transparent.
+    Needs the report extra: pip install 'stfuse[report]'.
     """
     from stfuse.evaluate.report import quicklook as render
 

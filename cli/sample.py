@@ -14,7 +14,11 @@ from .options import overwrite_opt
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the simulator.")
 @overwrite_opt
 def sample(out_dir: Path, seed: int, overwrite: bool) -> None:
-    """Write a simulated Landsat + MODIS STAC catalog of COGs (deterministic per seed)."""
+    """Write a simulated Landsat + MODIS STAC catalog of COGs (deterministic per seed).
+
+    Commands run without --catalog use the default sample (seed 0): the checkout's sample_scenes/,
+    else $STFUSE_SAMPLE_DIR or ~/.cache/stfuse/sample_scenes, written there on first use (about 20 s).
+    """
     from dataclasses import replace
 
     from stfuse.sim.sample import write_sample_catalog

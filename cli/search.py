@@ -23,7 +23,6 @@ def search(catalog, bbox, aoi, start, end, max_cloud, coarse_collection, as_json
     """List the fine (Landsat) and coarse (MODIS) items a query finds: date, sensor, platform,
     cloud cover and item id (``--json`` for machines)."""
     from stfuse.data import catalog as cat
-    from stfuse.data.sensors import COLLECTIONS, PROVIDERS
 
     query = cat.SearchQuery(
         start=cat.parse_date(start, name="--start") if start else None,
@@ -32,24 +31,9 @@ def search(catalog, bbox, aoi, start, end, max_cloud, coarse_collection, as_json
         aoi=cat.read_aoi(aoi) if aoi else None,
         max_cloud=max_cloud,
     )
-    provider = PROVIDERS.get(str(catalog)) if catalog else None
-    coarse = coarse_collection or (provider or {}).get("coarse", "modis-43A4-061")
-    collections = [c for c in ((provider or {}).get("fine", "landsat-c2-l2"), coarse) if c]
+    collections = cat.query_collections(catalog, coarse_collection)
     found = cat.search(catalog, query, collections)
-    rows = []
-    for collection_id, items in found.items():
-        meta = COLLECTIONS.get(collection_id)
-        for item in items:
-            platform = str(item.properties.get("platform", ""))
-            rows.append({
-                "date": item.datetime.date().isoformat() if item.datetime else "",
-                "collection": collection_id,
-                "sensor": (meta.sensor_by_platform.get(platform.lower(), "") if meta else ""),
-                "platform": platform,
-                "cloud_cover": item.properties.get("eo:cloud_cover"),
-                "id": item.id,
-            })
-    rows.sort(key=lambda r: (r["date"], r["collection"], r["id"]))
+    rows = cat.item_rows(found)
     if not rows:
         cat.require_items(found, collections[0], catalog, query)  # raises, saying what was searched
     if as_json:

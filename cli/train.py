@@ -28,34 +28,16 @@ def train(synthetic: bool, pairs, method: str, init: Path | None, seed: int, ste
       stfuse train --synthetic --seed 0 -o refiner.pt          # = make weights
       stfuse train --pair L1.tif M1.tif --pair L2.tif M2.tif -o mine.pt
     """
-    import numpy as np
-
+    from stfuse.api import train_files
     from stfuse.errors import InputError, OutputError
-    from stfuse.fusion.refine import adapt_model, make_shipped_weights, save_checkpoint
+    from stfuse.fusion.refine import make_shipped_weights
 
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output} already exists; pass --overwrite to replace it")
     if synthetic == bool(pairs):
         raise InputError("give either --synthetic or at least two --pair FINE COARSE")
     if synthetic:
+        if output.exists() and not overwrite:
+            raise OutputError(f"{output} already exists; pass --overwrite to replace it")
         path = make_shipped_weights(output, seed=seed, **({"steps": steps} if steps else {}))
-        click.echo(f"wrote {path}")
-        return
-    if len(pairs) < 2:
-        raise InputError("self-supervised training needs at least two pairs (it predicts one pair from another)")
-    from stfuse.output.io import check_same_grid, read_reflectance
-
-    arrays = {}
-    for fine, coarse in pairs:
-        arrays[str(fine)] = read_reflectance(fine)
-        arrays[str(coarse)] = read_reflectance(coarse)
-    check_same_grid(arrays)
-    fine = np.stack([arrays[str(f)].values for f, _ in pairs])
-    coarse = np.stack([arrays[str(c)].values for _, c in pairs])
-    bands = [str(b) for b in arrays[str(pairs[0][0])].band.values]
-    model = adapt_model(fine, coarse, prior_fn=method, init=init, seed=seed, bands=bands, **({"steps": steps} if steps else {}))
-    meta = {**getattr(model, "meta", {}), "bands": bands, "band_agnostic": False, "seed": seed, "prior": method,
-            "pairs": [[str(f), str(c)] for f, c in pairs]}
-    meta.pop("sha256", None)
-    path = save_checkpoint(model, output, meta)
+    else:
+        path = train_files(list(pairs), output, method=method, init=init, seed=seed, steps=steps, overwrite=overwrite)
     click.echo(f"wrote {path}")

@@ -37,6 +37,7 @@ _LAZY = {
     "predict": "stfuse.api",
     "predict_files": "stfuse.api",
     "fuse": "stfuse.api",
+    "train_files": "stfuse.api",
     "FusionResult": "stfuse.api",
     "evaluate_files": "stfuse.evaluate.files",
 }

@@ -27,8 +27,7 @@ import xarray as xr
 from stfuse import __version__
 from stfuse.config import FusionConfig, Query, RunConfig, resolve_configs, split_settings
 from stfuse.errors import DataUnavailableError, InputError, OutputError
-from stfuse.fused import (PriorPredictor, calibration_tag, hybrid_predictor, load_base_model, plan_fused, predict_day,
-                          provenance)
+from stfuse.fused import PriorPredictor, calibration_tag, hybrid_predictor, load_base_model, plan_fused, predict_day, provenance
 from stfuse.fusion.prior import changed_fraction, choose_method, method_for_day
 from stfuse.output.io import check_same_grid, crs_of, read_reflectance, transform_of, write_prediction_cog, write_stac_item
 from stfuse.output.writers import ProgressCallback, check_output_dir, write_fused
@@ -163,4 +162,33 @@ def predict(query: Query | None = None, fusion: FusionConfig | None = None, run:
     return write_fused(fused, progress=progress)
 
 
-__all__ = ["FusionResult", "fuse", "predict", "predict_files"]
+def train_files(pairs: Sequence[tuple[PathLike, PathLike]], out: PathLike, *, method: str = "ensemble",
+                init: PathLike | None = None, seed: int = 0, steps: int | None = None, overwrite: bool = False) -> Path:
+    """Adapt the CNN refiner to your own pairs (GeoTIFFs on one grid, 2 or more) and write a
+    checkpoint ``out`` (.pt, with a .json beside it) for ``--weights``/``weights=``.
+
+    Each pair predicts the others through ``method``'s prior(s) (``ensemble``: Fit-FC + FSDAF,
+    or one of starfm, fsdaf, fitfc) and the refiner learns the correction
+    (:func:`stfuse.fusion.refine.adapt_model`), starting from ``init`` (default: the shipped
+    weights). The checkpoint records the bands and refuses others later.
+    """
+    from stfuse.fusion.refine import adapt_model, save_checkpoint
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} already exists; pass --overwrite (Python: overwrite=True) to replace it")
+    if len(pairs) < 2:
+        raise InputError("self-supervised training needs at least two pairs (it predicts one pair from another)")
+    arrays = {str(path): read_reflectance(path) for pair in pairs for path in pair}
+    check_same_grid(arrays)
+    fine = np.stack([arrays[str(f)].values for f, _ in pairs])
+    coarse = np.stack([arrays[str(c)].values for _, c in pairs])
+    bands = [str(b) for b in arrays[str(pairs[0][0])].band.values]
+    model = adapt_model(fine, coarse, prior_fn=method, init=init, seed=seed, bands=bands, **({"steps": steps} if steps else {}))
+    meta = {**getattr(model, "meta", {}), "bands": bands, "band_agnostic": False, "seed": seed, "prior": method,
+            "pairs": [[str(f), str(c)] for f, c in pairs]}
+    meta.pop("sha256", None)
+    return save_checkpoint(model, out, meta)
+
+
+__all__ = ["FusionResult", "fuse", "predict", "predict_files", "train_files"]

@@ -20,13 +20,13 @@ import inspect
 import numbers
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from stfuse.data.sensors import COARSE_COLLECTIONS, check_bands
+from stfuse.data.sensors import BANDS, COARSE_COLLECTIONS, check_bands
 from stfuse.errors import InputError
+from stfuse.fusion.prior import METHODS, method_function
 from stfuse.fusion.quality import Thresholds
 
 PathLike = str | os.PathLike[str]
@@ -79,8 +79,6 @@ class Query:
     @property
     def band_names(self) -> list[str]:
         """The bands asked for, all of them when None."""
-        from stfuse.data.sensors import BANDS
-
         return list(self.bands or BANDS)
 
     @property
@@ -212,8 +210,6 @@ def check_method_options(method: str, options: Mapping[str, Any]) -> None:
     """Refuse keyword options that ``method``'s function (every candidate for ``auto``) does not take."""
     if not options:
         return
-    from stfuse.fusion.prior import METHODS, method_function
-
     names = ("fsdaf", "fitfc") if method == "auto" else (method,)
     for name in names:
         if name not in METHODS:

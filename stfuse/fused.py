@@ -28,15 +28,18 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
+import dask
 import numpy as np
 import xarray as xr
 
 from stfuse import __version__
-from stfuse.config import FusionConfig, Query, RunConfig
+from stfuse.config import FusionConfig, Query, RunConfig, resolve_configs
 from stfuse.data.cube import Cubes, load_cubes, read_errors
 from stfuse.errors import DataUnavailableError, InputError
 from stfuse.fusion.pairs import Plan, date_range, plan_days, usable_pair_days
-from stfuse.fusion.prior import halo as prior_halo, method_for_day, predict as prior_predict
+from stfuse.fusion.prior import halo as prior_halo
+from stfuse.fusion.prior import method_for_day
+from stfuse.fusion.prior import predict as prior_predict
 from stfuse.fusion.prior.calibration import calibration_record as prior_calibration_record
 from stfuse.fusion.quality import quality_band
 from stfuse.output.tiling import predict_tiled
@@ -266,8 +269,6 @@ class Fused:
     def day(self, plan: Plan, predictor: Predictor | None = None) -> xr.Dataset:
         """One day's lazy ``mean``, ``sigma`` (band, y, x) and ``quality`` (y, x). With no
         ``predictor`` the hybrid is prepared lazily, as part of the day's graph."""
-        import dask
-
         pair_fine, pair_coarse, target = self.inputs(plan)
         if predictor is not None:
             fn, halo, factor = predictor, predictor.halo, predictor.variance_factor * self.fusion.variance_scale
@@ -364,8 +365,6 @@ def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConf
     coarse = cubes.coarse.sel(time=[np.datetime64(d, "ns") for d in needed])
     fine = cubes.fine.sel(time=[np.datetime64(d, "ns") for d in fine_days])
     if in_memory and fine.reflectance.nbytes + coarse.reflectance.nbytes <= IN_MEMORY_BYTES:
-        import dask
-
         with read_errors():
             fine, coarse = dask.compute(fine, coarse)
     return Fused(query, fusion, run, cubes, fine, coarse, plans, base_model)
@@ -387,8 +386,6 @@ def open_fused(query: Query | None = None, fusion: FusionConfig | None = None, r
 
     Compute under ``stfuse.output.tiling.dask_scheduler(...)`` to choose the dask scheduler.
     """
-    from stfuse.config import resolve_configs
-
     query, fusion, run = resolve_configs(query, fusion, run, settings, where="open_fused")
     return plan_fused(query, fusion, run).dataset
 

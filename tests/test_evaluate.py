@@ -349,19 +349,21 @@ def test_holdout_hybrid_one_pair_days_take_evidence_never_the_withheld_date(monk
     """As in `stfuse predict`, the hybrid's one-pair days in a holdout fit their variance scale on
     the pair and the nearest other clear date, which must never be the withheld (truth) date.
     The spy records what reaches `stfuse.fuse` and runs the prior alone (fast)."""
-    import stfuse.api
+    import dataclasses
+
+    import stfuse.evaluate.holdout
     from stfuse.evaluate.holdout import holdout
 
-    real_fuse, calls = stfuse.api.fuse, []
+    real_fuse, calls = stfuse.evaluate.holdout.fuse, []
 
-    def spy(fine, coarse, coarse_target, *, scene=None, refine="none", **kwargs):
+    def spy(fine, coarse, coarse_target, fusion, *, scene=None):
         day = str(np.datetime_as_string(coarse_target["time"].values, "D"))
         pairs = [str(np.datetime_as_string(t, "D")) for t in fine["pair"].values]
         calls.append((day, pairs, None if scene is None else [str(np.datetime_as_string(t, "D")) for t in scene[0]["pair"].values],
-                      refine))
-        return real_fuse(fine, coarse, coarse_target, **{**kwargs, "method": "starfm"})
+                      fusion.refine))
+        return real_fuse(fine, coarse, coarse_target, dataclasses.replace(fusion, method="starfm", refine="none"))
 
-    monkeypatch.setattr(stfuse.api, "fuse", spy)
+    monkeypatch.setattr(stfuse.evaluate.holdout, "fuse", spy)
     result = holdout(catalog=SAMPLE, bbox=[float(v) for v in BBOX], start="2023-06-01", end="2023-07-31", bands=["red"],
                      max_pairs=1, refine="shipped", keep_arrays=False)
     assert len(result.days) == len(calls) >= 3

@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from priorkit import bench_task, blur, rmse_masked as rmse
-from priorkit import one_torch_thread  # noqa: F401  (fixture used by pytestmark)
 from stfuse.errors import InputError
 from stfuse.fusion.prior.estarfm import _f_critical, estarfm, halo
 
+from priorkit import (
+    bench_task,
+    blur,
+    one_torch_thread,  # noqa: F401  (fixture used by pytestmark)
+)
+from priorkit import rmse_masked as rmse
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # results, not speed: one torch thread
 

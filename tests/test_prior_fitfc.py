@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from priorkit import F, block_mean, load_task as _load, rmse_nan as rmse, rmse_ssim as _rmse_ssim, t, voronoi_scene as scene
 from stfuse.errors import InputError
 from stfuse.fusion.prior.fitfc import fitfc, halo
 
+from priorkit import F, block_mean, t
+from priorkit import load_task as _load
+from priorkit import rmse_nan as rmse
+from priorkit import rmse_ssim as _rmse_ssim
+from priorkit import voronoi_scene as scene
 
 # -------------------------------------------------------------------------------------------------
 # synthetic behaviour

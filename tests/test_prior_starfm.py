@@ -10,11 +10,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from priorkit import bench_task, blur, rmse_masked as rmse
-from priorkit import one_torch_thread  # noqa: F401  (fixture used by pytestmark)
 from stfuse.errors import InputError
 from stfuse.fusion.prior.starfm import halo, starfm
 
+from priorkit import (
+    bench_task,
+    blur,
+    one_torch_thread,  # noqa: F401  (fixture used by pytestmark)
+)
+from priorkit import rmse_masked as rmse
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # results, not speed: one torch thread
 

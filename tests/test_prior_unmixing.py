@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from priorkit import F, block_mean, rmse_nan as rmse, t, voronoi_scene as scene
 from stfuse.fusion.prior.fitfc import fitfc
 from stfuse.fusion.prior.fsdaf import fsdaf
+
+from priorkit import F, block_mean, t
+from priorkit import rmse_nan as rmse
+from priorkit import voronoi_scene as scene
 
 
 @pytest.mark.parametrize("method", [fsdaf, fitfc], ids=["fsdaf", "fitfc"])

@@ -4,9 +4,9 @@ with anything but a StfuseError, and never give NaN where the target's coarse im
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import rasterio
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import stfuse
 from stfuse.errors import StfuseError

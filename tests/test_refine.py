@@ -234,7 +234,7 @@ def test_training_is_bit_for_bit_reproducible(tmp_path):
 
 
 def test_shipped_weights_load_and_apply_to_3_and_6_bands():
-    assert DEFAULT_WEIGHTS.is_file(), "run `python -m stfuse.fusion.refine` to regenerate the shipped weights"
+    assert DEFAULT_WEIGHTS.is_file(), "run `make weights` to regenerate the shipped weights"
     assert DEFAULT_WEIGHTS.stat().st_size < 5_000_000
     meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
     for key in ("seed", "command", "stfuse_version", "normalisation", "band_agnostic"):
@@ -455,9 +455,10 @@ def test_predict_uses_a_user_checkpoint_and_refuses_one_for_other_bands(tmp_path
     import rasterio
     from click.testing import CliRunner
 
-    from conftest import write_tif
     from stfuse.fusion.refine import load_model
     from stfuse_cli.main import cli
+
+    from conftest import write_tif
 
     rng = np.random.default_rng(4)
     fine = np.kron(0.1 + 0.2 * rng.random((3, 8, 8)), np.ones((1, 8, 8))) + 0.01 * rng.random((3, 64, 64))
@@ -503,8 +504,9 @@ def test_predict_refine_scene_adapts_to_two_pairs_and_records_the_calibration(tm
     import rasterio
     from click.testing import CliRunner
 
-    from conftest import write_tif
     from stfuse_cli.main import cli
+
+    from conftest import write_tif
 
     rng = np.random.default_rng(6)
     base = np.kron(0.1 + 0.2 * rng.random((2, 8, 8)), np.ones((1, 8, 8))) + 0.01 * rng.random((2, 64, 64))

@@ -11,8 +11,8 @@ import pystac
 import pytest
 import rasterio
 
-from stfuse.errors import OutputError
 from stfuse.data.sensors import BANDS, LANDSAT_C2_L2, LANDSAT_QA, MODIS_43A4
+from stfuse.errors import OutputError
 from stfuse.sim.sample import MODIS_PIXEL, SAMPLE_EPSG, default_truth_days, write_sample_catalog
 from stfuse.sim.synth import WATER, SceneSpec, block_mean, simulate
 

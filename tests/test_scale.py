@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from scipy.ndimage import gaussian_filter
 
 from stfuse.fusion.prior import halo, predict
-from stfuse.sim.testing import free_port
 from stfuse.output.tiling import predict_tiled
+from stfuse.sim.testing import free_port
 from stfuse_cli.main import cli
 
 

@@ -208,8 +208,8 @@ def _mod09ga_items(root: Path, base_url: str, geobox) -> list[dict]:
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
 
-    from stfuse.sim.sample import MODIS_PIXEL, MODIS_SINUSOIDAL, MODIS_X0, MODIS_Y0, write_cog
     from stfuse.data.sensors import MODIS_09GA
+    from stfuse.sim.sample import MODIS_PIXEL, MODIS_SINUSOIDAL, MODIS_X0, MODIS_Y0, write_cog
 
     wkt2 = ProjCRS.from_proj4(MODIS_SINUSOIDAL).to_wkt("WKT2_2019")
     sin = CRS.from_wkt(wkt2)
@@ -343,9 +343,9 @@ def _synthetic_items(base_url: str, n_days: int, size: int) -> tuple[list, list]
     import datetime as dt
 
     import pystac
+    from pyproj import CRS as ProjCRS
 
     from stfuse.sim.sample import MODIS_PIXEL, MODIS_SINUSOIDAL, MODIS_X0, MODIS_Y0
-    from pyproj import CRS as ProjCRS
 
     x0, y0 = 500010.0, 4300020.0
     geom = {"type": "Polygon", "coordinates": [[[-99.1, 38.4], [-98.3, 38.4], [-98.3, 39.0], [-99.1, 39.0], [-99.1, 38.4]]]}
@@ -383,7 +383,6 @@ def test_60_day_cube_over_2000px_stays_lazy(tmp_path):
     import os
 
     import psutil
-
     from odc.geo.geobox import GeoBox
 
     with serve_files(tmp_path) as server:  # nothing there: any read would fail

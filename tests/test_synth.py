@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from stfuse.errors import InputError
 from stfuse.data.sensors import BANDS, LANDSAT_QA
+from stfuse.errors import InputError
 from stfuse.sim.synth import (
     BARE,
     CLASS_NAMES,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.ndimage import uniform_filter
 
 from stfuse.output.tiling import predict_tiled, tile_size_for

@@ -15,9 +15,9 @@ from stfuse.fusion.uncertainty import (
     combine_inverse_variance,
     coverage,
     coverage_interval,
-    leave_one_out_coverage,
     fit_variance_scale,
     gaussian_nll,
+    leave_one_out_coverage,
 )
 
 

@@ -6,7 +6,7 @@ and peak resident memory (``ru_maxrss`` of that child alone) are its own; scores
 written COG with :mod:`stfuse.evaluate.metrics` (equal to the benchmarks' ``score.py``); then times
 the priors on generated scenes of growing size. Writes a Markdown report.
 
-    python -m stfuse.bench --out docs/benchmarks.md [--benchmarks DIR] [--sizes 1000,2000]
+    .venv/bin/python tools/bench.py --out docs/benchmarks.md [--benchmarks DIR] [--sizes 1000,2000]
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def _baseline(task: dict[str, Any], root: Path, method: str, out: Path) -> None:
 def _child_task(task: dict[str, Any], root: Path, method: str, out: Path, device: str) -> dict[str, Any]:
     import torch
 
-    from stfuse.fusion import prior
     from stfuse.api import predict_files
+    from stfuse.fusion import prior
 
     torch.set_num_threads(os.cpu_count() or 1)
     if method not in BASELINES:  # import the method's module before timing
@@ -110,8 +110,8 @@ def _child_full_scene(size: int, bands: int, method: str, tile: int, out: Path) 
     from affine import Affine
     from rasterio.crs import CRS
 
-    from stfuse.output.io import write_prediction_cog
     from stfuse.fusion.prior import halo
+    from stfuse.output.io import write_prediction_cog
     from stfuse.output.tiling import dask_scheduler, predict_tiled
 
     n = -(-size // tile)
@@ -144,8 +144,8 @@ class _ScenePrior:
 
 
 def _run_child(args: list[str]) -> dict[str, Any]:
-    """Run ``python -m stfuse.bench --child ...`` in a fresh process; returns its JSON (incl. its peak RSS)."""
-    proc = subprocess.run([sys.executable, "-m", "stfuse.bench", "--child", *args], capture_output=True, text=True)
+    """Run ``tools/bench.py --child ...`` in a fresh process; returns its JSON (incl. its peak RSS)."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child {args} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -307,13 +307,13 @@ def hybrid_benchmark(benchmarks: Path, *, tasks: tuple[str, ...] = REAL_TASKS, m
     """
     import torch
 
-    from stfuse.evaluate.tasks import load_task
-    from stfuse.output.io import read_reflectance
     from stfuse.evaluate.metrics import score_arrays
+    from stfuse.evaluate.tasks import load_task
     from stfuse.fusion.prior import predict as prior_predict
     from stfuse.fusion.prior.calibration import variance_scale as prior_variance_scale
     from stfuse.fusion.refine import predict_hybrid
     from stfuse.fusion.uncertainty import calibration_report
+    from stfuse.output.io import read_reflectance
 
     torch.set_num_threads(threads)
     rows: list[dict[str, Any]] = []
@@ -355,7 +355,7 @@ def hybrid_markdown(rows: list[dict[str, Any]], calibration: dict[str, Any] | No
     """The hybrid section of docs/benchmarks.md from :func:`hybrid_benchmark` rows (and the
     held-out simulated-day check stored with the shipped weights, ``calibration``)."""
     lines = ["", "## Hybrid: prior ensemble + CNN refiner (real tasks, in process)", "",
-             "`stfuse.bench.hybrid_benchmark` (part of `make bench`): every prior alone, then `predict_hybrid` (Fit-FC + FSDAF",
+             "`hybrid_benchmark` in tools/bench.py (part of `make bench`): every prior alone, then `predict_hybrid` (Fit-FC + FSDAF",
              "ensemble weighted per pixel by the refiner) with the shipped weights and, with two pairs, adapted to the pairs",
              "(`scene`). Variance scale: shipped with two pairs, the scale the pairs ask for when predicting each other",
              "times a factor fitted on simulated days (`stfuse.fusion.refine.scene_variance_scale`); with one pair, or adapted, a",
@@ -446,9 +446,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report["hybrid"] = hybrid_benchmark(args.benchmarks)
     report["hybrid_load"] = f"{before} / {load()}"
-    from stfuse.fusion.refine import load_model
-
     from stfuse.fusion.prior.calibration import SCALES_PATH
+    from stfuse.fusion.refine import load_model
 
     args.out.write_text(to_markdown(report, "make bench")
                         + hybrid_markdown(report["hybrid"], getattr(load_model(None), "meta", {}).get("hybrid_calibration"))

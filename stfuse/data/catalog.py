@@ -30,16 +30,29 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import pystac
+from pystac_client import Client
+from pystac_client.stac_api_io import StacApiIO
+from shapely.geometry import box, mapping, shape
+from shapely.ops import unary_union
 from urllib3.util.retry import Retry
 
-from stfuse.errors import EmptySearchError, InputError, MissingFileError, RemoteServiceError
 from stfuse.data.sensors import PROVIDERS
+from stfuse.errors import EmptySearchError, InputError, MissingFileError, RemoteServiceError
+from stfuse.sim.sample import ensure_sample_catalog
 
 Bbox = tuple[float, float, float, float]
 """(min lon, min lat, max lon, max lat) in degrees, EPSG:4326."""
 
 DEFAULT_SAMPLE = Path(__file__).resolve().parents[2] / "sample_scenes" / "catalog.json"
-"""The generated sample catalog shipped in the source tree."""
+"""The generated sample catalog committed in the source tree (absent from an installed wheel:
+``catalog=None`` opens :func:`default_catalog`)."""
+
+
+def default_catalog() -> Path:
+    """The sample ``catalog.json`` that ``catalog=None`` means: ``$STFUSE_SAMPLE_DIR``, else the
+    checkout's ``sample_scenes/``, else ``~/.cache/stfuse/sample_scenes``, generated there on
+    first use (:func:`stfuse.sim.sample.ensure_sample_catalog`, about 20 s, same scenes)."""
+    return ensure_sample_catalog()
 
 
 @dataclass(frozen=True)
@@ -90,9 +103,6 @@ def check_bbox(bbox: Sequence[float]) -> Bbox:
 
 def read_aoi(path: str | Path) -> dict[str, Any]:
     """The union geometry (GeoJSON dict, lon/lat) of a GeoJSON file (Feature/FeatureCollection/Geometry)."""
-    from shapely.geometry import mapping, shape
-    from shapely.ops import unary_union
-
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"AOI file not found: {path}")
@@ -115,8 +125,6 @@ def read_aoi(path: str | Path) -> dict[str, Any]:
 
 
 def _query_geometry(query: SearchQuery):
-    from shapely.geometry import box, shape
-
     if query.aoi is not None:
         return shape(query.aoi)
     if query.bbox is not None:
@@ -134,14 +142,10 @@ def is_remote(source: str | Path | None) -> bool:
 
 def open_static_catalog(source: str | Path | None) -> pystac.Catalog:
     """Open a static catalog from a path to ``catalog.json`` or its folder (default: sample_scenes)."""
-    path = Path(source) if source is not None else DEFAULT_SAMPLE
+    path = Path(source) if source is not None else default_catalog()
     if path.is_dir():
         path = path / "catalog.json"
     if not path.exists():
-        if source is None:
-            raise MissingFileError(
-                f"the sample catalog {path} is missing; regenerate it with `make sample` or give --catalog"
-            )
         raise MissingFileError(f"catalog not found: {path}; give a catalog.json path, a folder, or a STAC API URL")
     try:
         return pystac.Catalog.from_file(str(path))
@@ -159,8 +163,6 @@ def item_time(item: pystac.Item) -> dt.datetime:
 
 
 def _in_query(item: pystac.Item, query: SearchQuery, geometry) -> bool:
-    from shapely.geometry import shape
-
     # Like a STAC API: the item's [start_datetime, end_datetime] interval (else its datetime)
     # must intersect the query's days (MCD43A4 items span their 16-day retrieval window).
     first = item.common_metadata.start_datetime or item.datetime
@@ -212,8 +214,6 @@ def open_api(source: str, *, policy: RetryPolicy | None = None):
     """A pystac-client ``Client`` for a provider name or URL, with timeout and retry policy."""
     policy = policy or RETRY
     timeout, retries, backoff = policy.timeout, policy.retries, policy.backoff
-    from pystac_client import Client
-    from pystac_client.stac_api_io import StacApiIO
 
     provider = PROVIDERS.get(source)
     url = str(provider["url"]) if provider else source
@@ -391,3 +391,32 @@ def _signing_modifier(signer: Signer) -> Callable[[Any], None]:
 def redact(text: str) -> str:
     """Strip query strings (signed-URL tokens such as SAS ``sig=``) from URLs in ``text``."""
     return re.sub(r"(https?://[^\s?'\"]+)\?[^\s'\"]*", r"\1?<redacted>", text)
+
+
+def query_collections(catalog: str | Path | None, coarse_collection: str | None = None) -> list[str]:
+    """The fine and coarse collection ids a query of ``catalog`` searches (the provider's, or
+    ``landsat-c2-l2`` + ``coarse_collection``/``modis-43A4-061``)."""
+    provider = PROVIDERS.get(str(catalog)) if catalog else None
+    coarse = coarse_collection or (provider or {}).get("coarse", "modis-43A4-061")
+    return [str(c) for c in ((provider or {}).get("fine", "landsat-c2-l2"), coarse) if c]
+
+
+def item_rows(found: dict[str, list[pystac.Item]]) -> list[dict[str, Any]]:
+    """One row per item found (``date``, ``collection``, ``sensor``, ``platform``, ``cloud_cover``,
+    ``id``), sorted by date, collection and id: what ``stfuse search`` lists."""
+    from stfuse.data.sensors import COLLECTIONS
+
+    rows = []
+    for collection_id, items in found.items():
+        meta = COLLECTIONS.get(collection_id)
+        for item in items:
+            platform = str(item.properties.get("platform", ""))
+            rows.append({
+                "date": item.datetime.date().isoformat() if item.datetime else "",
+                "collection": collection_id,
+                "sensor": (meta.sensor_by_platform.get(platform.lower(), "") if meta else ""),
+                "platform": platform,
+                "cloud_cover": item.properties.get("eo:cloud_cover"),
+                "id": item.id,
+            })
+    return sorted(rows, key=lambda r: (r["date"], r["collection"], r["id"]))

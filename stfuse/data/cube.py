@@ -24,9 +24,14 @@ refused with HTTP 403 (an expired signed URL) is re-signed once with the provide
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import hashlib
+import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +39,16 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pystac
+import rasterio
 import xarray as xr
+from rasterio.errors import RasterioError
+from shapely.geometry import shape
+from shapely.ops import unary_union
 
-from stfuse.errors import CRSError, DataUnavailableError, InputError
-from stfuse.data.sensors import BANDS, Collection, collection
+from stfuse.data import catalog as cat
+from stfuse.data.catalog import DEFAULT_SAMPLE, is_remote, item_time, redact, strip_query
+from stfuse.data.sensors import BANDS, COARSE_COLLECTIONS, PROVIDERS, Collection, check_bands, collection
+from stfuse.errors import CorruptFileError, CRSError, DataUnavailableError, InputError, OutputError, RemoteServiceError, StfuseError
 
 DEFAULT_CHUNKS = {"x": 1024, "y": 1024}
 
@@ -76,7 +87,8 @@ def fine_geobox(items: Sequence[pystac.Item], *, bbox: tuple[float, float, float
     """
     from odc.geo import CRS, xy_
     from odc.geo.geobox import GeoBox
-    from odc.geo.geom import Geometry, box as geom_box
+    from odc.geo.geom import Geometry
+    from odc.geo.geom import box as geom_box
 
     first = items[0]
     native_crs = _item_crs(first)
@@ -86,9 +98,6 @@ def fine_geobox(items: Sequence[pystac.Item], *, bbox: tuple[float, float, float
     elif bbox is not None:
         region = geom_box(*bbox, "EPSG:4326")
     else:
-        from shapely.geometry import shape
-        from shapely.ops import unary_union
-
         region = Geometry(unary_union([shape(i.geometry) for i in items if i.geometry]).__geo_interface__, "EPSG:4326")
     region = region.to_crs(out_crs)
     anchor: Any = "default"
@@ -202,9 +211,6 @@ class _Reader:
 
     def read(self, cfg, dst_geobox, *, dst=None, selection=None):
         from odc.loader._rio import rio_read
-        from rasterio.errors import RasterioError
-
-        from stfuse.data.catalog import redact
 
         src = self._src
         original = src.uri
@@ -216,8 +222,6 @@ class _Reader:
         while True:
             try:
                 if retried:  # GDAL keeps what it read of the failed download: read this file again without its cache
-                    import rasterio
-
                     with rasterio.Env(CPL_VSIL_CURL_NON_CACHED="/vsicurl/" + src.uri):
                         return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
                 return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
@@ -227,8 +231,6 @@ class _Reader:
                 _FRESH[original] = self._resign(original, fresh=True)
                 src, resigned = src.patch(uri=_FRESH[original]), True
             elif _refused(text) and resigned:
-                from stfuse.errors import RemoteServiceError
-
                 raise RemoteServiceError(
                     f"the asset server refused {where} (HTTP 403) even after re-signing its URL; "
                     "check your access to the data (e.g. a Planetary Computer subscription key) and try again"
@@ -256,9 +258,6 @@ def _missing(text: str) -> bool:
 
 def _classify(text: str, where: str) -> Exception:
     """The :mod:`stfuse.errors` exception for a raster read failure ``text`` at ``where``."""
-    from stfuse.data.catalog import redact
-    from stfuse.errors import CorruptFileError, RemoteServiceError
-
     text = redact(text)
     if where and where not in text:
         text = f"{where}: {text}"
@@ -298,7 +297,6 @@ def _harmonise(raw: xr.Dataset, items: Sequence[pystac.Item], meta: Collection, 
     reflectance = xr.concat(layers, dim=xr.Variable("band", list(bands))).transpose("time", "band", "y", "x")
     reflectance = reflectance.where(~bad_any)
     valid = ~bad_any
-    from stfuse.data.catalog import item_time
 
     by_day: dict[Any, list[pystac.Item]] = {}
     for item in items:
@@ -351,8 +349,6 @@ class _RedactReaderLog(logging.Filter):
     lines: :class:`_Reader` re-signs those or reports them itself, naming the item."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from stfuse.data.catalog import redact
-
         text = record.getMessage()
         if _refused(text):
             return False
@@ -384,11 +380,6 @@ def read_errors() -> Iterator[None]:
     Messages name the failing asset's URL or path (which holds the item id and asset key);
     signed-URL tokens are stripped from them.
     """
-    from rasterio.errors import RasterioError
-
-    from stfuse.data.catalog import redact
-    from stfuse.errors import StfuseError
-
     failed = _FailedURLs()
     reader_log = logging.getLogger("odc.loader._rio")
     reader_log.addHandler(failed)
@@ -460,11 +451,6 @@ def load_cubes(
     folder where the loaded cubes are kept as Zarr, keyed by the query and the items found
     (ids and ``updated``/datetimes), so a re-run reads no remote asset (see :func:`cache_key`).
     """
-    import datetime as dt
-
-    from stfuse.data import catalog as cat
-    from stfuse.data.sensors import COARSE_COLLECTIONS, PROVIDERS, check_bands
-
     bands = check_bands(bands or BANDS)
     start_date = cat.parse_date(start, name="start") if start is not None else None
     end_date = cat.parse_date(end, name="end") if end is not None else None
@@ -519,8 +505,6 @@ COMPLETE = "complete.json"
 
 def _source_key(catalog: Any) -> str:
     """The catalog as it identifies data: provider name, URL without query, or absolute path."""
-    from stfuse.data.catalog import DEFAULT_SAMPLE, is_remote, strip_query
-
     if catalog is None:
         return str(DEFAULT_SAMPLE)
     if is_remote(catalog):
@@ -544,9 +528,6 @@ def _item_stamp(item: pystac.Item) -> list[str]:
 def cache_key(*, source: str, query: Any, bands: Sequence[str], crs: str | None, items: dict[str, Sequence[pystac.Item]]) -> str:
     """Hex digest naming a cache entry: catalog, collections, area, dates, bands, CRS, and the
     items found with their ``updated``/datetimes (a changed catalog gives a new key)."""
-    import hashlib
-    import json
-
     doc = {
         "version": CACHE_VERSION,
         "source": source,
@@ -577,12 +558,6 @@ def write_cache(entry: str | os.PathLike[str], fine: xr.Dataset, coarse: xr.Data
     the temporary folder is removed on any error. If another run wrote the same entry
     meanwhile, that one is kept. Reads raise :mod:`stfuse.errors` types (see :func:`read_errors`).
     """
-    import json
-    import shutil
-    import tempfile
-
-    from stfuse.errors import OutputError
-
     entry = Path(entry)
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)

@@ -20,8 +20,9 @@ Facts (USGS Landsat C2 L2 Science Product Guide; MODIS MCD43A4/MOD09GA v061 user
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -201,12 +202,41 @@ def collection(collection_id: str) -> Collection:
         ) from None
 
 
+BAND_ALIASES: dict[str, str] = {"nir": "nir08", "swir1": "swir16", "swir2": "swir22"}
+"""Other names accepted for stfuse's bands: STAC ``eo`` common names and the usual Landsat
+names, each mapped to the :data:`BANDS` name it stands for (only for bands stfuse has)."""
+
+
+def band_name(name: str) -> str | None:
+    """stfuse's name (one of :data:`BANDS`) of band ``name`` or of its alias (case and spaces
+    ignored, e.g. ``"NIR"`` -> ``"nir08"``); None when ``name`` is neither."""
+    key = str(name).strip().lower()
+    return key if key in BANDS else BAND_ALIASES.get(key)
+
+
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """``" (did you mean 'X'?)"`` for the choice closest to ``name`` (difflib), else ``""``."""
+    close = difflib.get_close_matches(str(name).strip().lower(), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def check_bands(bands: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Validate common band names; returns them as a tuple. :class:`BandError` on unknown names."""
-    bands = tuple(bands)
-    unknown = [b for b in bands if b not in BANDS]
-    if unknown:
-        raise BandError(f"unknown band {unknown[0]!r}; choose from {', '.join(BANDS)}")
-    if not bands:
+    """Validate band names; returns stfuse's names (:data:`BANDS`) as a tuple, in the order given.
+
+    Aliases (:data:`BAND_ALIASES`: ``nir``, ``swir1``, ``swir2``) become the band they stand for.
+    :class:`BandError` on an unknown name (with the closest known one), a band given twice, or none.
+    """
+    names: list[str] = []
+    for band in bands:
+        name = band_name(band)
+        if name is None:
+            raise BandError(
+                f"unknown band {band!r}{did_you_mean(band, [*BANDS, *BAND_ALIASES])}; "
+                f"choose from {', '.join(BANDS)} (aliases: {', '.join(f'{a}={b}' for a, b in BAND_ALIASES.items())})"
+            )
+        if name in names:
+            raise BandError(f"band {name!r} is requested twice ({', '.join(map(str, bands))}); give each band once")
+        names.append(name)
+    if not names:
         raise BandError(f"no bands requested; choose from {', '.join(BANDS)}")
-    return bands
+    return tuple(names)

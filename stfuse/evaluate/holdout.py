@@ -4,25 +4,32 @@ same per-day path as :func:`stfuse.predict`, and score it on the withheld image'
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import json
 import logging
 import math
 import os
-import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import dask
 import numpy as np
+from affine import Affine
+from rasterio.crs import CRS
 
-from stfuse.errors import DataUnavailableError, InputError, MissingFileError
-
-
+from stfuse.api import fuse
 from stfuse.config import FusionConfig, Query, resolve_configs
-from stfuse.evaluate.files import COVERAGE_LEVELS, calibration
+from stfuse.data.cube import load_cubes, read_errors
+from stfuse.errors import DataUnavailableError, InputError
+from stfuse.evaluate.files import calibration
+from stfuse.evaluate.metrics import score_arrays, spearman_error_sigma
+from stfuse.fusion.pairs import choose_pairs, evidence_day, usable_pair_days
+from stfuse.fusion.prior import method_for_day
+from stfuse.fusion.uncertainty import coverage, fit_variance_scale, leave_one_out_coverage
+from stfuse.output.io import atomic_path, write_prediction_cog
 
 log = logging.getLogger("stfuse")
 PathLike = str | os.PathLike[str]
@@ -79,8 +86,6 @@ def load_catalog_cubes(
     Zarr ``cache``); the fine clear fractions are computed (that reads the fine images once).
     Errors name the bad value.
     """
-    from stfuse.data.cube import load_cubes
-
     cubes = load_cubes(catalog=catalog, bbox=bbox, aoi=aoi, start=start, end=end, bands=bands, crs=crs,
                        margin_days=margin_days, cache=cache)
     return CatalogCubes(cubes.fine, cubes.coarse, cubes.fine_clear(), cubes.coarse_days(), cubes.query.start,
@@ -169,8 +174,6 @@ def score_day(mean: np.ndarray, sigma: np.ndarray, truth: np.ndarray, valid: np.
     (each band entry gains ``n_valid``) plus ``n_valid`` (pixels valid in every band),
     ``coverage`` / ``spearman`` over all bands and ``band_coverage`` / ``band_spearman`` per band.
     """
-    from stfuse.evaluate.metrics import score_arrays, spearman_error_sigma
-
     ok = np.isfinite(mean) & np.isfinite(truth) & np.isfinite(sigma)
     if valid is not None:
         ok &= np.broadcast_to(valid, ok.shape)
@@ -190,8 +193,6 @@ def holdout_plans(days: Sequence[dt.date], cubes: CatalogCubes, fusion: FusionCo
     """Which of ``days`` can be withheld: ``(plans, evidence, skipped)``. ``plans``: (day, its pairs
     among the *other* usable dates); ``evidence``: with the hybrid, a one-pair day's other clear
     date for the variance scale (never the withheld one); ``skipped``: day -> the reason."""
-    from stfuse.fusion.pairs import choose_pairs, evidence_day, usable_pair_days
-
     min_clear, max_pairs, max_gap_days, refine = fusion.min_clear, fusion.max_pairs, fusion.max_gap_days, fusion.refine
     coarse_set = set(cubes.coarse_days)
     usable = usable_pair_days(cubes.fine_clear, cubes.coarse_days, min_clear=min_clear)
@@ -240,14 +241,6 @@ def holdout(
     as in :func:`stfuse.predict`, a one-pair day's variance scale then follows the scene through
     the nearest other clear date (:func:`stfuse.fusion.pairs.evidence_day`), never the withheld one.
     """
-    import time
-
-    import dask
-
-    from stfuse.api import fuse
-    from stfuse.data.cube import read_errors
-    from stfuse.fusion.prior import method_for_day
-
     query, fusion, _ = resolve_configs(query, fusion, None, settings, where="holdout")
     max_gap_days, refine = fusion.max_gap_days, fusion.refine
     t0 = time.perf_counter()
@@ -312,8 +305,6 @@ def variance_calibration(days: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray
     gives on dates it was not fitted on (:func:`stfuse.fusion.uncertainty.leave_one_out_coverage`;
     None with a single date).
     """
-    from stfuse.fusion.uncertainty import coverage, fit_variance_scale, leave_one_out_coverage
-
     levels = (0.68, 0.95)
     if not days or not any(d[0].size for d in days):
         return {"variance_scale": None, "coverage_as_predicted": None, "coverage_leave_one_date_out": None}
@@ -336,8 +327,6 @@ def _csv_value(value: Any) -> Any:
 
 def write_holdout_csv(result: HoldoutResult, path: PathLike, *, overwrite: bool = False) -> Path:
     """Write :meth:`HoldoutResult.rows` as CSV (:data:`HOLDOUT_COLUMNS`, full float precision)."""
-    from stfuse.output.io import atomic_path
-
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
         with open(tmp, "w", newline="") as f:
@@ -352,11 +341,6 @@ def write_holdout(result: HoldoutResult, out_dir: PathLike, *, predictions: bool
     """Write ``out_dir/holdout.csv``, ``out_dir/holdout.json`` (summary) and, with ``predictions``,
     ``out_dir/predictions/holdout_YYYY-MM-DD.tif`` (COG: reflectance, then ``<band>_sigma``;
     needs the arrays). Returns the written paths."""
-    from affine import Affine
-    from rasterio.crs import CRS
-
-    from stfuse.output.io import atomic_path, write_prediction_cog
-
     out_dir = Path(out_dir)
     paths = [write_holdout_csv(result, out_dir / "holdout.csv", overwrite=overwrite)]
     summary = out_dir / "holdout.json"

@@ -14,7 +14,7 @@ Everything renders with matplotlib's Agg canvas on a bare :class:`matplotlib.fig
   COGs, with the sigma band shaded and the Landsat observations as dots;
 - :func:`evaluation_report`, :func:`holdout_report` — the PNGs plus ``report.html``.
 
-``python -m stfuse.evaluate.report OUT_DIR`` regenerates the README figures (``make report``).
+``tools/report.py`` (``make report``) regenerates the README figures with these functions.
 Arrays are (band, y, x) float reflectance (0..1) with NaN for missing pixels.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import io
 import logging
 import math
 import os
@@ -31,13 +32,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
 
+from stfuse import __version__
+from stfuse.data import catalog as cat
+from stfuse.data.cube import load_fine, read_errors
+from stfuse.data.sensors import PROVIDERS
 from stfuse.errors import InputError, MissingFileError, OutputError
+from stfuse.evaluate.files import evaluate_files, read_scored_pair
+from stfuse.evaluate.holdout import HoldoutResult, format_holdout
+from stfuse.evaluate.metrics import reliability_curve
+from stfuse.output.io import DEFAULT_INTEGER_SCALE, atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from stfuse.evaluate.holdout import HoldoutResult
 
 log = logging.getLogger("stfuse")
 
@@ -54,7 +65,22 @@ _BAND_COLOURS = {"blue": "tab:blue", "green": "tab:green", "red": "tab:red", "ni
 # --------------------------------------------------------------------------- helpers
 
 
+REPORT_EXTRA_HINT = "pip install 'stfuse[report]'"
+
+
+def require_matplotlib() -> None:
+    """Check that the ``report`` extra (matplotlib, which brings pillow) is installed; every
+    figure and PNG here calls it first. :class:`InputError` with the install command if not."""
+    try:
+        import matplotlib  # noqa: F401
+        import PIL  # noqa: F401
+    except ImportError as err:
+        raise InputError(f"figures and quicklooks need matplotlib and pillow ({err.name or 'one of them'} is missing): "
+                         f"{REPORT_EXTRA_HINT}") from None
+
+
 def _figure(width: float, height: float) -> "Figure":
+    require_matplotlib()
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
@@ -66,11 +92,7 @@ def _save(fig: "Figure", path: PathLike, *, overwrite: bool = True, colours: int
     The image is reduced to an adaptive palette of ``colours`` (no dithering): figures of
     noisy imagery stay a few hundred KB instead of several MB. File mode follows the umask.
     """
-    import io
-
     from PIL import Image
-
-    from stfuse.output.io import atomic_path
 
     path = Path(path)
     buffer = io.BytesIO()
@@ -157,11 +179,6 @@ def _subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray | slice:
 
 def _read_display(path: Path, bands: Sequence[str] | None, max_size: int) -> tuple[np.ndarray, list[str]]:
     """Read the display bands of ``path`` (decimated to at most ``max_size`` px) as reflectance."""
-    import rasterio
-    from rasterio.enums import Resampling
-
-    from stfuse.output.io import DEFAULT_INTEGER_SCALE
-
     if not path.exists():
         raise MissingFileError(f"input file not found: {path}")
     try:
@@ -215,9 +232,8 @@ def quicklook(
     transparent. The PNG has one pixel per raster pixel, decimated so that neither side
     exceeds ``max_size``. Returns ``out_png``.
     """
+    require_matplotlib()
     from PIL import Image
-
-    from stfuse.output.io import atomic_path
 
     path, out_png = Path(path), Path(out_png)
     if out_png.suffix.lower() != ".png":
@@ -253,6 +269,7 @@ def quicklook_panel(
     colour scale per row (0 .. 98th percentile of both), in reflectance; with several bands
     in a row they are the RMS over those bands. Images are decimated to ``max_px`` px.
     """
+    require_matplotlib()
     from matplotlib import colormaps
 
     step = _step(truth.shape, max_px)
@@ -305,6 +322,7 @@ def scatter_density(
     the same shape or (H, W). At most ``max_points`` random pixels per band are drawn (seeded);
     RMSE/bias in the panel are over all valid pixels.
     """
+    require_matplotlib()
     from matplotlib.colors import LogNorm
 
     n_bands = len(band_names)
@@ -364,8 +382,6 @@ def reliability_diagram(
     Shapes as :func:`scatter_density`; uses :func:`stfuse.evaluate.metrics.reliability_curve`. Points
     below the diagonal: over-confident (sigma too small); above: under-confident.
     """
-    from stfuse.evaluate.metrics import reliability_curve
-
     levels = np.linspace(0.05, 0.95, 19)
     fig = _figure(4.6, 4.4)
     ax = fig.subplots()
@@ -400,6 +416,7 @@ def holdout_chart(rows: Sequence[dict[str, Any]], out_png: PathLike, *, title: s
 
     ``rows``: :meth:`stfuse.evaluate.holdout.HoldoutResult.rows` (or ``holdout.csv`` read back).
     """
+    require_matplotlib()
     from matplotlib.dates import AutoDateLocator, DateFormatter
 
     panels = [("rmse", "RMSE (reflectance)", None), ("bias", "bias (pred - truth)", 0.0),
@@ -460,11 +477,6 @@ def _landsat_at(pixels: Sequence[tuple[int, int]], src_meta: dict[str, Any], ban
                 first: dt.date, last: dt.date) -> tuple[list[dt.date], np.ndarray]:
     """Landsat reflectance (time, band, pixel) at ``pixels`` of the prediction grid, clear pixels only."""
     from odc.geo.geobox import GeoBox
-    from rasterio.warp import transform_bounds
-
-    from stfuse.data import catalog as cat
-    from stfuse.data.cube import load_fine, read_errors
-    from stfuse.data.sensors import PROVIDERS
 
     rows = [p[0] for p in pixels]
     cols = [p[1] for p in pixels]
@@ -483,6 +495,31 @@ def _landsat_at(pixels: Sequence[tuple[int, int]], src_meta: dict[str, Any], ban
     days = [np.datetime64(t, "D").item() for t in fine.time.values]
     picked = values[:, :, [r - r0 for r in rows], [c - c0 for c in cols]]
     return days, picked
+
+
+def read_pixel_series(files: Sequence[tuple[str, Path]], bands: Sequence[str], pixels: Sequence[tuple[int, int]],
+                      shape: tuple[int, int]) -> tuple[list[dt.date], np.ndarray, np.ndarray]:
+    """Values and sigmas of ``bands`` at ``pixels`` (row, col) in daily COGs ``files`` ((ISO day,
+    path) in date order): ``(days, values, sigmas)``, arrays (day, band, pixel), NaN where absent.
+    Every file must be ``shape`` (height, width) and hold the bands."""
+    days: list[dt.date] = []
+    values = np.full((len(files), len(bands), len(pixels)), np.nan)
+    sigmas = np.full_like(values, np.nan)
+    for t, (day, path) in enumerate(files):
+        days.append(dt.date.fromisoformat(day))
+        with rasterio.open(path) as src:
+            desc = list(src.descriptions)
+            if (src.height, src.width) != tuple(shape):
+                raise InputError(f"{path} is {src.height} x {src.width}, not {shape[0]} x {shape[1]} like {files[0][1]}")
+            for j, b in enumerate(bands):
+                if b not in desc:
+                    raise InputError(f"{path} has no band {b!r}; all the daily files must have the same bands")
+                for k, (row, col) in enumerate(pixels):
+                    window = Window(col, row, 1, 1)
+                    values[t, j, k] = src.read(desc.index(b) + 1, window=window)[0, 0]
+                    if f"{b}_sigma" in desc:
+                        sigmas[t, j, k] = src.read(desc.index(f"{b}_sigma") + 1, window=window)[0, 0]
+    return days, values, sigmas
 
 
 def timeseries_plot(
@@ -506,9 +543,8 @@ def timeseries_plot(
     band ``± n_sigma`` sigma. With red and nir08 an NDVI column is added (sigma propagated to
     first order). One row per pixel.
     """
-    import rasterio
+    require_matplotlib()
     from matplotlib.dates import DateFormatter
-    from rasterio.windows import Window
 
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -534,23 +570,7 @@ def timeseries_plot(
         shown = [b for b in ("red", "nir08") if b in reflectance] or reflectance
     with_ndvi = "red" in reflectance and "nir08" in reflectance
     need = list(dict.fromkeys(shown + (["red", "nir08"] if with_ndvi else [])))
-    days: list[dt.date] = []
-    values = np.full((len(files), len(need), len(pixels)), np.nan)
-    sigmas = np.full_like(values, np.nan)
-    for t, (day, path) in enumerate(files):
-        days.append(dt.date.fromisoformat(day))
-        with rasterio.open(path) as src:
-            desc = list(src.descriptions)
-            if (src.height, src.width) != (meta["height"], meta["width"]):
-                raise InputError(f"{path} is {src.height} x {src.width}, not {meta['height']} x {meta['width']} like {files[0][1]}")
-            for j, b in enumerate(need):
-                if b not in desc:
-                    raise InputError(f"{path} has no band {b!r}; all files of {pred_dir} must have the same bands")
-                for k, (row, col) in enumerate(pixels):
-                    window = Window(col, row, 1, 1)
-                    values[t, j, k] = src.read(desc.index(b) + 1, window=window)[0, 0]
-                    if f"{b}_sigma" in desc:
-                        sigmas[t, j, k] = src.read(desc.index(f"{b}_sigma") + 1, window=window)[0, 0]
+    days, values, sigmas = read_pixel_series(files, need, pixels, (meta["height"], meta["width"]))
     obs_days: list[dt.date] = []
     obs = np.empty((0, len(need), len(pixels)))
     if observations and meta["crs"] is not None:
@@ -630,9 +650,6 @@ def _html_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def write_html(path: PathLike, title: str, sections: Sequence[Section], *, overwrite: bool = True) -> Path:
     """Write a self-describing HTML page; images are linked relative to the page's folder."""
-    from stfuse import __version__
-    from stfuse.output.io import atomic_path
-
     path = Path(path)
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
@@ -673,18 +690,18 @@ def evaluation_report(
     title: str | None = None,
     result: dict[str, Any] | None = None,
     overwrite: bool = False,
+    **matching: Any,
 ) -> Path:
     """PNGs (quicklook panel, scatter, reliability when sigma bands exist) and ``report.html`` for one prediction file.
 
     ``result``: the metrics already computed (:func:`stfuse.evaluate.files.evaluate_files`);
-    computed when None. Returns the path of ``report.html``.
+    computed when None. ``matching``: ``bands``, ``truth_qa``, ``force`` as in
+    :func:`stfuse.evaluate.files.read_scored_pair`. Returns the path of ``report.html``.
     """
-    from stfuse.evaluate.files import evaluate_files, read_scored_pair
-
     out_dir = Path(out_dir)
     _check_report_dir(out_dir, overwrite)
-    arrays = read_scored_pair(prediction, truth)
-    result = result or evaluate_files(prediction, truth)
+    arrays = read_scored_pair(prediction, truth, **matching)
+    result = result or evaluate_files(prediction, truth, **matching)
     names = arrays.band_names
     valid = np.isfinite(arrays.truth) & np.isfinite(arrays.mean)
     images = [quicklook_panel(arrays.truth, arrays.mean, arrays.sigma, names, out_dir / "quicklook.png",
@@ -704,8 +721,6 @@ def holdout_report(result: "HoldoutResult", out_dir: PathLike, *, overwrite: boo
     (all withheld dates pooled) and ``quicklook_YYYY-MM-DD.png`` per date (at most
     ``max_quicklooks``). Returns the path of ``report.html``.
     """
-    from stfuse.evaluate.holdout import format_holdout
-
     out_dir = Path(out_dir)
     _check_report_dir(out_dir, overwrite)
     days = [d for d in result.days if d.mean is not None and d.sigma is not None and d.truth is not None]
@@ -745,56 +760,3 @@ def holdout_report(result: "HoldoutResult", out_dir: PathLike, *, overwrite: boo
     log.debug("holdout table:\n%s", format_holdout(result))
     return write_html(out_dir / "report.html", f"stfuse holdout evaluation ({result.catalog})", sections)
 
-
-# --------------------------------------------------------------------------- make report
-
-
-def docs_images(out_dir: PathLike = "docs/images", *, work_dir: PathLike = "out/report", timeseries: bool = True) -> list[Path]:
-    """Regenerate the README figures from sample_scenes (``make report``).
-
-    Runs the holdout on the bundled sample (all bands, starfm) with its full report in
-    ``work_dir``, then writes compact copies to ``out_dir``: ``quicklook.png``,
-    ``reliability.png``, ``holdout_metrics.png`` and (``timeseries``) ``timeseries.png`` from
-    a short ``stfuse predict`` run. Returns the figures written to ``out_dir``.
-    """
-    from stfuse.api import predict
-    from stfuse.evaluate.holdout import holdout, write_holdout
-
-    out_dir, work_dir = Path(out_dir), Path(work_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = holdout()
-    write_holdout(result, work_dir, predictions=False, overwrite=True)
-    holdout_report(result, work_dir, overwrite=True)
-    day = max(result.days, key=lambda d: d.clear_fraction if len(d.pairs) == 2 else 0)
-    pairs = " + ".join(p.isoformat() for p in day.pairs)
-    written = [
-        quicklook_panel(day.truth, day.mean, day.sigma, result.band_names, out_dir / "quicklook.png", max_px=200, panel_inches=2.4,
-                        title=f"sample_scenes: Landsat {day.date} withheld, {day.method} from {pairs}"),
-        reliability_diagram(*(np.concatenate([getattr(d, a).reshape(len(result.band_names), -1) for d in result.days], axis=1)
-                              for a in ("mean", "sigma", "truth")),
-                            result.band_names, out_dir / "reliability.png", title="sample_scenes holdout: reliability"),
-        holdout_chart(result.rows(), out_dir / "holdout_metrics.png", title="sample_scenes holdout (starfm)"),
-    ]
-    if timeseries:
-        series = work_dir / "timeseries"
-        predict(start="2023-06-01", end="2023-08-03", bands=["red", "nir08"], out_dir=series, overwrite=True)
-        written.append(timeseries_plot(series, None, [(120, 80), (300, 260)], out_dir / "timeseries.png"))
-    return written
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m stfuse.evaluate.report [OUT_DIR] [--work DIR] [--no-timeseries]``: regenerate the README figures."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m stfuse.evaluate.report", description=docs_images.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out_dir", nargs="?", default="docs/images")
-    parser.add_argument("--work", default="out/report", help="folder for the full holdout report (default out/report)")
-    parser.add_argument("--no-timeseries", action="store_true", help="skip the time-series figure (needs a predict run)")
-    args = parser.parse_args(argv)
-    for path in docs_images(args.out_dir, work_dir=args.work, timeseries=not args.no_timeseries):
-        print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
-
-
-if __name__ == "__main__":
-    main()

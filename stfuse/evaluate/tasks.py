@@ -5,22 +5,16 @@ benchmarks' ``score.py`` does."""
 from __future__ import annotations
 
 import contextlib
-import csv
-import datetime as dt
 import json
-import logging
-import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import numpy as np
-
-from stfuse.errors import DataUnavailableError, InputError, MissingFileError
-
-
+from stfuse.api import predict_files
+from stfuse.data.catalog import parse_date
+from stfuse.errors import InputError, MissingFileError
 from stfuse.evaluate.files import evaluate_files
 
 PathLike = str | os.PathLike[str]
@@ -103,9 +97,6 @@ def evaluate_task(
     the prediction was temporary. The numbers equal ``score.py PRED --task ID``. ``refine``,
     ``mc_samples``, ``seed``: the hybrid, as in :func:`stfuse.fuse`.
     """
-    from stfuse.api import predict_files
-    from stfuse.data.catalog import parse_date
-
     task = load_task(benchmarks, task_id)
     for label, file in [("truth", task.truth), ("target coarse", task.coarse), *[("pair", f) for pair in task.pairs for f in pair]]:
         if not file.is_file():

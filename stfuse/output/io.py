@@ -20,13 +20,19 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import dask
+import dask.array as da
 import numpy as np
+import pystac
 import rasterio
 import rasterio.shutil
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
+import zarr
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
+from rasterio.warp import transform_geom
 
 from stfuse.errors import (
     CorruptFileError,
@@ -204,8 +210,6 @@ def compute_blocks(array, *, batch: int = 4, block: int = 2048, progress: Callab
     Works with any dask scheduler, including a distributed cluster: results come back to
     this process, so memory here is bounded by ``batch`` blocks.
     """
-    import dask
-
     pending = list(_blocks(array, block))
     total = len(pending)
     done = 0
@@ -240,8 +244,6 @@ def write_prediction_cog(
     Tags (method, inputs, version...) are stored as GeoTIFF metadata; values that are not
     strings are JSON-encoded. The file appears at ``path`` only when complete.
     """
-    import dask.array as da
-
     layers = [mean, sigma, *[(e[None] if e.ndim == 2 else e) for e in (extra_bands or {}).values()]]
     lazy = any(isinstance(getattr(a, "data", a), da.Array) for a in layers)
     arrays = [getattr(a, "data", a) for a in layers]
@@ -302,9 +304,6 @@ def write_stac_item(
     The asset href is relative to the item file. Items for rasters without a CRS carry no
     geometry (allowed by STAC for non-georeferenced data).
     """
-    import pystac
-    from rasterio.warp import transform_geom
-
     height, width = shape
     geometry = bbox = None
     if crs is not None:
@@ -376,9 +375,6 @@ def create_zarr_output(
     Days and tiles are then filled in any order by :func:`write_zarr_tiles`; a day counts as
     done only once :func:`mark_zarr_day_complete` ran after all of its tiles.
     """
-    import dask.array as da
-    import rioxarray  # noqa: F401  (registers .rio)
-
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputError(f"{path} already exists; pass --overwrite to replace it or --resume to continue it")
@@ -413,8 +409,6 @@ def create_zarr_output(
 
 def write_zarr_tiles(path: str | os.PathLike[str], day_index: int, tiles: Iterable[tuple[tuple[slice, slice], np.ndarray, np.ndarray]]) -> None:
     """Write ``(window, mean, sigma)`` tiles — (B, h, w) each — of day ``day_index``."""
-    import zarr
-
     group = zarr.open_group(str(path), mode="r+")
     reflectance, sigma_array = group["reflectance"], group["sigma"]
     for (rows, cols), mean, sigma in tiles:
@@ -424,16 +418,12 @@ def write_zarr_tiles(path: str | os.PathLike[str], day_index: int, tiles: Iterab
 
 def mark_zarr_day_complete(path: str | os.PathLike[str], day_index: int) -> None:
     """Flag day ``day_index`` complete (call only after all its tiles are written)."""
-    import zarr
-
     group = zarr.open_group(str(path), mode="r+")
     group["complete"][day_index] = True
 
 
 def zarr_completed_days(path: str | os.PathLike[str]) -> set[dt.date]:
     """Days marked complete in an existing stfuse Zarr store (empty set if none)."""
-    import zarr
-
     path = Path(path)
     if not path.exists():
         return set()
@@ -447,8 +437,6 @@ def write_run_collection(out_dir: str | os.PathLike[str], item_paths: Sequence[s
                          properties: Mapping[str, Any] | None = None) -> Path:
     """Write ``out_dir/collection.json``: a STAC collection linking the run's item JSON files
     (relative links), with the spatial and temporal extent of all of them."""
-    import pystac
-
     out_dir = Path(out_dir)
     items = [pystac.Item.from_file(str(p)) for p in item_paths]
     boxes = [i.bbox for i in items if i.bbox]

@@ -19,10 +19,12 @@ import math
 import os
 from typing import Any, Callable, Iterator
 
+import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 
-from stfuse.errors import InputError
+from stfuse.errors import InputError, RemoteServiceError
 
 PredictFn = Callable[..., tuple[np.ndarray, np.ndarray]]
 """``fn(fine, coarse, coarse_target, **options) -> (mean, variance)`` on numpy arrays."""
@@ -74,8 +76,6 @@ def predict_tiled(
     ``fine``/``coarse``: (pair, band, y, x); ``coarse_target``: (band, y, x), numpy- or
     dask-backed. Nothing is computed until the result is.
     """
-    import dask.array as da
-
     if tile < 1 or halo < 0:
         raise InputError(f"tile must be >= 1 and halo >= 0 (got tile={tile}, halo={halo})")
     n_pairs = fine.sizes["pair"]
@@ -91,6 +91,9 @@ def predict_tiled(
         # map_overlap needs depth <= chunk size; grow chunks instead of failing.
         stacked = stacked.rechunk((stacked.shape[0], stacked.shape[1], halo, halo))
         depth = {0: 0, 1: 0, 2: halo, 3: halo}
+    for axis in (2, 3):  # an axis in one chunk needs no overlap (and a narrow one cannot have it)
+        if stacked.numblocks[axis] == 1:
+            depth[axis] = 0
     grown = da.overlap.overlap(stacked, depth=depth, boundary="none")
     out_chunks = ((2,), grown.chunks[1], grown.chunks[2], grown.chunks[3])
     predicted = grown.map_blocks(
@@ -121,7 +124,6 @@ def dask_scheduler(
       threads with ``memory_limit`` per worker (spills instead of exhausting RAM);
     - ``"tcp://HOST:PORT"`` (or any address): an existing dask.distributed scheduler.
     """
-    import dask
     import torch
 
     if scheduler is None:
@@ -134,8 +136,6 @@ def dask_scheduler(
             torch.set_num_threads(previous)
         return
     from distributed import Client, LocalCluster
-
-    from stfuse.errors import RemoteServiceError
 
     if scheduler == "local":
         n_workers = workers or max(1, (os.cpu_count() or 1) // (threads or 1))

@@ -23,8 +23,16 @@ from stfuse.errors import InputError, OutputError
 from stfuse.fused import Fused, calibration_tag, provenance
 from stfuse.fusion.pairs import Plan
 from stfuse.fusion.quality import QUALITY_BITS, assess
-from stfuse.output.io import (compute_blocks, create_zarr_output, mark_zarr_day_complete, write_prediction_cog,
-                              write_run_collection, write_stac_item, write_zarr_tiles, zarr_completed_days)
+from stfuse.output.io import (
+    compute_blocks,
+    create_zarr_output,
+    mark_zarr_day_complete,
+    write_prediction_cog,
+    write_run_collection,
+    write_stac_item,
+    write_zarr_tiles,
+    zarr_completed_days,
+)
 from stfuse.output.tiling import dask_scheduler
 
 log = logging.getLogger("stfuse")

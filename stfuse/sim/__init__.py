@@ -1,2 +1,3 @@
 """Simulated data: the scene simulator (:mod:`.synth`), the sample STAC catalog it writes
-(:mod:`.sample`) and loopback servers for tests (:mod:`.testing`)."""
+(:mod:`.sample`), the simulated days the refiner is trained and the variances are calibrated on
+(:mod:`.days`) and loopback servers for tests (:mod:`.testing`)."""

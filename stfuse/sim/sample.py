@@ -25,16 +25,18 @@ The output is deterministic: the same spec gives byte-identical JSON and COGs.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from stfuse.errors import InputError, OutputError
 from stfuse.data.sensors import BANDS, LANDSAT_C2_L2, LANDSAT_QA_BITS, MODIS_43A4
+from stfuse.errors import InputError, OutputError
 from stfuse.sim.synth import CLASS_NAMES, Scene, SceneSpec, block_mean, coarse_quality, simulate
 
 # Location: the Arkansas River near Great Bend, Kansas (UTM 14N, MODIS tile h10v05).
@@ -75,6 +77,13 @@ _EXT = {
 }
 COLLECTION_IDS = ("landsat-c2-l2", "modis-43A4-061", "stfuse-truth")
 _MANAGED = ("catalog.json", "README.md", *COLLECTION_IDS)
+
+SAMPLE_DIR_ENV = "STFUSE_SAMPLE_DIR"
+"""Environment variable naming the folder of the default sample catalog (created on first use)."""
+CHECKOUT_SAMPLE = Path(__file__).resolve().parents[2] / "sample_scenes"
+"""The sample catalog committed in a source checkout (absent from an installed wheel)."""
+
+log = logging.getLogger("stfuse")
 
 
 # --------------------------------------------------------------------------------------
@@ -629,7 +638,7 @@ def write_sample_catalog(out_dir: Path | str, spec: SceneSpec | None = None, *, 
     )
     for col in (landsat_col, modis_col, truth_col):
         catalog.add_child(col)
-    catalog.normalize_hrefs(str(out))
+    catalog.normalize_hrefs(str(out) + os.sep)  # the separator: pystac takes a folder named like a.b for a file
     catalog.make_all_asset_hrefs_relative()
     for asset in truth_col.assets.values():  # collection-level assets: make relative too
         if os.path.isabs(asset.href):
@@ -637,6 +646,63 @@ def write_sample_catalog(out_dir: Path | str, spec: SceneSpec | None = None, *, 
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     (out / "README.md").write_text(readme_text(scene, days))
     return out / "catalog.json"
+
+
+# --------------------------------------------------------------------------------------
+# The default sample catalog (``catalog=None``)
+# --------------------------------------------------------------------------------------
+
+
+def sample_dir() -> Path:
+    """Folder of the default sample catalog: ``$STFUSE_SAMPLE_DIR`` if set, else the source
+    checkout's ``sample_scenes/`` when present, else ``$XDG_CACHE_HOME/stfuse/sample_scenes``
+    (``~/.cache/stfuse/sample_scenes``). Nothing is created here."""
+    env = os.environ.get(SAMPLE_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    if (CHECKOUT_SAMPLE / "catalog.json").is_file():
+        return CHECKOUT_SAMPLE
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return cache / "stfuse" / "sample_scenes"
+
+
+def ensure_sample_catalog(out_dir: Path | str | None = None) -> Path:
+    """Path of the default sample ``catalog.json`` in ``out_dir`` (default :func:`sample_dir`),
+    writing it first if it is not there.
+
+    The catalog is :func:`write_sample_catalog` with the default :class:`SceneSpec` (seed 0), so
+    it is byte-identical to the checkout's ``sample_scenes/`` (about 20 s and 19 MB, once). It is
+    written into a temporary folder beside ``out_dir`` and renamed into place, so an interrupted
+    run leaves nothing half-written and concurrent first runs keep one complete copy.
+    :class:`OutputError` if ``out_dir`` cannot be written or holds other files but no catalog.
+    """
+    out = Path(out_dir).expanduser() if out_dir is not None else sample_dir()
+    catalog = out / "catalog.json"
+    if catalog.is_file():
+        return catalog
+    hint = f"set {SAMPLE_DIR_ENV} to a writable folder, or pass a catalog (--catalog)"
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise OutputError(f"{out} exists but holds no sample catalog.json; remove it or {hint}")
+    log.warning("the sample catalog is not on this machine yet: generating it once into %s (about 20 s)", out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".stfuse-sample-", dir=out.parent))
+    except OSError as err:
+        raise OutputError(f"cannot create the sample catalog in {out.parent}: {err}; {hint}") from None
+    try:
+        write_sample_catalog(tmp)
+        try:
+            tmp.rename(out)  # atomic; also replaces an empty folder
+        except OSError:
+            if not catalog.is_file():  # not a concurrent run that finished first
+                raise
+    except OutputError:
+        raise
+    except OSError as err:
+        raise OutputError(f"cannot write the sample catalog to {out}: {err}; {hint}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return catalog
 
 
 def _summary(scene: Scene, truth_days: Sequence[int]) -> dict[str, Any]:
@@ -664,6 +730,11 @@ def _summary(scene: Scene, truth_days: Sequence[int]) -> dict[str, Any]:
 
 def readme_text(scene: Scene, truth_days: Sequence[int]) -> str:
     """The README.md written next to the catalog (generated, so it always matches the data)."""
+    return _readme_data(scene, truth_days) + _readme_scene(scene)
+
+
+def _readme_data(scene: Scene, truth_days: Sequence[int]) -> str:
+    """README: what the catalog holds (grid, dates, collections)."""
     spec = scene.spec
     x0, y0 = SAMPLE_ORIGIN
     transform, shape, (h_tile, v_tile) = modis_grid(spec)
@@ -671,19 +742,6 @@ def readme_text(scene: Scene, truth_days: Sequence[int]) -> str:
     landsat_rows = "\n".join(
         f"| {d[l.day]} | {l.day} | {l.platform} | {l.cloud_cover:.1f} | {100 * l.fill.mean():.1f} |" for l in scene.landsat
     )
-    classes = "\n".join(
-        f"| {i} | {n} | {100 * (scene.classes == i).mean():.1f} |" for i, n in enumerate(CLASS_NAMES)
-    )
-    change = (
-        f"A **{spec.change_kind}** on {d[spec.change_day]} (day index {spec.change_day}) changes "
-        f"{int(scene.change_mask.sum())} pixels ({100 * scene.change_mask.mean():.1f} %) to "
-        f"`{CLASS_NAMES[scene.fine_window.change_class]}`"
-        + (" (turbid water that clears over ~2 weeks)" if spec.change_kind == "flood" else "")
-        + ". `stfuse-truth/change_mask.tif` marks them."
-        if spec.change_day is not None
-        else "No abrupt change (change_day = None)."
-    )
-    spec_lines = "\n".join(f"    {k} = {v!r}" for k, v in spec.to_dict().items())
     return f"""# sample_scenes: simulated Landsat + MODIS STAC catalog
 
 **Generated file — do not edit.** Regenerate with `stfuse sample -o sample_scenes --overwrite`
@@ -733,7 +791,27 @@ water 21952, cloud 22280, fill 1.
 
 {", ".join(f"{d[t]} (day {t})" for t in truth_days)} — none is a Landsat date.
 
-## Land cover
+"""
+
+
+def _readme_scene(scene: Scene) -> str:
+    """README: how the scene is simulated (land cover, change, MODIS, loading, the spec)."""
+    spec = scene.spec
+    d = scene.dates
+    classes = "\n".join(
+        f"| {i} | {n} | {100 * (scene.classes == i).mean():.1f} |" for i, n in enumerate(CLASS_NAMES)
+    )
+    change = (
+        f"A **{spec.change_kind}** on {d[spec.change_day]} (day index {spec.change_day}) changes "
+        f"{int(scene.change_mask.sum())} pixels ({100 * scene.change_mask.mean():.1f} %) to "
+        f"`{CLASS_NAMES[scene.fine_window.change_class]}`"
+        + (" (turbid water that clears over ~2 weeks)" if spec.change_kind == "flood" else "")
+        + ". `stfuse-truth/change_mask.tif` marks them."
+        if spec.change_day is not None
+        else "No abrupt change (change_day = None)."
+    )
+    spec_lines = "\n".join(f"    {k} = {v!r}" for k, v in spec.to_dict().items())
+    return f"""## Land cover
 
 | id | class | % of scene |
 |---|---|---|

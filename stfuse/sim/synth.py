@@ -48,8 +48,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from scipy.special import ndtr, ndtri
 
-from stfuse.errors import InputError
 from stfuse.data.sensors import BANDS, LANDSAT_C2_L2, LANDSAT_QA, LANDSAT_QA_BITS
+from stfuse.errors import InputError
 
 # --------------------------------------------------------------------------------------
 # Land-cover classes and spectra

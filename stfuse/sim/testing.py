@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -25,6 +26,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+import pystac
 
 
 def free_port() -> int:
@@ -193,8 +196,6 @@ def http_items(catalog_path: str | os.PathLike[str], base_url: str, root: str | 
     """Write each collection's items of a static catalog as a FeatureCollection JSON file in
     ``out_dir`` (one file per collection), with asset hrefs rewritten to ``base_url`` + the
     asset's path relative to ``root``. Returns the JSON paths (for :func:`serve_stac_api`)."""
-    import pystac
-
     catalog = pystac.Catalog.from_file(str(catalog_path))
     root = Path(root).resolve()
     by_collection: dict[str, list[dict[str, Any]]] = {}
@@ -219,8 +220,6 @@ def http_items(catalog_path: str | os.PathLike[str], base_url: str, root: str | 
 
 def rustac_executable() -> str | None:
     """Path of the ``rustac`` command (pip package rustac), or None."""
-    import sys
-
     beside = Path(sys.executable).parent / "rustac"
     return str(beside) if beside.exists() else shutil.which("rustac")
 

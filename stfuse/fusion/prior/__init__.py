@@ -16,6 +16,7 @@ Every method has the same core signature, on plain tensors (reflectance 0..1, Na
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any, Callable, Literal
 
 import numpy as np
@@ -82,8 +83,6 @@ def method_for_day(method: str, n_pairs: int, *, hybrid: bool = False) -> str:
 def changed_fraction(coarse: np.ndarray, coarse_target: np.ndarray, threshold: float = CHANGE_THRESHOLD) -> float:
     """Fraction of pixels whose coarse reflectance changed by more than ``threshold`` in any
     band since the closest pair. ``coarse``: (P, B, H, W); ``coarse_target``: (B, H, W)."""
-    import warnings
-
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: no change counted
         change = np.nanmin(np.abs(coarse_target[None] - coarse), axis=0)

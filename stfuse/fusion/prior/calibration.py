@@ -7,7 +7,7 @@ interval held about 55-70 % of the truth on simulated days). :func:`fit_scales` 
 compromise) per method and number of pairs on held-out simulated days, the same 160 scenes the
 hybrid is calibrated on (:func:`stfuse.fusion.refine.fit_hybrid_scales`): fitted on the first 80,
 checked on the other 80. The factors ship in ``variance_scales.json`` beside this module;
-``python -m stfuse.fusion.prior.calibration`` (``make calibration``) regenerates it bit for bit.
+``make calibration`` (``tools/calibration.py``) regenerates it bit for bit.
 
 :func:`variance_scale` is what :func:`stfuse.fuse` and :func:`stfuse.predict` multiply a
 prior's variance by (the hybrid has its own scale); :func:`calibration_record` is what they
@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stfuse import __version__
 from stfuse.fusion.pairs import pairs_key
+from stfuse.fusion.prior import predict
+from stfuse.fusion.uncertainty import coverage, fit_variance_scale
+from stfuse.sim.days import calibration_days
 
 SCALES_PATH = Path(__file__).resolve().with_name("variance_scales.json")
 SETTINGS: dict[str, Any] = {"n_scenes": 160, "seed": 1, "size": 128, "method": "coverage_pair"}
@@ -57,16 +60,12 @@ def calibration_record(method: str, n_pairs: int) -> dict[str, Any]:
 def fit_scales(n_scenes: int = 160, seed: int = 1, size: int = 128, method: str = "coverage_pair") -> dict[str, Any]:
     """Fit and check the factors on simulated days.
 
-    Scenes: :func:`stfuse.fusion.refine.calibration_days` (one single-pair and one two-pair day per
+    Scenes: :func:`stfuse.sim.days.calibration_days` (one single-pair and one two-pair day per
     scene; green, red, NIR; the first half to fit, the second to check). Methods: STARFM, Fit-FC, FSDAF with one and two pairs, ESTARFM with two,
     all with default options. Returns ``{"scales": {method: {"1": s, "2": s}}, "check": {method:
     {"1": {...}, ...}}, **settings}``; a check holds the days, the RMSE and the 68/95 % coverage
     before (``raw_cov68``/``raw_cov95``) and after (``cov68``/``cov95``) the factor.
     """
-    from stfuse.fusion.refine import calibration_days
-    from stfuse.fusion.uncertainty import coverage, fit_variance_scale
-    from stfuse.fusion.prior import predict
-
     parts: dict[tuple[str, str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for split, days in calibration_days(n_scenes, seed, size).items():
         for fine, coarse, target, truth, _ in days:
@@ -96,19 +95,12 @@ def fit_scales(n_scenes: int = 160, seed: int = 1, size: int = 128, method: str 
 
 def write_scales(path: str | Path = SCALES_PATH, **settings: Any) -> Path:
     """:func:`fit_scales` (``SETTINGS`` overridden by ``settings``) written as JSON to ``path``."""
-    from stfuse import __version__
-
     result = fit_scales(**{**SETTINGS, **settings})
     result["stfuse_version"] = __version__
-    result["command"] = "python -m stfuse.fusion.prior.calibration (make calibration)"
+    # the label the shipped file was made with; kept so that `make calibration` reproduces it byte for byte
+    result["command"] = "python -m stfuse.prior.calibration (make calibration)"
     path = Path(path)
     path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     _stored.cache_clear()
     return path
 
-
-if __name__ == "__main__":  # python -m stfuse.fusion.prior.calibration [PATH]
-    from stfuse.fusion.refine import deterministic
-
-    with deterministic(SETTINGS["seed"]):
-        print(write_scales(*(sys.argv[1:2] or [SCALES_PATH])))

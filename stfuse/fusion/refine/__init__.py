@@ -57,12 +57,12 @@ once per pair and the results are averaged as an equal-weight mixture.
 
 - :func:`train_synthetic` pretrains on scenes of :mod:`stfuse.sim.synth` (random land cover,
   phenology, abrupt changes, clouds) with extra MODIS-vs-Landsat effects
-  (:func:`_perturb_coarse`: biases, gains, persistent and spatially correlated coarse
+  (:func:`stfuse.sim.days._perturb_coarse`: biases, gains, persistent and spatially correlated coarse
   mismatch, noise), random band subsets, and priors drawn from :data:`SYNTHETIC_PRIORS`
   (STARFM, Fit-FC, FSDAF, additive) so that one set of weights serves every prior; the
   variance scale is fitted on validation scenes, overall and per prior. This makes the
   shipped weights ``stfuse/weights/refiner.pt`` (:func:`make_shipped_weights`,
-  ``python -m stfuse.fusion.refine``).
+  ``make weights``).
 - :func:`train_self_supervised` adapts a model to one scene using only its pairs: with
   pairs at dates A and B the prior predicts B from A (and A from B) and the refiner learns
   from the fine image of B (of A); random 48x48 patches with flips/rotations, early stopping
@@ -87,44 +87,15 @@ a fixed intra-op thread count :data:`THREADS`, seeded generators).
 - :mod:`.hybrid`: :func:`hybrid_arrays`, the variance scale (fixed or following the scene),
   :class:`HybridFn` for tiles, :func:`predict_hybrid`;
 - :mod:`.shipped`: :func:`make_shipped_weights` with its variance calibration
-  (``python -m stfuse.fusion.refine``).
+  (``make weights``).
 """
 
 from __future__ import annotations
 
-from stfuse.fusion.refine.members import (
-    additive_prior,
-    CORRECTION_WEIGHT,
-    ENSEMBLE,
-    PriorFn,
-    resolve_members,
-    resolve_prior,
-)
-from stfuse.fusion.refine.network import (
-    band_stats,
-    build_features,
-    DEFAULT_WEIGHTS,
-    FEATURES,
-    Features,
-    halo,
-    load_checkpoint,
-    load_model,
-    mc_predict,
-    refine,
-    Refiner,
-    save_checkpoint,
-)
-from stfuse.fusion.refine.training import (
-    calibration_days,
-    deterministic,
-    SimulatedDay,
-    simulated_days,
-    _synthetic_scene,  # noqa: F401  (named in the shipped weights' metadata)
-    train_self_supervised,
-    train_supervised,
-    train_synthetic,
-)
 from stfuse.fusion.refine.hybrid import (
+    MIN_SCENE_PIXELS,
+    SCENE_WINDOW,
+    HybridFn,
     adapt_model,
     calibration_record,
     central_window,
@@ -133,19 +104,50 @@ from stfuse.fusion.refine.hybrid import (
     hybrid_halo,
     hybrid_name,
     hybrid_variance_scale,
-    HybridFn,
-    MIN_SCENE_PIXELS,
     predict_hybrid,
     scene_factor,
     scene_variance_scale,
-    SCENE_WINDOW,
     uses_scene_calibration,
 )
+from stfuse.fusion.refine.members import (
+    CORRECTION_WEIGHT,
+    ENSEMBLE,
+    PriorFn,
+    additive_prior,
+    resolve_members,
+    resolve_prior,
+)
+from stfuse.fusion.refine.network import (
+    DEFAULT_WEIGHTS,
+    FEATURES,
+    Features,
+    Refiner,
+    band_stats,
+    build_features,
+    halo,
+    load_checkpoint,
+    load_model,
+    mc_predict,
+    refine,
+    save_checkpoint,
+)
 from stfuse.fusion.refine.shipped import (
+    HYBRID_CALIBRATION,
     add_hybrid_calibration,
     fit_hybrid_scales,
-    HYBRID_CALIBRATION,
     make_shipped_weights,
+)
+from stfuse.fusion.refine.training import (
+    deterministic,
+    train_self_supervised,
+    train_supervised,
+    train_synthetic,
+)
+from stfuse.sim.days import (  # the simulated days, re-exported here where the refiner's users look
+    SimulatedDay,
+    _synthetic_scene,  # noqa: F401  (named in the shipped weights' metadata)
+    calibration_days,
+    simulated_days,
 )
 
 __all__ = [

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 
 from stfuse.errors import InputError
+from stfuse.fusion import prior as _prior
 from stfuse.fusion.pairs import pairs_key
 from stfuse.fusion.refine.members import CORRECTION_WEIGHT, ENSEMBLE, _prior_name, resolve_members
 from stfuse.fusion.refine.network import Refiner, halo, load_model, refine
 from stfuse.fusion.refine.training import train_self_supervised
-
+from stfuse.fusion.uncertainty import combine_inverse_variance, combine_weighted, fit_variance_scale
 
 # ------------------------------------------------------------------------------------------
 # All together
@@ -96,8 +97,6 @@ def scene_variance_scale(
     with one pair or fewer than :data:`MIN_SCENE_PIXELS` valid values. Costs 2 (P - 1)
     single-pair hybrid runs on the window.
     """
-    from stfuse.fusion.uncertainty import fit_variance_scale
-
     fine = np.asarray(fine, np.float32)
     coarse = np.asarray(coarse, np.float32)
     if fine.ndim != 4 or fine.shape[0] < 2:
@@ -196,8 +195,6 @@ def hybrid_arrays(
     (docs/methods.md). Shapes as
     :func:`predict_hybrid`.
     """
-    from stfuse.fusion.uncertainty import combine_inverse_variance, combine_weighted
-
     fine = np.asarray(fine, np.float32)
     coarse = np.asarray(coarse, np.float32)
     ct = np.asarray(coarse_target, np.float32)
@@ -350,8 +347,6 @@ def hybrid_fn(
 def hybrid_halo(prior: str | Sequence[str] = "ensemble", model: Refiner | str | Path | None = None, **prior_options: Any) -> int:
     """Tile halo (fine pixels) of the hybrid: the largest member prior's halo plus the refiner's
     (:func:`halo`). Callable priors count as 0."""
-    from stfuse.fusion import prior as _prior
-
     names = list(ENSEMBLE) if prior in ("ensemble", "auto") else ([prior] if isinstance(prior, str) else list(prior))
     prior_halo = max((_prior.halo(n, **prior_options) for n in names if isinstance(n, str) and n in _prior.METHODS), default=0)
     mdl = model if isinstance(model, Refiner) else load_model(model)

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from scipy.ndimage import uniform_filter
 
 from stfuse.errors import InputError
-
+from stfuse.fusion import prior as _prior
+from stfuse.fusion.uncertainty import combine_inverse_variance
 
 PriorFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """A single-pair prior: ``prior_fn(fine (1,B,H,W), coarse (1,B,H,W), coarse_target (B,H,W)) -> (mean, var)``."""
@@ -33,10 +35,6 @@ def additive_prior(
     much fine detail the coarse change cannot describe) plus ``0.002^2``. With P > 1 the
     pairs are combined by inverse variance. Returns float32 ``(mean, variance)`` (B, H, W).
     """
-    from scipy.ndimage import uniform_filter
-
-    from stfuse.fusion.uncertainty import combine_inverse_variance
-
     fine = np.asarray(fine, np.float32)
     coarse = np.asarray(coarse, np.float32)
     ct = np.asarray(coarse_target, np.float32)
@@ -69,8 +67,6 @@ def resolve_prior(prior_fn: PriorFn | str | None, **options: Any) -> PriorFn:
     if prior_fn is None or prior_fn == "additive":
         return lambda f, c, t: additive_prior(f, c, t, **options)
     if isinstance(prior_fn, str):
-        from stfuse.fusion import prior as _prior
-
         method = prior_fn
         _prior.method_function(method)  # raises InputError for unknown names
         return lambda f, c, t: _prior.predict(f, c, t, method=method, **options)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from stfuse.errors import CheckpointError, InputError
-
+from stfuse.fusion.uncertainty import combine_inverse_variance
 
 FEATURES: tuple[str, ...] = (
     "prior",  # (mu - m) / s
@@ -525,8 +525,6 @@ def refine(
     averaged as an equal-weight mixture (mean of means; mean of variances plus the variance
     of the means).
     """
-    from stfuse.fusion.uncertainty import combine_inverse_variance
-
     mdl = load_model(model) if not isinstance(model, Refiner) else model
     mdl = mdl.to(device)
     factor = 1.0
@@ -662,7 +660,7 @@ def load_model(model: Refiner | str | Path | None = None, *, bands: Sequence[str
             if not DEFAULT_WEIGHTS.is_file():
                 raise CheckpointError(
                     f"the shipped refiner weights {DEFAULT_WEIGHTS} are missing; regenerate them with "
-                    "`python -m stfuse.fusion.refine` (stfuse.fusion.refine.make_shipped_weights)"
+                    "`make weights` (stfuse.fusion.refine.make_shipped_weights)"
                 )
             _DEFAULT_CACHE[key] = load_checkpoint(DEFAULT_WEIGHTS, bands=bands)
         m = copy.deepcopy(_DEFAULT_CACHE[key])

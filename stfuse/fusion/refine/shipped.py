@@ -1,21 +1,22 @@
 """The shipped weights: pretraining plus the hybrid's variance calibration on held-out simulated
-days, stored in ``stfuse/weights/refiner.pt`` (``make weights`` = ``python -m stfuse.fusion.refine``).
+days, stored in ``stfuse/weights/refiner.pt`` (``make weights`` = ``stfuse train --synthetic --seed 0``).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from stfuse import __version__
 from stfuse.fusion.refine.hybrid import hybrid_arrays, scene_variance_scale
 from stfuse.fusion.refine.members import CORRECTION_WEIGHT, ENSEMBLE, resolve_members
 from stfuse.fusion.refine.network import DEFAULT_WEIGHTS, Refiner, load_model, save_checkpoint
-from stfuse.fusion.refine.training import calibration_days, deterministic, train_synthetic
+from stfuse.fusion.refine.training import deterministic, train_synthetic
+from stfuse.fusion.uncertainty import calibration_report, coverage_interval, fit_variance_scale
+from stfuse.sim.days import calibration_days
 
 
 def fit_hybrid_scales(
@@ -50,8 +51,6 @@ def fit_hybrid_scales(
     first half and checked on the second (``check_scene``; days without a scene scale use the
     fixed one).
     """
-    from stfuse.fusion.uncertainty import calibration_report, coverage_interval, fit_variance_scale
-
     mdl = load_model(model)
     members = resolve_members(prior_fn)
     result: dict[str, Any] = {"scales": {}, "check": {}, "n_scenes": n_scenes, "seed": seed, "size": size}
@@ -133,9 +132,7 @@ def add_hybrid_calibration(model: Refiner) -> Refiner:
 
 def make_shipped_weights(path: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, **kwargs: Any) -> Path:
     """Regenerate the shipped weights: ``train_synthetic(seed=seed, **kwargs)`` saved to ``path``
-    with metadata (stfuse and torch versions, the command). ``python -m stfuse.fusion.refine``."""
-    from stfuse import __version__
-
+    with metadata (stfuse and torch versions, the command). ``make weights``."""
     model = train_synthetic(seed=seed, **kwargs)
     add_hybrid_calibration(model)
     meta = dict(model.meta)  # type: ignore[attr-defined]
@@ -143,13 +140,13 @@ def make_shipped_weights(path: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, *
         {
             "stfuse_version": __version__,
             "torch_version": torch.__version__,
-            "command": f"python -m stfuse.fusion.refine --seed {seed}"
+            "command": f"python -m stfuse.refine --seed {seed}"  # the shipped file's label, kept for a byte-identical `make weights`
             + "".join(f" --{k.replace('_', '-')} {v}" for k, v in sorted(kwargs.items())),
-            "function": f"stfuse.fusion.refine.make_shipped_weights(seed={seed}"
+            "function": f"stfuse.refine.make_shipped_weights(seed={seed}"  # as recorded in the shipped file
             + "".join(f", {k}={v!r}" for k, v in sorted(kwargs.items())) + ")",
             "make": "make weights = stfuse train --synthetic --seed 0 -o stfuse/weights/refiner.pt --overwrite",
             "data": (
-                "simulated scenes only (stfuse.sim.synth via stfuse.fusion.refine._synthetic_scene, MODIS-like perturbations): "
+                "simulated scenes only (stfuse.synth via stfuse.refine._synthetic_scene, MODIS-like perturbations): "  # label as in the shipped file
                 "training/validation scene seeds from numpy SeedSequence(seed).spawn(n_scenes + n_val_scenes); hybrid "
                 "calibration scenes from SeedSequence([hybrid_calibration.seed, 77]).spawn(hybrid_calibration.n_scenes)"
             ),
@@ -158,17 +155,3 @@ def make_shipped_weights(path: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, *
     meta.pop("seconds", None)  # keep the file identical between equal runs
     return save_checkpoint(model, path, meta)
 
-
-def _main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m stfuse.fusion.refine", description="Regenerate the shipped refiner weights (stfuse/weights/refiner.pt).")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(DEFAULT_WEIGHTS))
-    ap.add_argument("--n-scenes", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=None)
-    a = ap.parse_args(argv)
-    kwargs = {k: v for k, v in (("n_scenes", a.n_scenes), ("steps", a.steps)) if v is not None}
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    path = make_shipped_weights(a.out, seed=a.seed, **kwargs)
-    print(path, path.stat().st_size, "bytes")
