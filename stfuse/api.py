@@ -158,7 +158,7 @@ def predict(query: Query | None = None, fusion: FusionConfig | None = None, run:
     """
     query, fusion, run = resolve_configs(query, fusion, run, settings, where="stfuse.predict")
     check_output_dir(Path(run.out_dir), run.formats, overwrite=run.overwrite, resume=run.resume)
-    fused = plan_fused(query, fusion, run, in_memory=True)
+    fused = plan_fused(query, fusion, run)  # the writer reads the days it computes into memory
     return write_fused(fused, progress=progress)
 
 

@@ -229,6 +229,20 @@ class Fused:
         self._lock = threading.Lock()
         self._coarse_clear: dict[dt.date, float] | None = None
 
+    def read_days(self, plans: Sequence[Plan]) -> None:
+        """Read the images ``plans`` use (targets, pairs, evidence dates) into memory at once when
+        they fit in :data:`IN_MEMORY_BYTES`, so each COG is read once, not once per day; the cube
+        then holds only those days."""
+        hybrid = self.fusion.refine != "none"
+        fine_days = sorted({d for p in plans for d in (*p.pairs, *((p.evidence,) if p.evidence and hybrid else ()))})
+        needed = sorted({*fine_days, *(p.target for p in plans)})
+        fine = self.fine.sel(time=[np.datetime64(d, "ns") for d in fine_days])
+        coarse = self.coarse.sel(time=[np.datetime64(d, "ns") for d in needed])
+        if fine.reflectance.nbytes + coarse.reflectance.nbytes <= IN_MEMORY_BYTES:
+            with read_errors():
+                self.fine, self.coarse = dask.compute(fine, coarse)
+            self._coarse_clear = None
+
     def day_method(self, plan: Plan) -> str:
         """The method a day runs (:func:`stfuse.fusion.prior.method_for_day`)."""
         return method_for_day(self.fusion.method, len(plan.pairs), hybrid=self.fusion.refine != "none")
@@ -364,10 +378,10 @@ def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConf
     needed = sorted({*fine_days, *(p.target for p in plans)})
     coarse = cubes.coarse.sel(time=[np.datetime64(d, "ns") for d in needed])
     fine = cubes.fine.sel(time=[np.datetime64(d, "ns") for d in fine_days])
-    if in_memory and fine.reflectance.nbytes + coarse.reflectance.nbytes <= IN_MEMORY_BYTES:
-        with read_errors():
-            fine, coarse = dask.compute(fine, coarse)
-    return Fused(query, fusion, run, cubes, fine, coarse, plans, base_model)
+    fused = Fused(query, fusion, run, cubes, fine, coarse, plans, base_model)
+    if in_memory:
+        fused.read_days(plans)
+    return fused
 
 
 def open_fused(query: Query | None = None, fusion: FusionConfig | None = None, run: RunConfig | None = None,

@@ -141,3 +141,13 @@ def test_resume_says_what_it_did(tmp_path):
     assert first.exit_code == 0 and "wrote 2 day(s) (2023-06-10 .. 2023-06-11)" in first.output
     again = CliRunner().invoke(cli, [*args, "--resume"])
     assert again.exit_code == 0 and "wrote 0 day(s), skipped 2 already complete" in again.output
+
+
+def test_a_resume_with_nothing_to_do_reads_no_image_data(tmp_path, monkeypatch):
+    """A no-op --resume only searches and reads the Landsat clear fractions: no day is read or predicted."""
+    query = Query(catalog=SAMPLE, start="2023-06-10", end="2023-06-11", bands=("red",))
+    stfuse.predict(query, run=RunConfig(out_dir=tmp_path))
+    reads = []
+    monkeypatch.setattr(stfuse.fused.Fused, "read_days", lambda self, plans: reads.append(len(plans)))
+    again = stfuse.predict(query, run=RunConfig(out_dir=tmp_path, resume=True))
+    assert reads == [] and again.days_written == 0 and again.days_skipped == 2 and len(again) == 2

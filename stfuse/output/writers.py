@@ -107,6 +107,8 @@ def write_fused(fused: Fused, *, progress: ProgressCallback | None = None) -> Ou
             or ("zarr" in run.formats and p.target not in done_zarr)]
     if len(todo) < len(plans):
         log.info("resuming: %d of %d days already complete", len(plans) - len(todo), len(plans))
+    if todo:
+        fused.read_days(todo)  # only the days still to compute
     with dask_scheduler(run.scheduler, workers=run.workers, threads=run.threads, memory_limit=run.memory_limit,
                         device=fusion.device), read_errors():
         for done, plan in enumerate(todo, start=1):
