@@ -143,6 +143,7 @@ def _load(items: Sequence[pystac.Item], meta: Collection, bands: Sequence[str], 
         resampling=resample,
         fail_on_error=True,
         driver=_driver(names, resign),
+        stac_cfg=meta.load_config(),  # fill values for items that do not declare them
     )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -89,6 +89,19 @@ class Collection:
     band_numbers: dict[str, dict[str, str]] = field(default_factory=dict)
     qa_assets: dict[str, str] = field(default_factory=dict)
     pixel_size: float = 30.0
+    qa_nodata: int | None = None
+    """Fill value of the QA asset(s) (``qa_dtype``): what a pixel no item covers must read as."""
+    qa_dtype: str | None = None
+
+    def load_config(self) -> dict[str, Any]:
+        """odc-stac ``stac_cfg`` with this collection's data types and fill values, for items that
+        do not declare them (real MCD43A4 items have no ``nodata`` in ``raster:bands``): without
+        it, pixels that no item covers load as 0 — valid reflectance and 'good' quality."""
+        assets: dict[str, dict[str, Any]] = {a: {"data_type": self.dtype, "nodata": self.nodata} for a in self.assets.values()}
+        if self.qa is not None and self.qa_nodata is not None:
+            for a in {self.qa.asset, *self.qa_assets.values()}:
+                assets[a] = {"data_type": self.qa_dtype, "nodata": self.qa_nodata}
+        return {self.id: {"assets": assets}}
 
     def asset_for(self, band: str) -> str:
         """Asset key of common band ``band``; :class:`BandError` if the collection lacks it."""
@@ -138,6 +151,8 @@ LANDSAT_C2_L2 = Collection(
         "OLI-2": {"blue": "B2", "green": "B3", "red": "B4", "nir08": "B5", "swir16": "B6", "swir22": "B7"},
     },
     pixel_size=30.0,
+    qa_nodata=1,  # QA_PIXEL bit 0 alone: fill
+    qa_dtype="uint16",
 )
 
 _MCD43_BAND = {"red": 1, "nir08": 2, "blue": 3, "green": 4, "swir16": 6, "swir22": 7}
@@ -154,6 +169,8 @@ MODIS_43A4 = Collection(
     qa_assets={b: f"BRDF_Albedo_Band_Mandatory_Quality_Band{n}" for b, n in _MCD43_BAND.items()},
     sensor_by_platform={"terra": "MODIS", "aqua": "MODIS", "terra+aqua": "MODIS", "terra,aqua": "MODIS"},
     pixel_size=463.312716528,
+    qa_nodata=255,
+    qa_dtype="uint8",
 )
 
 MODIS_09GA = Collection(
