@@ -67,3 +67,23 @@ def test_landsat_without_declared_nodata_is_missing_outside_the_scene(mini_catal
     cubes = load_cubes(catalog=catalog, bbox=_wide_bbox(catalog), bands=["red"])
     fine = cubes.fine.isel(time=0).compute()
     assert np.isnan(fine.reflectance.values[:, :, -20:]).all() and not fine.valid.values[:, -20:].any()
+
+
+def test_landsat_is_dated_by_its_local_solar_day(mini_catalog, tmp_path):
+    """An acquisition late in the UTC day east of ~145 E (or, mirrored here in Kansas, early in
+    the UTC day) belongs to the local solar day, the date of the daily MODIS image seen with it."""
+    import datetime as dt
+
+    from stfuse.data.cube import solar_day
+
+    catalog = tmp_path / "cat"
+    shutil.copytree(mini_catalog, catalog)
+    path = next(p for p in sorted((catalog / "landsat-c2-l2").rglob("*.json")) if json.loads(p.read_text()).get("type") == "Feature")
+    item = json.loads(path.read_text())
+    day = dt.datetime.fromisoformat(item["properties"]["datetime"].replace("Z", "+00:00")).date()
+    item["properties"]["datetime"] = f"{day + dt.timedelta(days=1)}T03:00:00Z"  # 20:24 local solar time on `day` at 98.8 W
+    path.write_text(json.dumps(item))
+    cubes = load_cubes(catalog=catalog)
+    assert day in cubes.fine_clear() and day + dt.timedelta(days=1) not in cubes.fine_clear()
+    assert str(solar_day(np.datetime64("2023-06-06T23:46"), 150.0)) == "2023-06-07"  # Queensland, next local day
+    assert str(solar_day(np.datetime64("2023-06-06T23:46"), None)) == "2023-06-06"

@@ -277,12 +277,29 @@ def _classify(text: str, where: str) -> Exception:
     return CorruptFileError(f"an asset could not be read (corrupt or truncated?): {text}")
 
 
-def _harmonise(raw: xr.Dataset, items: Sequence[pystac.Item], meta: Collection, bands: Sequence[str]) -> xr.Dataset:
+def solar_day(when: Any, lon: float | None) -> np.datetime64:
+    """The local solar date (``datetime64[D]``) of UTC time(s) ``when`` at longitude ``lon``
+    (degrees east; None: the UTC date). A Landsat scene at 23:46 UTC east of ~145 E was seen on
+    the next local day, the day its daily MODIS image carries."""
+    when = np.asarray(when, dtype="datetime64[ns]")
+    if lon is not None:
+        when = when + np.timedelta64(int(round(lon / 15.0 * 3600e9)), "ns")
+    return when.astype("datetime64[D]")
+
+
+def _geobox_lon(geobox: Any) -> float:
+    """Longitude (degrees east) of a grid's centre."""
+    return float(geobox.extent.centroid.to_crs("EPSG:4326").coords[0][0])
+
+
+def _harmonise(raw: xr.Dataset, items: Sequence[pystac.Item], meta: Collection, bands: Sequence[str],
+               lon: float | None = None) -> xr.Dataset:
     """DNs + QA -> float32 reflectance (NaN masked), valid mask and clear fraction.
 
-    ``time`` becomes the acquisition (solar) day at 00:00, so days select by date.
+    ``time`` becomes the acquisition day at 00:00, so days select by date: the local solar day
+    at longitude ``lon`` (fine images), or the UTC date (None: daily products are dated so).
     """
-    raw = raw.assign_coords(time=raw.time.values.astype("datetime64[D]").astype("datetime64[ns]"))
+    raw = raw.assign_coords(time=solar_day(raw.time.values, lon).astype("datetime64[ns]"))
     layers = []
     bad_any = None
     for band in bands:
@@ -301,7 +318,7 @@ def _harmonise(raw: xr.Dataset, items: Sequence[pystac.Item], meta: Collection, 
 
     by_day: dict[Any, list[pystac.Item]] = {}
     for item in items:
-        by_day.setdefault(np.datetime64(item_time(item).date(), "D"), []).append(item)
+        by_day.setdefault(solar_day(np.datetime64(item_time(item).replace(tzinfo=None), "ns"), lon)[()], []).append(item)
     days = raw.time.values.astype("datetime64[D]")
     platforms = [",".join(sorted({str(i.properties.get("platform", "")) for i in by_day.get(d, [])})) for d in days]
     ids = [",".join(i.id for i in by_day.get(d, [])) for d in days]
@@ -330,7 +347,7 @@ def load_fine(items: Sequence[pystac.Item], *, bands: Sequence[str] = BANDS, geo
     if geobox is None:
         geobox = fine_geobox(items, bbox=bbox, aoi=aoi, crs=crs)
     raw = _load(items, meta, bands, geobox, chunks=chunks, resampling="nearest", resign=resign)
-    return _harmonise(raw, items, meta, bands)
+    return _harmonise(raw, items, meta, bands, lon=_geobox_lon(geobox))  # dated by the local solar day
 
 
 def load_coarse(items: Sequence[pystac.Item], *, geobox, bands: Sequence[str] = BANDS, chunks: dict[str, int] | None = None, resampling: str = "bilinear",
@@ -498,7 +515,7 @@ def load_cubes(
 
 # --------------------------------------------------------------------------- cache
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bumped when the cached layout or the loading changes, so old entries are not reused."""
 
 COMPLETE = "complete.json"
