@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
                  max_pairs=max_pairs, min_clear=min_clear, max_gap_days=max_gap_days, crs=crs, options=options,
                  refine=refine, mc_samples=mc_samples, seed=seed,
                  output=output, report_dir=report_dir, predictions=not no_predictions, device=device,
-                 overwrite=overwrite, as_json=as_json, quiet=quiet)
+                 overwrite=overwrite, as_json=as_json, quiet=quiet, command=command_line(ctx))
         return
     if no_predictions:
         raise InputError("--no-predictions applies only with --holdout")
@@ -112,7 +113,7 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
 
         result = evaluate_task(task, benchmarks, method=method, out=output, overwrite=overwrite,
                                device=device, options=options, report_dir=report_dir,
-                               refine=refine, mc_samples=mc_samples, seed=seed)
+                               refine=refine, mc_samples=mc_samples, seed=seed, command=command_line(ctx))
         _print_scores(result, as_json, header=f"task {task}, method {method}")
         if report_dir is not None and not as_json and not quiet:
             click.echo(f"wrote {report_dir / 'report.html'}")
@@ -134,12 +135,35 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
     if report_dir is not None:
         from stfuse.evaluate.report import evaluation_report
 
-        evaluation_report(prediction, truth, report_dir, result=result, overwrite=overwrite, **matching)
+        evaluation_report(prediction, truth, report_dir, result=result, overwrite=overwrite, command=command_line(ctx), **matching)
     matched = ", ".join(f"{b.get('name', b['band'])} = band {b['prediction_band']}" for b in result["bands"])
     qa = f"; {result['qa_masked_pixels']} truth pixels flagged by {truth_qa.name} left out" if truth_qa is not None else ""
     _print_scores(result, as_json, header=f"{prediction.name} vs {truth.name}, bands matched by {result['matched_by']}: {matched}{qa}")
     if report_dir is not None and not as_json and not quiet:
         click.echo(f"wrote {report_dir / 'report.html'}")
+
+
+def command_line(ctx: click.Context) -> str:
+    """The command as typed, rebuilt from what click parsed (arguments and the options given on
+    the command line, in declaration order), shell-quoted: recorded in report.html."""
+    words = ["stfuse", *ctx.command_path.split()[1:]]  # the console script, whatever the program name
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) != click.core.ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if isinstance(param, click.Argument):
+            words += [str(v) for v in (value if isinstance(value, (tuple, list)) else (value,))]
+            continue
+        flag = max(param.opts, key=len)
+        if isinstance(param, click.Option) and param.is_flag:
+            words.append(flag if value else (max(param.secondary_opts, key=len) if param.secondary_opts else flag))
+        elif isinstance(value, (tuple, list)) and param.nargs != 1:
+            words += [flag, *map(str, value)]
+        elif isinstance(value, (tuple, list)):  # multiple=True or a list-valued callback (--bands)
+            words += [flag, ",".join(map(str, value))]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 def _json_ready(value: Any) -> Any:
@@ -168,7 +192,7 @@ def _print_scores(result: dict[str, Any], as_json: bool, header: str | None = No
 
 
 def _holdout(*, output: Path | None, report_dir: Path | None, predictions: bool, device: str, overwrite: bool,
-             as_json: bool, quiet: bool, **query: Any) -> None:
+             as_json: bool, quiet: bool, command: str | None = None, **query: Any) -> None:
     from stfuse.errors import OutputError
     from stfuse.evaluate.holdout import format_holdout, holdout, write_holdout
 
@@ -188,7 +212,7 @@ def _holdout(*, output: Path | None, report_dir: Path | None, predictions: bool,
     if report_dir is not None:
         from stfuse.evaluate.report import holdout_report
 
-        written.append(holdout_report(result, report_dir, overwrite=overwrite))
+        written.append(holdout_report(result, report_dir, overwrite=overwrite, command=command))
     if as_json:
         click.echo(json.dumps(_json_ready({**result.summary(), "rows": result.rows(), "written": [str(p) for p in written]}), indent=1))
         return

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from stfuse.data.sensors import BANDS
+from stfuse.data.bands import BANDS
 
 
 def _split_bands(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
@@ -69,8 +69,10 @@ mc_samples_opt = click.option("--mc-samples", type=click.IntRange(1, 256), defau
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed (refiner training and dropout; k-means).")
 variance_scale_opt = click.option(
     "--variance-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-    help="Multiply the predicted variance (sigma^2) by this factor: a calibration for your area, e.g. the "
-    "scale `stfuse evaluate --holdout` fits on withheld Landsat dates. Recorded in the output tags.",
+    help="Extra factor on the predicted variance (sigma^2). By default the method's own calibration factor (fitted "
+    "on simulated days; the hybrid's fitted on the pairs) is applied and recorded in the `calibration` tag; this "
+    "multiplies the variance on top of it (1 = no extra factor), e.g. by the scale `stfuse evaluate --holdout` fits "
+    "on withheld Landsat dates for your area. Recorded in the `calibration` tag too.",
 )
 
 
@@ -88,7 +90,7 @@ def _apply(*decorators):
     return wrap
 
 
-QUERY_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "crs", "coarse_collection")
+QUERY_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "crs", "coarse_collection", "dates", "every")
 query_options = _apply(
     click.option("--catalog", help="Static STAC catalog (path) or STAC API (URL or provider name). Default: the bundled sample_scenes."),
     click.option("--bbox", nargs=4, type=float, metavar="MINX MINY MAXX MAXY", help="Area in lon/lat degrees."),
@@ -98,6 +100,10 @@ query_options = _apply(
     bands_opt,
     click.option("--crs", help="Output grid CRS (default: the Landsat items' UTM zone)."),
     coarse_collection_opt,
+    click.option("--dates", metavar="YYYY-MM-DD,...",
+                 help="Predict only these days, comma-separated (--start/--end default to the first/last of them)."),
+    click.option("--every", type=click.IntRange(1), metavar="N",
+                 help="Predict every N-th day from --start (or the start of the data): 1 = every day."),
 )
 
 PAIR_FLAGS = ("max_pairs", "min_clear", "max_gap_days")
@@ -121,7 +127,9 @@ method_options = _apply(
     device_opt,
 )
 
-RUN_FLAGS = ("formats", "resume", "tile", "scheduler", "workers", "threads", "memory_limit", "cache")
+RUN_FLAGS = ("formats", "resume", "tile", "scheduler", "workers", "threads", "memory_limit", "cache", "dtype", "compress")
+OUTPUT_FLAGS = ("dtype", "compress")
+"""Run flags that local-file mode takes too."""
 run_options = _apply(
     click.option("--format", "formats", default="cog", show_default=True, help="Catalog mode outputs: cog, zarr or cog,zarr."),
     click.option("--resume", is_flag=True, help="Skip days already complete in the outputs; recompute incomplete ones."),
@@ -131,6 +139,11 @@ run_options = _apply(
     click.option("--threads", type=int, help="Threads (per worker)."),
     click.option("--memory-limit", help="Memory per LocalCluster worker, e.g. 4GB."),
     cache_opt,
+    click.option("--dtype", type=click.Choice(["float32", "int16"]), default="float32", show_default=True,
+                 help="Output data type. int16: reflectance and sigma x 10000 with the band scale 1e-4 set (GDAL/rasterio "
+                 "users get reflectance with the scale), nodata -32768; about half the size. quality stays exact flags."),
+    click.option("--compress", type=click.Choice(["zstd", "deflate", "lzw", "none"]), default="zstd", show_default=True,
+                 help="COG compression (zstd at level 1; deflate for older GDAL readers)."),
 )
 
 

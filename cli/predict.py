@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .options import (
+    OUTPUT_FLAGS,
     PAIR_FLAGS,
     QUERY_FLAGS,
     RUN_FLAGS,
@@ -54,9 +55,10 @@ def predict(ctx: click.Context, output: Path, overwrite: bool, quiet: bool, pair
     Local-file mode — the classic STARFM workflow on rasters sharing one grid:
       stfuse predict --pair L_0524.tif M_0524.tif --coarse M_0711.tif -o pred.tif
 
-    Outputs are float32 COGs: reflectance bands first, then <band>_sigma bands
-    (1-sigma uncertainty), then a `quality` band of bit flags (1 coarse missing,
-    2 all pairs cloudy, 4 large change), with a STAC item (.json) beside each file.
+    Outputs are float32 COGs (or --dtype int16, scaled by 1e-4): reflectance bands
+    first, then <band>_sigma bands (1-sigma uncertainty), then a `quality` band of
+    exact integer bit flags (1 coarse missing, 2 all pairs cloudy, 4 large change;
+    never nodata), with a STAC item (.json) beside each file.
     """
     from stfuse.api import predict as run_catalog
     from stfuse.api import predict_files
@@ -66,14 +68,16 @@ def predict(ctx: click.Context, output: Path, overwrite: bool, quiet: bool, pair
     if pairs or coarse_target:
         if not (pairs and coarse_target):
             raise InputError("local-file mode needs both --pair FINE COARSE and --coarse TARGET")
-        wrong = given_flags(ctx, (*[f for f in QUERY_FLAGS if f != "bands"], *PAIR_FLAGS, *RUN_FLAGS, "strict"))
+        catalog_only = [f for f in RUN_FLAGS if f not in OUTPUT_FLAGS]
+        wrong = given_flags(ctx, (*[f for f in QUERY_FLAGS if f != "bands"], *PAIR_FLAGS, *catalog_only, "strict"))
         if wrong:
             raise InputError(f"{wrong[0]} applies to catalog mode, not to local files (--pair/--coarse); drop it")
         bands = params.pop("bands")
+        output_format = {k: params.pop(k) for k in OUTPUT_FLAGS}
         for key in (*QUERY_FLAGS, *PAIR_FLAGS, *RUN_FLAGS, "strict"):
             params.pop(key, None)
         out = predict_files(list(pairs), coarse_target, output, pop_fusion(params), bands=bands, overwrite=overwrite,
-                            date=parse_date(target_date, name="--date") if target_date else None)
+                            date=parse_date(target_date, name="--date") if target_date else None, **output_format)
         if not quiet:
             click.echo(f"wrote {out} (+ {out.with_suffix('.json').name})")
         return

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import overwrite_opt
+from .options import overwrite_opt, quiet_opt
+from .progress import progress_reporter
 
 
 @click.command()
@@ -21,8 +22,13 @@ from .options import overwrite_opt
 @click.option("--steps", type=int, help="Training steps (default: the trainer's).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write (.pt, with a .json beside it).")
 @overwrite_opt
-def train(synthetic: bool, pairs, method: str, init: Path | None, seed: int, steps: int | None, output: Path, overwrite: bool) -> None:
+@quiet_opt
+def train(synthetic: bool, pairs, method: str, init: Path | None, seed: int, steps: int | None, output: Path, overwrite: bool,
+          quiet: bool) -> None:
     """Train the CNN refiner and write a checkpoint with its metadata.
+
+    Progress (scenes or examples, steps with the training and validation loss, variance
+    scales) goes to stderr: a bar on a terminal, else a line at most every 10 s; -q: none.
 
     \b
       stfuse train --synthetic --seed 0 -o refiner.pt          # = make weights
@@ -37,7 +43,10 @@ def train(synthetic: bool, pairs, method: str, init: Path | None, seed: int, ste
     if synthetic:
         if output.exists() and not overwrite:
             raise OutputError(f"{output} already exists; pass --overwrite to replace it")
-        path = make_shipped_weights(output, seed=seed, **({"steps": steps} if steps else {}))
+        with progress_reporter("pretraining:", quiet=quiet, every=10.0) as progress:
+            path = make_shipped_weights(output, seed=seed, progress=progress, **({"steps": steps} if steps else {}))
     else:
-        path = train_files(list(pairs), output, method=method, init=init, seed=seed, steps=steps, overwrite=overwrite)
+        with progress_reporter("adapting to the pairs:", quiet=quiet, every=10.0) as progress:
+            path = train_files(list(pairs), output, method=method, init=init, seed=seed, steps=steps, overwrite=overwrite,
+                               progress=progress)
     click.echo(f"wrote {path}")

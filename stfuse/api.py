@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,7 +30,16 @@ from stfuse.config import FusionConfig, Query, RunConfig, resolve_configs, split
 from stfuse.errors import DataUnavailableError, InputError, OutputError
 from stfuse.fused import PriorPredictor, calibration_tag, hybrid_predictor, load_base_model, plan_fused, predict_day, provenance
 from stfuse.fusion.prior import changed_fraction, choose_method, method_for_day
-from stfuse.output.io import check_same_grid, crs_of, read_reflectance, transform_of, write_prediction_cog, write_stac_item
+from stfuse.fusion.quality import QUALITY_BITS, quality_band
+from stfuse.output.io import (
+    check_output_format,
+    check_same_grid,
+    crs_of,
+    read_reflectance,
+    transform_of,
+    write_prediction_cog,
+    write_stac_item,
+)
 from stfuse.output.writers import ProgressCallback, check_output_dir, write_fused
 
 PathLike = str | os.PathLike[str]
@@ -94,17 +104,38 @@ def fuse(fine: xr.DataArray, coarse: xr.DataArray, coarse_target: xr.DataArray, 
                         predictor.name, tags)
 
 
+def _read_local(path: PathLike, bands: Sequence[str] | None) -> xr.DataArray:
+    """A local input's reflectance; ``bands`` select bands by description, or name the bands of
+    a file without descriptions (then one name per band, in order)."""
+    array = read_reflectance(path)
+    names = [str(b) for b in array.band.values]
+    if bands is None:
+        return array
+    if all(re.fullmatch(r"b\d+", n) for n in names):  # no descriptions: --bands names them
+        if len(bands) != len(names):
+            raise InputError(f"{path} has {len(names)} undescribed bands but {len(bands)} --bands names were given; "
+                             f"give one name per band ({len(names)}), in file order")
+        return array.assign_coords(band=list(bands))
+    return read_reflectance(path, bands=bands)
+
+
 def predict_files(pairs: Sequence[tuple[PathLike, PathLike]], coarse: PathLike, out: PathLike, fusion: FusionConfig | None = None,
                   *, bands: Sequence[str] | None = None, date: dt.date | None = None, overwrite: bool = False,
-                  **settings: Any) -> Path:
+                  dtype: str = "float32", compress: str = "zstd", **settings: Any) -> Path:
     """Local-file mode: predict ``coarse``'s day from (fine, coarse) pair files; write ``out``.
 
     All rasters must share one grid (same shape and transform; all with the same CRS or all
-    without). Integer inputs without a band scale are read as reflectance x 10000. Writes a
-    float32 COG (reflectance bands, then ``<band>_sigma`` bands) and a STAC item beside it
-    (``out`` with suffix ``.json``). Returns the COG path. ``fusion`` and keywords as :func:`fuse`.
+    without). Integer inputs without a band scale are read as reflectance x 10000. Writes the
+    layout of catalog mode: a COG with the reflectance bands, then ``<band>_sigma`` bands, then
+    ``quality`` (bit flags, :func:`stfuse.fusion.quality.quality_band` of the inputs), tags
+    with the ``stfuse_version``, and a STAC item beside it (``out`` with suffix ``.json``).
+    Bands are named by the inputs' descriptions; ``bands`` selects among them, or names the
+    bands of files without descriptions (otherwise ``band1, band2, ...``). ``dtype``
+    (``float32`` or ``int16``) and ``compress`` (``zstd``, ``deflate``, ``lzw``, ``none``): as
+    :class:`~stfuse.config.RunConfig`. Returns the COG path. ``fusion`` and keywords as :func:`fuse`.
     """
     fusion = _fusion_config(fusion, settings, "predict_files")
+    check_output_format(dtype, compress)
     if not pairs:
         raise InputError("give at least one pair: --pair FINE.tif COARSE.tif")
     out = Path(out)
@@ -112,8 +143,8 @@ def predict_files(pairs: Sequence[tuple[PathLike, PathLike]], coarse: PathLike, 
         raise InputError(f"output {out} must be a GeoTIFF path ending in .tif")
     if out.exists() and not overwrite:
         raise OutputError(f"{out} already exists; pass --overwrite (Python: overwrite=True) to replace it")
-    arrays = {str(path): read_reflectance(path, bands=bands) for pair in pairs for path in pair}
-    arrays[str(coarse)] = read_reflectance(coarse, bands=bands)
+    arrays = {str(path): _read_local(path, bands) for pair in pairs for path in pair}
+    arrays[str(coarse)] = _read_local(coarse, bands)
     check_same_grid(arrays)
     for label, array in arrays.items():
         if not np.isfinite(array.values).any():
@@ -125,17 +156,18 @@ def predict_files(pairs: Sequence[tuple[PathLike, PathLike]], coarse: PathLike, 
     if not band_names or all(b.startswith("b") and b[1:].isdigit() for b in band_names):
         band_names = [f"band{i + 1}" for i in range(len(band_names))]
     result = fuse(fine, coarse_pairs, target, fusion)
+    flags = quality_band(fine, coarse_pairs, target, change_threshold=fusion.thresholds.change_threshold).values
     ref = arrays[str(pairs[0][0])]
     crs, transform = crs_of(ref), transform_of(ref)
     tags = provenance(result.method, {"inputs": {"pairs": [[str(f), str(c)] for f, c in pairs], "coarse_target": str(coarse)},
                                       "options": fusion.prior_options, "refine": fusion.refine, "seed": fusion.seed,
                                       "mc_samples": fusion.mc_samples, **({"weights": str(fusion.weights)} if fusion.weights else {}),
-                                      "calibration": result.tags["calibration"]})
+                                      "calibration": result.tags["calibration"], "quality": {"bits": QUALITY_BITS}})
     write_prediction_cog(out, result.mean.values, result.sigma.values, band_names=band_names, crs=crs, transform=transform, tags=tags,
-                         overwrite=overwrite)
+                         extra_bands={"quality": flags}, dtype=dtype, compress=compress, overwrite=overwrite)
     write_stac_item(out.with_suffix(".json"), item_id=out.stem, asset_path=out,
                     datetime=dt.datetime.combine(date, dt.time(12)) if date else None, band_names=band_names, crs=crs,
-                    transform=transform, shape=(ref.sizes["y"], ref.sizes["x"]),
+                    transform=transform, shape=(ref.sizes["y"], ref.sizes["x"]), extra_bands=("quality",), dtype=dtype,
                     properties={"stfuse:method": result.method, "stfuse:version": __version__}, overwrite=True)
     return out
 
@@ -158,19 +190,24 @@ def predict(query: Query | None = None, fusion: FusionConfig | None = None, run:
     """
     query, fusion, run = resolve_configs(query, fusion, run, settings, where="stfuse.predict")
     check_output_dir(Path(run.out_dir), run.formats, overwrite=run.overwrite, resume=run.resume)
+    if progress:
+        progress(0, 1, "searching and loading")
     fused = plan_fused(query, fusion, run)  # the writer reads the days it computes into memory
     return write_fused(fused, progress=progress)
 
 
 def train_files(pairs: Sequence[tuple[PathLike, PathLike]], out: PathLike, *, method: str = "ensemble",
-                init: PathLike | None = None, seed: int = 0, steps: int | None = None, overwrite: bool = False) -> Path:
+                init: PathLike | None = None, seed: int = 0, steps: int | None = None, overwrite: bool = False,
+                progress: ProgressCallback | None = None) -> Path:
     """Adapt the CNN refiner to your own pairs (GeoTIFFs on one grid, 2 or more) and write a
     checkpoint ``out`` (.pt, with a .json beside it) for ``--weights``/``weights=``.
 
     Each pair predicts the others through ``method``'s prior(s) (``ensemble``: Fit-FC + FSDAF,
     or one of starfm, fsdaf, fitfc) and the refiner learns the correction
     (:func:`stfuse.fusion.refine.adapt_model`), starting from ``init`` (default: the shipped
-    weights). The checkpoint records the bands and refuses others later.
+    weights). The checkpoint records the bands and refuses others later. ``progress(done, total,
+    label)``: examples, steps with the training and validation loss, variance scale; it does not
+    change the result.
     """
     from stfuse.fusion.refine import adapt_model, save_checkpoint
 
@@ -184,7 +221,8 @@ def train_files(pairs: Sequence[tuple[PathLike, PathLike]], out: PathLike, *, me
     fine = np.stack([arrays[str(f)].values for f, _ in pairs])
     coarse = np.stack([arrays[str(c)].values for _, c in pairs])
     bands = [str(b) for b in arrays[str(pairs[0][0])].band.values]
-    model = adapt_model(fine, coarse, prior_fn=method, init=init, seed=seed, bands=bands, **({"steps": steps} if steps else {}))
+    model = adapt_model(fine, coarse, prior_fn=method, init=init, seed=seed, bands=bands, progress=progress,
+                        **({"steps": steps} if steps else {}))
     meta = {**getattr(model, "meta", {}), "bands": bands, "band_agnostic": False, "seed": seed, "prior": method,
             "pairs": [[str(f), str(c)] for f, c in pairs]}
     meta.pop("sha256", None)

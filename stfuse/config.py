@@ -51,6 +51,10 @@ class Query:
     names (None: all of :data:`stfuse.data.sensors.BANDS`). ``crs``: output CRS (None: the
     Landsat items' UTM zone). ``coarse_collection``: ``modis-43A4-061`` (MCD43A4 NBAR) or
     ``modis-09GA-061`` (MOD09GA); None: the provider's default (MCD43A4).
+    ``dates``: predict only these days (``datetime.date`` or ``YYYY-MM-DD``, or one
+    comma-separated string); ``start``/``end`` default to the first and last of them, and a day
+    without coarse data is refused with the days that have it. ``every``: predict every
+    ``every``-th day counted from the first day (1 = every day); not with ``dates``.
     """
 
     catalog: PathLike | None = None
@@ -61,8 +65,11 @@ class Query:
     bands: tuple[str, ...] | None = None
     crs: str | None = None
     coarse_collection: str | None = None
+    dates: tuple[dt.date, ...] | None = None
+    every: int | None = None
 
     def __post_init__(self) -> None:
+        self._check_days()
         if self.bbox is not None and self.aoi is not None:
             raise InputError("give a bbox or an aoi, not both")
         if self.bbox is not None:
@@ -75,6 +82,46 @@ class Query:
         if self.coarse_collection is not None and self.coarse_collection not in COARSE_COLLECTIONS:
             raise InputError(f"{self.coarse_collection!r} is not a coarse collection stfuse can use; "
                              f"use one of {', '.join(COARSE_COLLECTIONS)}")
+
+    def _check_days(self) -> None:
+        """Validate ``dates``/``every``; ``start``/``end`` default to the first/last of ``dates``."""
+        if self.every is not None and (isinstance(self.every, bool) or not isinstance(self.every, numbers.Integral)
+                                       or self.every < 1):
+            raise InputError(f"every must be a whole number of days >= 1, got {self.every!r}")
+        if self.dates is None:
+            return
+        if self.every is not None:
+            raise InputError("give dates or every, not both (--dates picks the days itself)")
+        raw = self.dates.split(",") if isinstance(self.dates, str) else list(self.dates)
+        days = tuple(sorted({_iso_day(d, "dates") for d in raw if not (isinstance(d, str) and not d.strip())}))
+        if not days:
+            raise InputError("dates is empty; give days as YYYY-MM-DD,YYYY-MM-DD")
+        object.__setattr__(self, "dates", days)
+        start = _iso_day(self.start, "start") if self.start is not None else None
+        end = _iso_day(self.end, "end") if self.end is not None else None
+        outside = [d for d in days if (start and d < start) or (end and d > end)]
+        if outside:
+            raise InputError(f"date {outside[0]} is outside the range asked for (start {start or '..'}, end {end or '..'}); "
+                             "widen the range or drop the date")
+        if self.start is None:
+            object.__setattr__(self, "start", days[0])
+        if self.end is None:
+            object.__setattr__(self, "end", days[-1])
+
+    def select_days(self, available: Sequence[dt.date], first: dt.date) -> list[dt.date]:
+        """The days to predict among ``available`` (days with coarse data from ``first`` on, in
+        order): all of them, the ``dates`` (each must be available) or every ``every``-th
+        calendar day from ``first``."""
+        if self.dates is not None:
+            have = set(available)
+            missing = [d for d in self.dates if d not in have]
+            if missing:
+                raise InputError(f"no coarse (MODIS) image on {', '.join(map(str, missing))}; days with data "
+                                 f"from {self.start} to {self.end}: {_day_ranges(available) or 'none'}")
+            return list(self.dates)
+        if self.every is not None and self.every > 1:
+            return [d for d in available if (d - first).days % self.every == 0]
+        return list(available)
 
     @property
     def band_names(self) -> list[str]:
@@ -160,7 +207,11 @@ class RunConfig:
     halo). ``scheduler``: None (threads), ``local`` (a LocalCluster of ``workers`` processes x
     ``threads``, ``memory_limit`` each) or a ``tcp://`` address of an existing dask cluster.
     ``cache``: a folder where loaded cubes are kept as Zarr and reused
-    (:func:`stfuse.data.cube.load_cubes`).
+    (:func:`stfuse.data.cube.load_cubes`). ``dtype``: ``float32`` (nodata NaN) or ``int16``
+    (reflectance and sigma x 10000 with the band scale 1e-4 set, nodata -32768; the Zarr store
+    likewise, CF-encoded); ``quality`` is exact integer flags in both. ``compress``: the COGs'
+    compression, ``zstd`` (level 1), ``deflate``, ``lzw`` or ``none``
+    (:data:`stfuse.output.io.OUTPUT_DTYPES`, :data:`stfuse.output.io.COMPRESSIONS`).
     """
 
     out_dir: PathLike = "out"
@@ -173,8 +224,14 @@ class RunConfig:
     threads: int | None = None
     memory_limit: str | None = None
     cache: PathLike | None = None
+    dtype: Literal["float32", "int16"] = "float32"
+    compress: Literal["zstd", "deflate", "lzw", "none"] = "zstd"
 
     def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "int16"):  # = stfuse.output.io.OUTPUT_DTYPES (not imported: rasterio is slow)
+            raise InputError(f"unknown output dtype {self.dtype!r}; use float32 or int16")
+        if self.compress not in ("zstd", "deflate", "lzw", "none"):  # = stfuse.output.io.COMPRESSIONS
+            raise InputError(f"unknown compression {self.compress!r}; use zstd, deflate, lzw or none")
         formats = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
         unknown = sorted(set(formats) - set(FORMAT_CHOICES))
         if unknown or not formats:
@@ -182,6 +239,32 @@ class RunConfig:
         object.__setattr__(self, "formats", formats)
         if int(self.tile) < 1:
             raise InputError(f"tile must be >= 1 pixel, got {self.tile}")
+
+
+def _iso_day(value: Any, name: str) -> dt.date:
+    """A strict ``YYYY-MM-DD`` (or date) as a date; :class:`InputError` naming ``name`` otherwise."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = str(value).strip()
+    try:
+        if len(text) != 10:
+            raise ValueError(text)
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{name}: {value!r} is not a date; write it as YYYY-MM-DD") from None
+
+
+def _day_ranges(days: Sequence[dt.date]) -> str:
+    """Days as runs of consecutive days: ``2023-06-01 .. 2023-06-09, 2023-06-12``."""
+    runs: list[list[dt.date]] = []
+    for d in sorted(days):
+        if runs and (d - runs[-1][-1]).days == 1:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    return ", ".join(f"{r[0]} .. {r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def resolve_device(device: str) -> str:

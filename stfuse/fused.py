@@ -155,6 +155,9 @@ def hybrid_predictor(
     scene_fine, scene_coarse, scene_dates = scene if scene is not None else (pair_fine, pair_coarse, None)
     scale_key = ("scene_scale", fusion.refine, *key, *(scene_dates or ()))
     if scale_key not in memo:  # the variance scale that follows the scene: once per set of images
+        log.info("fitting the hybrid's variance scale on %s (once for the days sharing these pairs)",
+                 ", ".join(scene_dates or ([str(np.datetime64(t, "D")) for t in pair_fine["pair"].values]
+                                           if "pair" in pair_fine.coords else ["the pairs"])))
         memo[scale_key] = (fn.fit_scene(scene_fine, scene_coarse, n_pairs=pair_fine.sizes["pair"], dates=scene_dates),
                            fn.scene_dates)
     fn.scene_scale, fn.scene_dates = memo[scale_key]
@@ -367,7 +370,7 @@ def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConf
         )
     first = cubes.query.start or min(coarse_days)
     last = cubes.query.end or max(coarse_days)
-    targets = [d for d in date_range(first, last) if d in set(coarse_days)]
+    targets = query.select_days([d for d in date_range(first, last) if d in set(coarse_days)], first)  # --dates/--every
     if not targets:
         raise DataUnavailableError(f"no coarse (MODIS) image between {first} and {last}; widen the date range")
     plans = plan_days(targets, pair_days, max_pairs=fusion.max_pairs, max_gap_days=fusion.max_gap_days)

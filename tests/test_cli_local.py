@@ -41,8 +41,8 @@ def test_local_mode_writes_valid_cog_with_sigma_bands(scene, tmp_path):
     assert result.exit_code == 0, result.output
     assert cog_validate(str(out))[0]
     with rasterio.open(out) as src:
-        assert src.count == 6
-        assert src.descriptions == ("band1", "band2", "band3", "band1_sigma", "band2_sigma", "band3_sigma")
+        assert src.count == 7
+        assert src.descriptions == ("band1", "band2", "band3", "band1_sigma", "band2_sigma", "band3_sigma", "quality")
         assert np.isnan(src.nodata)
         assert src.tags()["method"] == "starfm"
         pred = src.read()

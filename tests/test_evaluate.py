@@ -91,7 +91,7 @@ def test_holdout_writes_csv_json_predictions_and_report(holdout_dir):
     html = (holdout_dir / "report.html").read_text()
     pngs = ["holdout_metrics.png", "reliability.png", "scatter.png", *(f"quicklook_{d}.png" for d in DATES)]
     for name in pngs:
-        assert f'src="{name}"' in html, name
+        assert f'title="{name}"' in html, name
         assert (holdout_dir / name).stat().st_size < 1_000_000
     assert 'href="holdout.csv"' in html
     # figure sizes (inches x 100 dpi), RGB(A) images
@@ -131,7 +131,7 @@ def test_holdout_fits_a_variance_scale_and_checks_it_on_the_other_date(holdout_d
         with rasterio.open(holdout_dir / "predictions" / f"holdout_{day}.tif") as src:
             pred, bounds = src.read().astype(np.float64), src.bounds
         truth, clear = sample_landsat(day, bounds)
-        mean, sigma = pred[: len(BANDS)], pred[len(BANDS):]
+        mean, sigma = pred[: len(BANDS)], pred[len(BANDS):2 * len(BANDS)]
         ok = clear & np.isfinite(mean) & np.isfinite(sigma)
         z.append(np.abs(truth[ok] - mean[ok]) / sigma[ok])
     both = np.concatenate(z)
@@ -148,7 +148,7 @@ def test_holdout_metrics_equal_an_independent_recomputation(holdout_dir):
     """RMSE / n_valid of 2023-06-22 from the written prediction and the raw Landsat COGs + QA_PIXEL."""
     day = "2023-06-22"
     with rasterio.open(holdout_dir / "predictions" / f"holdout_{day}.tif") as src:
-        assert list(src.descriptions) == BANDS + [f"{b}_sigma" for b in BANDS]
+        assert list(src.descriptions) == BANDS + [f"{b}_sigma" for b in BANDS] + ["quality"]
         pred = src.read().astype(np.float64)
         bounds = src.bounds
     mean, sigma = pred[: len(BANDS)], pred[len(BANDS):]
@@ -219,7 +219,7 @@ def test_evaluate_files_json_and_report(scored_files, tmp_path):
     assert abs(scores["coverage"]["0.68"] - 0.68) < 0.03 and abs(scores["coverage"]["0.95"] - 0.95) < 0.02
     html = (report / "report.html").read_text()
     for name in ("quicklook.png", "scatter.png", "reliability.png"):
-        assert f'src="{name}"' in html and (report / name).is_file()
+        assert f'title="{name}"' in html and (report / name).is_file()
     assert png_shape(report / "quicklook.png")[:2] == (350, 1280)  # true colour only (no nir08)
     again = run("evaluate", pred_path, truth_path, "--report", report)
     assert again.exit_code == 2 and "--overwrite" in again.output

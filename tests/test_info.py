@@ -109,7 +109,7 @@ def test_info_of_a_zarr_store(tmp_path, arrays):
     assert info["days"] == ["2023-06-14", "2023-06-15", "2023-06-16"] and info["complete_days"] == ["2023-06-14"]
     assert info["crs"] == "EPSG:32614" and info["transform"] == [30.0, 0.0, 514500.0, 0.0, -30.0, 4248000.0]
     assert info["attrs"]["options"] == {"window": 31}
-    assert set(info["variables"]) == {"reflectance", "sigma"}
+    assert set(info["variables"]) == {"reflectance", "sigma", "quality"}  # create_zarr_output makes the quality variable
     assert info["variables"]["sigma"]["shape"] == [3, 2, H, W]
     for name, stats in expected_sigma(arrays["sigma"]).items():
         assert info["variables"]["sigma"]["sigma"][name] == pytest.approx(stats, rel=1e-6)

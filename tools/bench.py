@@ -4,9 +4,12 @@ Runs each (task, method) of ``../shared/benchmarks/MANIFEST.json`` through the r
 local-file path (:func:`stfuse.api.predict_files`) in a child process, so that wall time
 and peak resident memory (``ru_maxrss`` of that child alone) are its own; scores the
 written COG with :mod:`stfuse.evaluate.metrics` (equal to the benchmarks' ``score.py``); then times
-the priors on generated scenes of growing size. Writes a Markdown report.
+the priors on generated scenes of growing size, and the CLI's start-up cost (``stfuse --help``,
+``import stfuse``, a local 400 x 400 x 3 prediction end to end). Writes a Markdown report.
 
     .venv/bin/python tools/bench.py --out docs/benchmarks.md [--benchmarks DIR] [--sizes 1000,2000]
+    .venv/bin/python tools/bench.py --only startup --out docs/benchmarks.md   # only the start-up section (~1 min),
+                                                                               # replaced in place in --out
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import datetime as dt
 import json
 import os
 import platform
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -168,6 +173,151 @@ def full_scene(sizes: list[int], *, bands: int = 6, method: str = "starfm", tile
             print(f"full scene {size}x{size}x{bands} {method} tiled: {result['seconds']:.1f} s {rows[-1]['mpx_per_s']:.3f} Mpx/s "
                   f"peak {result['peak_mb']:.0f} MB", flush=True)
     return rows
+
+
+STARTUP_HEADING = "## Start-up: CLI and a local 400 x 400 x 3 prediction end to end"
+
+
+def _wall(cmd: list[str], runs: int, env: dict[str, str] | None = None) -> list[float]:
+    """Wall seconds of ``cmd`` run ``runs`` times in fresh processes (output discarded; must succeed)."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return times
+
+
+def _import_times(cmd: list[str]) -> tuple[float, list[tuple[str, float]]]:
+    """Run ``python -X importtime`` on ``cmd`` (a Python script and its arguments): total seconds
+    spent importing top-level modules and the heaviest of them, [(module, seconds)]."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", *cmd], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"importtime run of {' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    top: list[tuple[str, float]] = []
+    nested: dict[str, float] = {}
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( +)(\S+)$", line)
+        if not m:
+            continue
+        depth, name, cumulative = len(m.group(3)) - 1, m.group(4), int(m.group(2)) / 1e6
+        if depth == 0:
+            top.append((name, cumulative))
+        elif depth <= 3:  # what the top-level modules pull in (e.g. numpy via stfuse.data.sensors)
+            nested[name] = max(nested.get(name, 0.0), cumulative)
+    total = sum(t for _, t in top)
+    heavy = sorted([*top, *nested.items()], key=lambda kv: -kv[1])
+    return total, heavy
+
+
+def _write_local_scene(folder: Path, size: int = 400, bands: int = 3) -> dict[str, Path]:
+    """Two fine/coarse pairs and a target coarse image (``size`` x ``size`` x ``bands``, UTM 30 m,
+    named bands): smooth fields plus noise, the coarse ones block-averaged 16 x 16 (480 m)."""
+    import rasterio
+    from affine import Affine
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    names = ["blue", "green", "red", "nir08", "swir16", "swir22"][:bands]
+
+    def scene(shift: float) -> np.ndarray:
+        base = np.stack([0.05 + 0.1 * b + 0.05 * np.sin(6 * xx + 3 * yy + b) for b in range(bands)])
+        return (base + shift + rng.normal(0, 0.01, base.shape)).astype(np.float32)
+
+    def coarse(fine: np.ndarray) -> np.ndarray:
+        k = 16
+        blocks = fine.reshape(bands, size // k, k, size // k, k).mean(axis=(2, 4))
+        return np.repeat(np.repeat(blocks, k, axis=1), k, axis=2).astype(np.float32)
+
+    paths = {}
+    for name, shift in (("F1", 0.0), ("F2", 0.04), ("T", 0.02)):
+        fine = scene(shift)
+        for kind, data in (("L", fine), ("M", coarse(fine))):
+            if name == "T" and kind == "L":
+                continue
+            path = folder / f"{kind}_{name}.tif"
+            with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=bands, dtype="float32",
+                               crs="EPSG:32614", transform=Affine(30, 0, 500000, 0, -30, 4500000), nodata=float("nan")) as dst:
+                dst.write(data)
+                for i, band in enumerate(names, start=1):
+                    dst.set_band_description(i, band)
+            paths[f"{kind}_{name}"] = path
+    return paths
+
+
+def startup_benchmark(*, help_runs: int = 5, predict_runs: int = 3, size: int = 400) -> dict[str, Any]:
+    """The CLI's start-up cost in fresh processes: ``stfuse --help`` and ``--version`` and
+    ``python -c "import stfuse"`` (median of ``help_runs``), and a local-file prediction of a
+    ``size`` x ``size`` x 3 scene end to end (``stfuse predict --pair F C --pair F C --coarse T -o
+    out.tif``, median of ``predict_runs``) with the seconds it spends importing modules
+    (``python -X importtime``) and the heaviest imports of ``--help``."""
+    stfuse = str(Path(sys.executable).with_name("stfuse"))
+    out: dict[str, Any] = {"load_start": f"{os.getloadavg()[0]:.1f}"}
+    for key, cmd in (("help", [stfuse, "--help"]), ("version", [stfuse, "--version"]),
+                     ("import_stfuse", [sys.executable, "-c", "import stfuse"]),
+                     ("python", [sys.executable, "-c", "pass"])):
+        times = _wall(cmd, help_runs)
+        out[key] = {"median_s": statistics.median(times), "runs": [round(t, 3) for t in times]}
+        print(f"{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}: median {out[key]['median_s']:.3f} s", flush=True)
+    out["help_imports_s"], heavy = _import_times([stfuse, "--help"])
+    out["help_heaviest"] = [(name, round(t, 3)) for name, t in heavy[:8]]
+    with tempfile.TemporaryDirectory() as tmp:
+        files = _write_local_scene(Path(tmp), size)
+        base = ["predict", "--pair", str(files["L_F1"]), str(files["M_F1"]), "--pair", str(files["L_F2"]), str(files["M_F2"]),
+                "--coarse", str(files["M_T"])]
+        times = []
+        for k in range(predict_runs):
+            times += _wall([stfuse, *base, "-o", str(Path(tmp) / f"out_{k}.tif"), "-q"], 1)
+        imports, heavy_predict = _import_times([stfuse, *base, "-o", str(Path(tmp) / "out_importtime.tif"), "-q"])
+    median = statistics.median(times)
+    out["predict"] = {"size": size, "bands": 3, "method": "starfm", "median_s": median, "runs": [round(t, 3) for t in times],
+                      "imports_s": imports, "heaviest": [(name, round(t, 3)) for name, t in heavy_predict[:8]]}
+    out["load_end"] = f"{os.getloadavg()[0]:.1f}"
+    print(f"predict {size}x{size}x3 local files: median {median:.2f} s, of which imports {imports:.2f} s", flush=True)
+    return out
+
+
+def startup_markdown(result: dict[str, Any], machine: str, command: str) -> str:
+    """The start-up section of docs/benchmarks.md."""
+    pred = result["predict"]
+    share = pred["imports_s"] / pred["median_s"] if pred["median_s"] else float("nan")
+    heavy = ", ".join(f"{name} {t:.2f}" for name, t in result["help_heaviest"][:6])
+    heavy_predict = ", ".join(f"{name} {t:.2f}" for name, t in pred["heaviest"][:6])
+    lines = [
+        "", STARTUP_HEADING, "",
+        f"Measured {dt.date.today().isoformat()} with `{command}` on: {machine}. Load average (1 min) at start / end: "
+        f"{result['load_start']} / {result['load_end']} (other jobs on the same cores inflate these wall times).",
+        "Wall seconds of fresh processes (`subprocess`), median of the runs; imports measured with `python -X importtime` "
+        "in one more run (its bookkeeping slows imports a little: the share is an upper bound).",
+        "",
+        "| what | median s | runs (s) |",
+        "|---|---|---|",
+    ]
+    for key, label in (("python", "`python -c pass` (the interpreter alone)"), ("import_stfuse", '`python -c "import stfuse"`'),
+                       ("version", "`stfuse --version`"), ("help", "`stfuse --help`")):
+        lines.append(f"| {label} | {result[key]['median_s']:.3f} | {', '.join(f'{t:.3f}' for t in result[key]['runs'])} |")
+    lines.append(f"| `stfuse predict --pair F1 C1 --pair F2 C2 --coarse T -o out.tif` ({pred['size']} x {pred['size']} x "
+                 f"{pred['bands']}, {pred['method']}, COG written) | {pred['median_s']:.2f} | {', '.join(f'{t:.2f}' for t in pred['runs'])} |")
+    lines += [
+        "",
+        f"Of the local prediction's {pred['median_s']:.2f} s, {pred['imports_s']:.2f} s ({share:.0%}) are imports "
+        f"(heaviest, cumulative s: {heavy_predict}). `stfuse --help` spends {result['help_imports_s']:.2f} s importing "
+        f"(heaviest: {heavy}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def replace_section(text: str, heading: str, section: str) -> str:
+    """``text`` with the Markdown section starting at ``heading`` (up to the next ``## `` heading)
+    replaced by ``section``, or ``section`` appended when there is none."""
+    start = text.find("\n" + heading)
+    if start < 0:
+        return text.rstrip("\n") + "\n" + section
+    nxt = text.find("\n## ", start + 1)
+    return text[:start] + section.rstrip("\n") + "\n" + (text[nxt:] if nxt >= 0 else "")
 
 
 def machine_description() -> str:
@@ -429,7 +579,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--benchmarks", type=Path, default=DEFAULT_BENCHMARKS)
     parser.add_argument("--sizes", default="1000,2000", help="generated scene sizes (pixels per side)")
     parser.add_argument("--full-scene", default="2000,7000", help="sizes of the tiled end-to-end run (STARFM, COG written); empty to skip")
+    parser.add_argument("--only", choices=["startup"],
+                        help="run only this part and replace its section in --out in place (the rest of the file is kept)")
     args = parser.parse_args(argv)
+    if args.only == "startup":
+        startup = startup_benchmark()
+        text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(replace_section(text, STARTUP_HEADING,
+                                            startup_markdown(startup, machine_description(), "tools/bench.py --only startup")))
+        print(f"wrote the start-up section of {args.out}")
+        return
     if not (args.benchmarks / "MANIFEST.json").exists():
         sys.exit(f"benchmarks not found at {args.benchmarks}; pass --benchmarks DIR")
     import torch
@@ -446,12 +606,14 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report["hybrid"] = hybrid_benchmark(args.benchmarks)
     report["hybrid_load"] = f"{before} / {load()}"
+    report["startup"] = startup_benchmark()
     from stfuse.fusion.prior.calibration import SCALES_PATH
     from stfuse.fusion.refine import load_model
 
     args.out.write_text(to_markdown(report, "make bench")
                         + hybrid_markdown(report["hybrid"], getattr(load_model(None), "meta", {}).get("hybrid_calibration"))
-                        + prior_calibration_markdown(json.loads(SCALES_PATH.read_text()) if SCALES_PATH.exists() else {}))
+                        + prior_calibration_markdown(json.loads(SCALES_PATH.read_text()) if SCALES_PATH.exists() else {})
+                        + startup_markdown(report["startup"], report["machine"], "make bench"))
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
 

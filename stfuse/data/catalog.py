@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
+import numpy as np
 import pystac
 from pystac_client import Client
 from pystac_client.stac_api_io import StacApiIO
@@ -294,20 +295,85 @@ def search(source: str | Path | None, query: SearchQuery, collections: Iterable[
     return search_static(open_static_catalog(source), query, collections)
 
 
+def describe_dates(start: dt.date | None, end: dt.date | None) -> str:
+    """Words for an inclusive date range with open ends: ``between A and B``, ``from A on``,
+    ``up to B``, ``at any date``."""
+    if start and end:
+        return f"between {start} and {end}"
+    if start:
+        return f"from {start} on"
+    if end:
+        return f"up to {end}"
+    return "at any date"
+
+
+def _describe_area(query: SearchQuery) -> str:
+    if query.bbox is not None:
+        return f"for bbox {list(query.bbox)}"
+    if query.aoi is not None:
+        return f"for the AOI (lon/lat bounds {[round(v, 4) for v in shape(query.aoi).bounds]})"
+    return "anywhere"
+
+
+def _extent_text(what: str, first: dt.date | None, last: dt.date | None, bounds: Sequence[float] | None) -> str:
+    when = f"{first or 'an open start'} to {last or 'an open end'}"
+    where = f", lon/lat bbox {[round(float(v), 4) for v in bounds]}" if bounds is not None else ""
+    return f"{what} span {when}{where}"
+
+
+def _static_holdings(source: str | Path | None, collection_id: str) -> str:
+    """What a static catalog holds of ``collection_id``: its items' date range and their bbox union,
+    or the collections it does hold when it has none."""
+    items = list(open_static_catalog(source).get_items(recursive=True))
+    mine = [i for i in items if i.collection_id == collection_id]
+    if not mine:
+        held = sorted({str(i.collection_id) for i in items if i.collection_id})
+        return f"it holds no {collection_id} items at all, only {', '.join(held) or 'no items'}"
+    days = [item_time(i).date() for i in mine]
+    boxes = np.array([i.bbox for i in mine if i.bbox], dtype=np.float64)
+    bounds = (*boxes[:, :2].min(axis=0), *boxes[:, 2:4].max(axis=0)) if boxes.size else None
+    return _extent_text(f"its {len(mine)} {collection_id} items", min(days), max(days), bounds)
+
+
+def _api_holdings(source: str, collection_id: str) -> str:
+    """The collection's extent as the STAC API declares it (one quick request, no retries)."""
+    collection = open_api(source, policy=RetryPolicy(timeout=10.0, retries=0)).get_collection(collection_id)
+    spatial, temporal = collection.extent.spatial.bboxes, collection.extent.temporal.intervals
+    first, last = (temporal[0] if temporal else (None, None))
+    return _extent_text(f"its {collection_id} collection's items", first.date() if first else None,
+                        last.date() if last else None, spatial[0] if spatial else None)
+
+
+def catalog_holdings(source: str | Path | None, collection_id: str) -> str:
+    """One clause saying what ``source`` holds of ``collection_id`` (dates and area), for messages
+    about empty searches; empty when it cannot be told cheaply (an API without the collection's
+    extent, a network error: the message is then only about what was searched)."""
+    try:
+        return _api_holdings(str(source), collection_id) if is_remote(source) else _static_holdings(source, collection_id)
+    except Exception:  # best effort: never hide the empty-search message behind another error
+        return ""
+
+
 def require_items(found: dict[str, list[pystac.Item]], collection_id: str, source: Any, query: SearchQuery, *, searched: SearchQuery | None = None) -> list[pystac.Item]:
-    """The items of ``collection_id``; :class:`EmptySearchError` describing the search if none.
+    """The items of ``collection_id``; :class:`EmptySearchError` if none, saying what was searched
+    (real dates: open ends as "at any date", "from A on") and what the catalog holds of the
+    collection (:func:`catalog_holdings`: for a static catalog its items' dates and bbox, for an
+    API the collection's declared extent), so the user knows what to ask instead.
 
     ``query`` is what the user asked; ``searched`` the (wider) query actually sent, if any.
     """
     items = found.get(collection_id) or []
     if not items:
-        where = f"bbox {list(query.bbox)}" if query.bbox else ("the AOI" if query.aoi else "anywhere")
         wider = ""
         if searched is not None and (searched.start, searched.end) != (query.start, query.end):
-            wider = f" (pairs searched from {searched.start or '..'} to {searched.end or '..'})"
+            wider = f" (pairs searched {describe_dates(searched.start, searched.end)})"
+        holdings = catalog_holdings(source, collection_id)
+        absent = "items at all" in holdings
+        advice = ("use a catalog that has them" if absent else
+                  "ask for dates and an area inside that" if holdings else "widen the dates or the area")
         raise EmptySearchError(
-            f"no {collection_id} items in {source or 'sample_scenes'} for {where} between "
-            f"{query.start or '..'} and {query.end or '..'}{wider}; widen the dates or the area"
+            f"no {collection_id} items in {source or 'sample_scenes'} {_describe_area(query)} "
+            f"{describe_dates(query.start, query.end)}{wider}; " + (f"{holdings}; " if holdings else "") + advice
         )
     return items
 

@@ -20,14 +20,17 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
+from stfuse import __version__
 from stfuse.api import fuse
 from stfuse.config import FusionConfig, Query, resolve_configs
+from stfuse.data.catalog import describe_dates
 from stfuse.data.cube import load_cubes, read_errors
 from stfuse.errors import DataUnavailableError, InputError
 from stfuse.evaluate.files import calibration
 from stfuse.evaluate.metrics import score_arrays, spearman_error_sigma
 from stfuse.fusion.pairs import choose_pairs, evidence_day, usable_pair_days
 from stfuse.fusion.prior import method_for_day
+from stfuse.fusion.quality import QUALITY_BITS, quality_band
 from stfuse.fusion.uncertainty import coverage, fit_variance_scale, leave_one_out_coverage
 from stfuse.output.io import atomic_path, write_prediction_cog
 
@@ -110,6 +113,7 @@ class HoldoutDay:
     truth: np.ndarray | None = None
     mean: np.ndarray | None = None
     sigma: np.ndarray | None = None
+    quality: np.ndarray | None = None
 
 
 @dataclass
@@ -252,7 +256,7 @@ def holdout(
                  if (cubes.start is None or d >= cubes.start) and (cubes.end is None or d <= cubes.end)]
     if not in_period:
         raise DataUnavailableError(
-            f"no Landsat image between {cubes.start or '..'} and {cubes.end or '..'} to withhold; widen the dates"
+            f"no Landsat image {describe_dates(cubes.start, cubes.end)} to withhold; widen the dates"
         )
     plans, evidence, skipped = holdout_plans(in_period, cubes, fusion)
     if not plans:
@@ -278,6 +282,9 @@ def holdout(
             scene=None if scene_times is None else (fine.reflectance.sel(time=scene_times).rename(time="pair"),
                                                     coarse.reflectance.sel(time=scene_times).rename(time="pair")),
         )
+        flags = quality_band(fine.reflectance.sel(time=pair_times).rename(time="pair"),
+                             coarse.reflectance.sel(time=pair_times).rename(time="pair"), coarse.reflectance.sel(time=target_time),
+                             change_threshold=fusion.thresholds.change_threshold).values
         truth = fine.reflectance.sel(time=target_time).transpose("band", "y", "x").values
         valid = fine.valid.sel(time=target_time).values
         mean, sigma = result.mean.values, result.sigma.values
@@ -285,7 +292,7 @@ def holdout(
         ok = np.isfinite(mean) & np.isfinite(sigma) & np.isfinite(truth) & np.broadcast_to(valid, mean.shape)
         checked.append((mean[ok], sigma[ok].astype(np.float64) ** 2, truth[ok]))
         days.append(HoldoutDay(day, pairs, result.method, cubes.fine_clear[day], scores,
-                               *((truth, mean, sigma) if keep_arrays else (None, None, None))))
+                               *((truth, mean, sigma, flags) if keep_arrays else (None, None, None, None))))
         log.info("holdout %s from %s: RMSE %.4f", day, ", ".join(map(str, pairs)), scores["mean"]["rmse"])
         if progress:
             progress(done, len(plans), day.isoformat())
@@ -339,8 +346,9 @@ def write_holdout_csv(result: HoldoutResult, path: PathLike, *, overwrite: bool 
 
 def write_holdout(result: HoldoutResult, out_dir: PathLike, *, predictions: bool = True, overwrite: bool = False) -> list[Path]:
     """Write ``out_dir/holdout.csv``, ``out_dir/holdout.json`` (summary) and, with ``predictions``,
-    ``out_dir/predictions/holdout_YYYY-MM-DD.tif`` (COG: reflectance, then ``<band>_sigma``;
-    needs the arrays). Returns the written paths."""
+    ``out_dir/predictions/holdout_YYYY-MM-DD.tif`` (COG: reflectance, then ``<band>_sigma``, then
+    ``quality`` when the day carries its flags (``HoldoutDay.quality``, (y, x) ints); tags with
+    the ``stfuse_version``; needs the arrays). Returns the written paths."""
     out_dir = Path(out_dir)
     paths = [write_holdout_csv(result, out_dir / "holdout.csv", overwrite=overwrite)]
     summary = out_dir / "holdout.json"
@@ -354,10 +362,13 @@ def write_holdout(result: HoldoutResult, out_dir: PathLike, *, predictions: bool
             if day.mean is None or day.sigma is None:
                 raise InputError("the holdout result has no arrays; run holdout(keep_arrays=True) to write predictions")
             path = out_dir / "predictions" / f"holdout_{day.date.isoformat()}.tif"
-            tags = {"target_date": day.date.isoformat(), "pair_dates": [p.isoformat() for p in day.pairs],
-                    "method": day.method, "holdout": "withheld Landsat date"}
+            flags = getattr(day, "quality", None)
+            tags = {"stfuse_version": __version__, "target_date": day.date.isoformat(),
+                    "pair_dates": [p.isoformat() for p in day.pairs], "method": day.method, "holdout": "withheld Landsat date",
+                    **({"quality": {"bits": QUALITY_BITS}} if flags is not None else {})}
             paths.append(write_prediction_cog(path, day.mean, day.sigma, band_names=result.band_names, crs=crs,
-                                              transform=transform, tags=tags, overwrite=overwrite))
+                                              transform=transform, tags=tags, overwrite=overwrite,
+                                              extra_bands={"quality": np.asarray(flags)} if flags is not None else None))
     return paths
 
 

@@ -20,6 +20,7 @@ Arrays are (band, y, x) float reflectance (0..1) with NaN for missing pixels.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import html
 import io
@@ -511,14 +512,20 @@ def read_pixel_series(files: Sequence[tuple[str, Path]], bands: Sequence[str], p
             desc = list(src.descriptions)
             if (src.height, src.width) != tuple(shape):
                 raise InputError(f"{path} is {src.height} x {src.width}, not {shape[0]} x {shape[1]} like {files[0][1]}")
+            def pixel(index: int, window: Window) -> float:  # reflectance: x band scale + offset, NaN at nodata
+                raw = src.read(index + 1, window=window)[0, 0]
+                if src.nodata is not None and not np.isnan(src.nodata) and raw == src.nodata:
+                    return np.nan
+                return float(raw) * (src.scales[index] or 1.0) + (src.offsets[index] or 0.0)
+
             for j, b in enumerate(bands):
                 if b not in desc:
                     raise InputError(f"{path} has no band {b!r}; all the daily files must have the same bands")
                 for k, (row, col) in enumerate(pixels):
                     window = Window(col, row, 1, 1)
-                    values[t, j, k] = src.read(desc.index(b) + 1, window=window)[0, 0]
+                    values[t, j, k] = pixel(desc.index(b), window)
                     if f"{b}_sigma" in desc:
-                        sigmas[t, j, k] = src.read(desc.index(f"{b}_sigma") + 1, window=window)[0, 0]
+                        sigmas[t, j, k] = pixel(desc.index(f"{b}_sigma"), window)
     return days, values, sigmas
 
 
@@ -618,7 +625,8 @@ def timeseries_plot(
 
 @dataclass
 class Section:
-    """One part of ``report.html``: a heading, optional text, an HTML table and images (relative paths)."""
+    """One part of ``report.html``: a heading, optional text, an HTML table and images (PNG paths
+    relative to the page's folder, embedded into the page by :func:`write_html`)."""
 
     title: str
     text: str = ""
@@ -648,16 +656,33 @@ def _html_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
-def write_html(path: PathLike, title: str, sections: Sequence[Section], *, overwrite: bool = True) -> Path:
-    """Write a self-describing HTML page; images are linked relative to the page's folder."""
+def _data_uri(png: Path) -> str:
+    """``data:image/png;base64,...`` of a PNG file, so the page carries the image itself."""
+    try:
+        data = png.read_bytes()
+    except OSError as err:
+        raise OutputError(f"cannot embed {png} in the report: {err.strerror}; write the figure first") from None
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def write_html(path: PathLike, title: str, sections: Sequence[Section], *, overwrite: bool = True,
+               command: str | None = None) -> Path:
+    """Write a self-contained HTML page: every section's images are embedded as base64 PNG
+    ``data:`` URIs (read from the page's folder; the PNG files stay beside it), so the page
+    can be mailed or moved alone. ``command``: the command line that produced the report,
+    shown under the title (None: "called from Python")."""
     path = Path(path)
+    made = f"stfuse {__version__}, {dt.datetime.now().replace(microsecond=0).isoformat()}"
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
-        "th{background:#f2f2f2}img{max-width:100%;border:1px solid #eee;margin:0.3em 0}h2{border-bottom:1px solid #ddd}</style>",
+        "th{background:#f2f2f2}img{max-width:100%;border:1px solid #eee;margin:0.3em 0}h2{border-bottom:1px solid #ddd}"
+        "pre{background:#f6f6f6;padding:0.4em 0.6em;white-space:pre-wrap}</style>",
         "</head><body>", f"<h1>{html.escape(title)}</h1>",
-        f"<p>stfuse {html.escape(__version__)}, {dt.datetime.now().replace(microsecond=0).isoformat()}</p>",
+        f"<p>{html.escape(made)}</p>",
+        ('<p>Command:</p><pre class="command">' + html.escape(command) + "</pre>") if command
+        else '<p class="command">Called from Python (no command line).</p>',
     ]
     for section in sections:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
@@ -665,7 +690,8 @@ def write_html(path: PathLike, title: str, sections: Sequence[Section], *, overw
             parts.append(f"<p>{html.escape(section.text)}</p>")
         parts.append(section.table)
         for image in section.images:
-            parts.append(f'<p><img src="{html.escape(image)}" alt="{html.escape(Path(image).stem)}"></p>')
+            uri = _data_uri(path.parent / image)
+            parts.append(f'<p><img src="{uri}" alt="{html.escape(Path(image).stem)}" title="{html.escape(str(image))}"></p>')
     parts.append("</body></html>")
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text("\n".join(parts), encoding="utf-8")
@@ -675,7 +701,7 @@ def write_html(path: PathLike, title: str, sections: Sequence[Section], *, overw
 
 def _check_report_dir(out_dir: Path, overwrite: bool) -> None:
     if (out_dir / "report.html").exists() and not overwrite:
-        raise OutputError(f"{out_dir / 'report.html'} already exists; pass --overwrite to replace the report")
+        raise OutputError(f"{out_dir / 'report.html'} already exists; pass --overwrite (Python: overwrite=True) to replace the report")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -690,13 +716,15 @@ def evaluation_report(
     title: str | None = None,
     result: dict[str, Any] | None = None,
     overwrite: bool = False,
+    command: str | None = None,
     **matching: Any,
 ) -> Path:
     """PNGs (quicklook panel, scatter, reliability when sigma bands exist) and ``report.html`` for one prediction file.
 
     ``result``: the metrics already computed (:func:`stfuse.evaluate.files.evaluate_files`);
     computed when None. ``matching``: ``bands``, ``truth_qa``, ``force`` as in
-    :func:`stfuse.evaluate.files.read_scored_pair`. Returns the path of ``report.html``.
+    :func:`stfuse.evaluate.files.read_scored_pair`. ``command``: the command line recorded in
+    the page (:func:`write_html`). Returns the path of ``report.html``; its images are embedded.
     """
     out_dir = Path(out_dir)
     _check_report_dir(out_dir, overwrite)
@@ -711,15 +739,53 @@ def evaluation_report(
     if arrays.sigma is not None:
         images.append(reliability_diagram(arrays.mean, arrays.sigma, arrays.truth, names, out_dir / "reliability.png", valid=valid).name)
     sections = [Section("Accuracy", f"prediction {prediction}, truth {truth}", metrics_table(result), images)]
-    return write_html(out_dir / "report.html", title or f"stfuse evaluation of {Path(prediction).name}", sections)
+    return write_html(out_dir / "report.html", title or f"stfuse evaluation of {Path(prediction).name}", sections,
+                      command=command)
 
 
-def holdout_report(result: "HoldoutResult", out_dir: PathLike, *, overwrite: bool = False, max_quicklooks: int = 8) -> Path:
+def _fmt(value: Any, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def mean_over_dates_table(result: "HoldoutResult") -> str:
+    """An HTML table of :meth:`HoldoutResult.summary`'s ``mean_over_dates``: a row per band, then ``all``."""
+    head = ["band", "RMSE", "MAE", "bias", "CC", "SSIM", "PSNR", "cov 68%", "cov 95%", "ERGAS", "SAM°"]
+    rows = [[band, _fmt(m["rmse"], ".5f"), _fmt(m["mae"], ".5f"), _fmt(m["bias"], "+.5f"), _fmt(m["cc"], ".4f"),
+             _fmt(m["ssim"], ".4f"), _fmt(m["psnr"], ".2f"), _fmt(m["coverage_68"], ".1%"), _fmt(m["coverage_95"], ".1%"),
+             _fmt(m["ergas"], ".4f"), _fmt(m["sam_deg"], ".3f")]
+            for band, m in result.summary()["mean_over_dates"].items()]
+    return _html_table(head, rows)
+
+
+def variance_scale_text(calibration: dict[str, Any] | None) -> tuple[str, str]:
+    """(sentence, HTML table) for a holdout's ``extra["calibration"]``
+    (:func:`stfuse.evaluate.holdout.variance_calibration`): the fitted variance scale, the
+    68/95 % coverage as predicted and, with it, on dates it was not fitted on."""
+    cal = calibration or {}
+    scale = cal.get("variance_scale")
+    if scale is None:
+        return "No variance scale could be fitted (no scored pixel).", ""
+    text = (f"Variance scale fitted on these dates: {scale:g}. Apply it with "
+            f"`stfuse predict --variance-scale {scale:g}` (sigma is multiplied by its square root).")
+    loo = cal.get("coverage_leave_one_date_out")
+    if not loo:
+        text += " One date only: no leave-one-date-out check of the scale."
+    predicted = cal.get("coverage_as_predicted") or {}
+    rows = [["as predicted", _fmt(predicted.get("0.68"), ".1%"), _fmt(predicted.get("0.95"), ".1%")]]
+    if loo:
+        rows.append(["scale fitted on the other dates (leave one date out)", _fmt(loo.get("0.68"), ".1%"), _fmt(loo.get("0.95"), ".1%")])
+    return text, _html_table(["sigma", "68 % interval coverage", "95 % interval coverage"], rows)
+
+
+def holdout_report(result: "HoldoutResult", out_dir: PathLike, *, overwrite: bool = False, max_quicklooks: int = 8,
+                   command: str | None = None) -> Path:
     """PNGs and ``report.html`` of a :func:`stfuse.evaluate.holdout.holdout` run (needs its arrays).
 
     Writes ``holdout_metrics.png`` (metrics by date), ``reliability.png`` and ``scatter.png``
     (all withheld dates pooled) and ``quicklook_YYYY-MM-DD.png`` per date (at most
-    ``max_quicklooks``). Returns the path of ``report.html``.
+    ``max_quicklooks``), and ``report.html`` with them embedded, the means over dates, the
+    fitted variance scale with its leave-one-date-out coverage, and ``command`` (the command
+    line that ran the holdout). Returns the path of ``report.html``.
     """
     out_dir = Path(out_dir)
     _check_report_dir(out_dir, overwrite)
@@ -749,7 +815,11 @@ def holdout_report(result: "HoldoutResult", out_dir: PathLike, *, overwrite: boo
     text = (f"Each clear Landsat date was withheld in turn and predicted from the other pairs and that day's MODIS image; "
             f"scores are over its clear pixels. Catalog {result.catalog}, method {result.method}, {result.seconds:.0f} s."
             + (f" Skipped: {skipped}." if skipped else ""))
+    scale_text, scale_table = variance_scale_text(result.extra.get("calibration"))
     sections = [
+        Section("Mean over dates", f"Means over the {len(result.days)} withheld date(s) of each band's scores; "
+                "the all row: band means, ERGAS and SAM.", mean_over_dates_table(result)),
+        Section("Variance scale for this area", scale_text, scale_table),
         Section("Metrics by withheld date", text, table + "<p>Per-date CSV: <a href=\"holdout.csv\">holdout.csv</a></p>", [chart.name]),
         Section("Uncertainty calibration", "Observed vs nominal coverage of the intervals mean ± z·sigma, all dates pooled.",
                 "", [reliability.name]),
@@ -758,5 +828,5 @@ def holdout_report(result: "HoldoutResult", out_dir: PathLike, *, overwrite: boo
                 "", quicklooks),
     ]
     log.debug("holdout table:\n%s", format_holdout(result))
-    return write_html(out_dir / "report.html", f"stfuse holdout evaluation ({result.catalog})", sections)
+    return write_html(out_dir / "report.html", f"stfuse holdout evaluation ({result.catalog})", sections, command=command)
 

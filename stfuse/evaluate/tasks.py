@@ -87,6 +87,7 @@ def evaluate_task(
     refine: str = "none",
     mc_samples: int = 8,
     seed: int = 0,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Predict a benchmark task with :func:`stfuse.predict_files` and score it against its truth.
 
@@ -95,7 +96,7 @@ def evaluate_task(
     write the PNG/HTML report there (:func:`stfuse.evaluate.report.evaluation_report`). Returns
     :func:`evaluate_files`'s dict plus ``task`` and ``method``; ``prediction`` is None when
     the prediction was temporary. The numbers equal ``score.py PRED --task ID``. ``refine``,
-    ``mc_samples``, ``seed``: the hybrid, as in :func:`stfuse.fuse`.
+    ``mc_samples``, ``seed``: the hybrid, as in :func:`stfuse.fuse`. ``command``: recorded in the report.
     """
     task = load_task(benchmarks, task_id)
     for label, file in [("truth", task.truth), ("target coarse", task.coarse), *[("pair", f) for pair in task.pairs for f in pair]]:
@@ -117,7 +118,7 @@ def evaluate_task(
         if report_dir is not None:
             from stfuse.evaluate.report import evaluation_report
 
-            evaluation_report(pred_path, task.truth, report_dir, title=f"stfuse {method} on task {task.id}",
+            evaluation_report(pred_path, task.truth, report_dir, title=f"stfuse {method} on task {task.id}", command=command,
                               result=result, overwrite=overwrite)
     result.update(task=task.id, method=method, prediction=str(out) if out is not None else None)
     return result

@@ -130,9 +130,10 @@ def _describe_raster(path: Path) -> dict[str, Any]:
 
 
 def _masked(src: Any, band: int) -> np.ndarray:
-    """Band ``band`` as float64, NaN where nodata."""
+    """Band ``band`` as float64 times its scale plus offset (int16 outputs), NaN where nodata."""
     raw = src.read(band)
-    data = raw.astype(np.float64)
+    scale, offset = src.scales[band - 1], src.offsets[band - 1]
+    data = raw.astype(np.float64) * (1.0 if scale is None else scale) + (offset or 0.0)
     if src.nodata is not None and not math.isnan(src.nodata):
         data[raw == src.nodata] = np.nan
     return data

@@ -42,9 +42,54 @@ from stfuse.errors import (
     MissingFileError,
     OutputError,
 )
+from stfuse.fusion.quality import QUALITY_BITS
 
 DEFAULT_INTEGER_SCALE = 1e-4
 """Integer rasters without a band scale are read as reflectance x 10000."""
+
+OUTPUT_DTYPES: tuple[str, ...] = ("float32", "int16")
+"""Data types of prediction outputs. ``float32``: reflectance and sigma as is, nodata NaN.
+``int16``: reflectance and sigma as round(value / :data:`INT16_SCALE`) with the band scale
+(:data:`INT16_SCALE`) and offset (0) set, nodata :data:`INT16_NODATA`. In both the ``quality``
+band holds the exact integer flag values and is never nodata."""
+
+COMPRESSIONS: tuple[str, ...] = ("deflate", "zstd", "lzw", "none")
+"""COG compressions of prediction outputs (``zstd``, level 1, is the default)."""
+
+INT16_SCALE = 1e-4
+"""Reflectance (and sigma) per int16 count in ``dtype="int16"`` outputs."""
+
+INT16_NODATA = -32768
+"""Nodata of ``dtype="int16"`` outputs (reflectance and sigma bands)."""
+
+FLAG_BANDS = ("quality",)
+"""Band names that hold integer bit flags, not reflectance: read without scale or nodata."""
+
+
+def check_output_format(dtype: str, compress: str) -> None:
+    """Refuse an output data type or compression stfuse does not write."""
+    if dtype not in OUTPUT_DTYPES:
+        raise InputError(f"unknown output dtype {dtype!r}; use {' or '.join(OUTPUT_DTYPES)}")
+    if compress not in COMPRESSIONS:
+        raise InputError(f"unknown compression {compress!r}; use one of {', '.join(COMPRESSIONS)}")
+
+
+def encode_int16(values: np.ndarray) -> np.ndarray:
+    """Reflectance/sigma as int16 counts of :data:`INT16_SCALE` (rounded, clipped to
+    -32767..32767), :data:`INT16_NODATA` where NaN."""
+    values = np.asarray(values, dtype=np.float32)
+    finite = np.isfinite(values)
+    counts = np.clip(np.round(np.where(finite, values, 0) / np.float32(INT16_SCALE)), -32767, 32767).astype(np.int16)
+    counts[~finite] = INT16_NODATA
+    return counts
+
+
+def decode_int16(counts: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`encode_int16`: float32 reflectance, NaN where :data:`INT16_NODATA`."""
+    counts = np.asarray(counts)
+    values = counts.astype(np.float32) * np.float32(INT16_SCALE)
+    values[counts == INT16_NODATA] = np.nan
+    return values
 
 
 def read_reflectance(path: str | os.PathLike[str], *, bands: Sequence[str] | None = None) -> xr.DataArray:
@@ -52,7 +97,8 @@ def read_reflectance(path: str | os.PathLike[str], *, bands: Sequence[str] | Non
 
     Integer data are multiplied by the band scale (and offset) if the file sets one,
     else by 1e-4. ``bands`` selects bands by description (e.g. ``["red", "nir08"]``);
-    files without descriptions name their bands ``b1, b2, ...``.
+    files without descriptions name their bands ``b1, b2, ...``. A ``quality`` band (bit
+    flags, :data:`FLAG_BANDS`) keeps its integer values, unscaled and never NaN.
 
     Raises :class:`MissingFileError`, :class:`CorruptFileError`, :class:`InputError`.
     """
@@ -72,10 +118,13 @@ def read_reflectance(path: str | os.PathLike[str], *, bands: Sequence[str] | Non
             tags = src.tags()
     except RasterioIOError as err:
         raise CorruptFileError(f"cannot read {path} as a raster ({err}); is the file complete?") from None
+    flags = np.array([n in FLAG_BANDS for n in names], dtype=bool)
+    scales[flags], offsets[flags] = 1.0, 0.0
     data = raw.astype(np.float32) * scales[:, None, None].astype(np.float32) + offsets[:, None, None].astype(np.float32)
     missing = ~np.isfinite(data)
     if nodata is not None and not np.isnan(nodata):
         missing |= raw == nodata
+    missing[flags] = False
     data[missing] = np.nan
     array = _to_dataarray(data, names, crs, transform, name=path.stem)
     array.attrs.update(source=str(path), tags=tags)
@@ -159,7 +208,7 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+        raise OutputError(f"{path} already exists; pass --overwrite (Python: overwrite=True) to replace it")
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -233,26 +282,39 @@ def write_prediction_cog(
     transform: Affine,
     tags: Mapping[str, Any] | None = None,
     extra_bands: Mapping[str, Any] | None = None,
+    dtype: str = "float32",
+    compress: str = "zstd",
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Write a float32 Cloud-Optimized GeoTIFF: reflectance bands, then ``<band>_sigma`` bands.
+    """Write a Cloud-Optimized GeoTIFF: reflectance bands, then ``<band>_sigma`` bands, then
+    ``extra_bands`` (name -> (H, W) integer flags, e.g. ``quality``).
 
     ``mean`` and ``sigma`` are (B, H, W) reflectance / standard deviation, numpy or dask
     (computed tile by tile, so a full Landsat scene never sits in memory); NaN is nodata.
-    ``extra_bands`` (name -> (H, W) array) are appended after the sigma bands (e.g. quality).
-    Tags (method, inputs, version...) are stored as GeoTIFF metadata; values that are not
-    strings are JSON-encoded. The file appears at ``path`` only when complete.
+    ``dtype`` (:data:`OUTPUT_DTYPES`): ``float32`` (nodata NaN) or ``int16`` (reflectance and
+    sigma in counts of 1e-4 with the band scale/offset set, nodata -32768); the extra bands hold
+    their exact integer values in either and are never nodata. ``compress``
+    (:data:`COMPRESSIONS`): zstd (level 1), deflate, lzw or none. Tags (method, inputs,
+    version...) are stored as GeoTIFF metadata; values that are not strings are JSON-encoded.
+    The file appears at ``path`` only when complete.
     """
+    check_output_format(dtype, compress)
     layers = [mean, sigma, *[(e[None] if e.ndim == 2 else e) for e in (extra_bands or {}).values()]]
     lazy = any(isinstance(getattr(a, "data", a), da.Array) for a in layers)
     arrays = [getattr(a, "data", a) for a in layers]
     stack = da.concatenate([da.asarray(a, dtype=np.float32) for a in arrays]) if lazy else np.concatenate([np.asarray(a, np.float32) for a in arrays])
     descriptions = [*band_names, *(f"{b}_sigma" for b in band_names), *(extra_bands or {})]
+    n_scaled = 2 * len(band_names)  # reflectance + sigma; the rest are flags
     count, height, width = stack.shape
     blocksize = 512 if min(height, width) >= 512 else 256 if min(height, width) >= 256 else 128  # COG minimum
-    base = dict(width=width, height=height, count=count, dtype="float32", crs=crs, transform=transform, nodata=float("nan"))
-    cog = dict(driver="COG", compress="ZSTD", level=1, predictor=3 if min(height, width) >= 16 else 1, blocksize=blocksize,
+    integer = dtype == "int16"
+    base = dict(width=width, height=height, count=count, dtype=dtype, crs=crs, transform=transform,
+                nodata=INT16_NODATA if integer else float("nan"))
+    codec = {"compress": compress.upper()}  # "NONE" too: the COG driver's default is LZW
+    predictor = (2 if integer else 3) if compress != "none" and min(height, width) >= 16 else "NO"
+    level = {"zstd": dict(level=1), "deflate": dict(level=6)}.get(compress, {})
+    cog = dict(driver="COG", **codec, **level, predictor=predictor, blocksize=blocksize,
                overview_resampling="average", BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
@@ -262,9 +324,14 @@ def write_prediction_cog(
             tiled = dict(driver="GTiff", tiled=True, blockxsize=max(blocksize, 16), blockysize=max(blocksize, 16), compress="ZSTD", ZSTD_LEVEL=1, BIGTIFF="IF_SAFER")
             with rasterio.open(stage, "w", **base, **tiled) as dst:
                 for (rows, cols), block in compute_blocks(stack, progress=progress):
+                    if integer:
+                        block = np.concatenate([encode_int16(block[:n_scaled]), np.round(block[n_scaled:]).astype(np.int16)])
                     dst.write(block, window=((rows.start, rows.stop), (cols.start, cols.stop)))
                 for i, description in enumerate(descriptions, start=1):
                     dst.set_band_description(i, description)
+                if integer:
+                    dst.scales = [INT16_SCALE] * n_scaled + [1.0] * (count - n_scaled)
+                    dst.offsets = [0.0] * count
                 dst.update_tags(**{k: _tag_value(v) for k, v in (tags or {}).items()})
             rasterio.shutil.copy(stage, tmp, **cog)
         finally:
@@ -297,12 +364,15 @@ def write_stac_item(
     shape: tuple[int, int],
     properties: Mapping[str, Any] | None = None,
     extra_bands: Sequence[str] = (),
+    dtype: str = "float32",
     overwrite: bool = False,
 ) -> Path:
     """Write a STAC item (JSON) describing one prediction COG, with proj/raster/eo fields.
 
-    The asset href is relative to the item file. Items for rasters without a CRS carry no
-    geometry (allowed by STAC for non-georeferenced data).
+    ``raster:bands`` lists every band (reflectance, ``<band>_sigma``, then ``extra_bands``
+    such as ``quality``) with the file's ``dtype``, its nodata (none on flag bands) and, for
+    int16, the scale/offset. The asset href is relative to the item file. Items for rasters
+    without a CRS carry no geometry (allowed by STAC for non-georeferenced data).
     """
     height, width = shape
     geometry = bbox = None
@@ -343,7 +413,7 @@ def write_stac_item(
             roles=["data"],
             title="fused reflectance and uncertainty",
             extra_fields={
-                "raster:bands": [{"name": n, "data_type": "float32", "nodata": "nan", "unit": "reflectance (1 sigma)" if n.endswith("_sigma") else ("bit flags" if n in extra_bands else "reflectance")} for n in names],
+                "raster:bands": [_raster_band(n, dtype, flags=n in extra_bands) for n in names],
                 "eo:bands": [{"name": n} for n in names],
             },
         ),
@@ -351,6 +421,17 @@ def write_stac_item(
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(item.to_dict(include_self_link=False), indent=1))
     return path
+
+
+def _raster_band(name: str, dtype: str, *, flags: bool) -> dict[str, Any]:
+    """One ``raster:bands`` entry of a prediction COG."""
+    if flags:
+        return {"name": name, "data_type": dtype, "unit": "bit flags"}
+    entry: dict[str, Any] = {"name": name, "data_type": dtype, "nodata": INT16_NODATA if dtype == "int16" else "nan",
+                             "unit": "reflectance (1 sigma)" if name.endswith("_sigma") else "reflectance"}
+    if dtype == "int16":
+        entry.update(scale=INT16_SCALE, offset=0.0)
+    return entry
 
 
 # --------------------------------------------------------------------------- Zarr
@@ -366,10 +447,15 @@ def create_zarr_output(
     shape: tuple[int, int],
     chunk: int = 1024,
     attrs: Mapping[str, Any] | None = None,
+    dtype: str = "float32",
     overwrite: bool = False,
 ) -> Path:
     """Create (metadata only) a Zarr store for a region: ``reflectance`` and ``sigma``
-    (time, band, y, x) float32 NaN-filled, and ``complete`` (time,) bool, all False.
+    (time, band, y, x) float32 NaN-filled, ``quality`` (time, y, x) uint8 bit flags
+    (:data:`stfuse.fusion.quality.QUALITY_BITS`; 0 until the day is written) and ``complete``
+    (time,) bool, all False. With ``dtype="int16"`` reflectance and sigma are stored as int16
+    counts with CF ``scale_factor`` 1e-4 and ``_FillValue`` -32768, so ``xarray.open_zarr``
+    still gives float reflectance with NaN.
 
     The CRS is stored CF-style in a ``spatial_ref`` coordinate (rioxarray/odc-geo read it).
     Days and tiles are then filled in any order by :func:`write_zarr_tiles`; a day counts as
@@ -377,18 +463,21 @@ def create_zarr_output(
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; pass --overwrite to replace it or --resume to continue it")
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it or --resume to continue it (Python: overwrite=True / resume=True)")
     height, width = shape
     n_days, n_bands = len(days), len(band_names)
     xs = transform.c + transform.a * (np.arange(width) + 0.5)
     ys = transform.f + transform.e * (np.arange(height) + 0.5)
     chunks = (1, n_bands, min(chunk, height), min(chunk, width))
+    check_output_format(dtype, "zstd")
     empty = da.full((n_days, n_bands, height, width), np.nan, dtype=np.float32, chunks=chunks)
+    no_flags = da.zeros((n_days, height, width), dtype=np.uint8, chunks=(1, *chunks[2:]))
     dims = ("time", "band", "y", "x")
     ds = xr.Dataset(
         {
             "reflectance": (dims, empty, {"units": "1", "long_name": "surface reflectance"}),
             "sigma": (dims, empty, {"units": "1", "long_name": "1-sigma uncertainty of reflectance"}),
+            "quality": (("time", "y", "x"), no_flags, _quality_attrs()),
             "complete": (("time",), da.zeros(n_days, dtype=bool, chunks=n_days)),
         },
         coords={"time": np.array([np.datetime64(d, "ns") for d in days]), "band": np.array(list(band_names), dtype=object), "y": ys, "x": xs},
@@ -396,9 +485,14 @@ def create_zarr_output(
     )
     if crs is not None:
         ds = ds.rio.write_crs(crs.to_wkt()).rio.write_transform(transform)
-        for name in ("reflectance", "sigma"):  # CF grid_mapping goes in encoding so it round-trips
+        for name in ("reflectance", "sigma", "quality"):  # CF grid_mapping goes in encoding so it round-trips
             ds[name].encoding["grid_mapping"] = ds[name].attrs.pop("grid_mapping", "spatial_ref")
             ds[name].encoding["coordinates"] = "spatial_ref"
+    ds["quality"].encoding["_FillValue"] = None  # flags: 0 is "no flag", never missing
+    if dtype == "int16":
+        for name in ("reflectance", "sigma"):
+            ds[name].encoding.update(dtype="int16", scale_factor=np.float32(INT16_SCALE), _FillValue=np.int16(INT16_NODATA),
+                                     fill_value=INT16_NODATA)
     ds.attrs = {k: _tag_value(v) for k, v in ds.attrs.items()}
     try:
         ds.to_zarr(path, mode="w", compute=False, consolidated=True)
@@ -407,13 +501,28 @@ def create_zarr_output(
     return path
 
 
-def write_zarr_tiles(path: str | os.PathLike[str], day_index: int, tiles: Iterable[tuple[tuple[slice, slice], np.ndarray, np.ndarray]]) -> None:
-    """Write ``(window, mean, sigma)`` tiles — (B, h, w) each — of day ``day_index``."""
+def _quality_attrs() -> dict[str, Any]:
+    return {"long_name": "quality bit flags", "flag_masks": list(QUALITY_BITS.values()),
+            "flag_meanings": " ".join(QUALITY_BITS)}
+
+
+def write_zarr_tiles(path: str | os.PathLike[str], day_index: int, tiles: Iterable[tuple[Any, ...]]) -> None:
+    """Write ``(window, mean, sigma)`` or ``(window, mean, sigma, quality)`` tiles of day
+    ``day_index``: mean/sigma (B, h, w) float reflectance (or int16 counts for an int16 store),
+    quality (h, w) integer flags."""
     group = zarr.open_group(str(path), mode="r+")
     reflectance, sigma_array = group["reflectance"], group["sigma"]
-    for (rows, cols), mean, sigma in tiles:
+    quality = group["quality"] if "quality" in group else None
+    integer = np.dtype(reflectance.dtype) == np.int16
+    for (rows, cols), mean, sigma, *flags in tiles:
+        if integer and not np.issubdtype(np.asarray(mean).dtype, np.integer):
+            mean, sigma = encode_int16(mean), encode_int16(sigma)
+        elif not integer and np.issubdtype(np.asarray(mean).dtype, np.integer):
+            mean, sigma = decode_int16(mean), decode_int16(sigma)
         reflectance[day_index, :, rows, cols] = mean
         sigma_array[day_index, :, rows, cols] = sigma
+        if flags and quality is not None:
+            quality[day_index, rows, cols] = np.asarray(flags[0]).astype(np.uint8)
 
 
 def mark_zarr_day_complete(path: str | os.PathLike[str], day_index: int) -> None:

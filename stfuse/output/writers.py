@@ -92,7 +92,7 @@ def write_fused(fused: Fused, *, progress: ProgressCallback | None = None) -> Ou
     if "cog" in run.formats and not (run.overwrite or run.resume):
         existing = [path for path in cogs.values() if path.exists()]
         if existing:
-            raise OutputError(f"{existing[0]} already exists; pass --overwrite to replace or --resume to continue")
+            raise OutputError(f"{existing[0]} already exists; pass --overwrite to replace or --resume to continue (Python: overwrite=True / resume=True)")
     out_crs = RioCRS.from_wkt(geobox.crs.to_wkt())
     done_zarr: set[dt.date] = set()
     if "zarr" in run.formats:
@@ -100,7 +100,7 @@ def write_fused(fused: Fused, *, progress: ProgressCallback | None = None) -> Ou
             done_zarr = zarr_completed_days(zarr_path)
         else:
             create_zarr_output(zarr_path, days=[p.target for p in plans], band_names=bands, crs=out_crs, transform=geobox.transform,
-                               shape=(geobox.height, geobox.width), chunk=run.tile, overwrite=run.overwrite,
+                               shape=(geobox.height, geobox.width), chunk=run.tile, overwrite=run.overwrite, dtype=run.dtype,
                                attrs={"stfuse_version": __version__, "method": fusion.method})
     day_index = {p.target: i for i, p in enumerate(plans)}
     todo = [p for p in plans if ("cog" in run.formats and p.target not in done_cog)
@@ -167,24 +167,25 @@ def _write_day(fused: Fused, plan: Plan, cog: Path | None, zarr: tuple[Path, int
     if cog is not None:
         write_prediction_cog(cog, day["mean"].data, day["sigma"].data, band_names=list(bands), crs=out_crs,
                              transform=geobox.transform, tags=tags, extra_bands={"quality": flags.data},
-                             overwrite=True, progress=report)
+                             dtype=fused.run.dtype, compress=fused.run.compress, overwrite=True, progress=report)
         write_stac_item(
             cog.with_suffix(".json"), item_id=cog.stem, asset_path=cog,
             datetime=dt.datetime.combine(plan.target, dt.time(12), tzinfo=dt.timezone.utc),
             band_names=list(bands), crs=out_crs, transform=geobox.transform, shape=(geobox.height, geobox.width),
             properties={"stfuse:method": predictor.name, "stfuse:pair_dates": tags["pair_dates"],
                         "stfuse:quality": quality, "stfuse:version": __version__},
-            extra_bands=("quality",), overwrite=True,
+            extra_bands=("quality",), dtype=fused.run.dtype, overwrite=True,
         )
     if zarr is not None:
         zarr_path, index = zarr
         n = len(bands)
         if cog is not None:
-            with rasterio.open(cog) as src:  # reuse the COG just written instead of recomputing
-                write_zarr_tiles(zarr_path, index, ((w, b[:n], b[n:2 * n]) for w, b in _blocks_of(src, tile)))
+            with rasterio.open(cog) as src:  # reuse the COG just written instead of recomputing (same dtype)
+                write_zarr_tiles(zarr_path, index, ((w, b[:n], b[n:2 * n], b[2 * n]) for w, b in _blocks_of(src, tile)))
         else:
             import dask.array as da
 
-            stack = da.concatenate([day["mean"].data, day["sigma"].data])
-            write_zarr_tiles(zarr_path, index, ((w, b[:n], b[n:]) for w, b in compute_blocks(stack, block=tile, progress=report)))
+            stack = da.concatenate([day["mean"].data, day["sigma"].data, da.asarray(flags.data[None]).astype(np.float32)])
+            write_zarr_tiles(zarr_path, index, ((w, b[:n], b[n:2 * n], b[2 * n]) for w, b in
+                                                compute_blocks(stack, block=tile, progress=report)))
         mark_zarr_day_complete(zarr_path, index)

@@ -14,7 +14,7 @@ from stfuse import __version__
 from stfuse.fusion.refine.hybrid import hybrid_arrays, scene_variance_scale
 from stfuse.fusion.refine.members import CORRECTION_WEIGHT, ENSEMBLE, resolve_members
 from stfuse.fusion.refine.network import DEFAULT_WEIGHTS, Refiner, load_model, save_checkpoint
-from stfuse.fusion.refine.training import deterministic, train_synthetic
+from stfuse.fusion.refine.training import Progress, deterministic, train_synthetic
 from stfuse.fusion.uncertainty import calibration_report, coverage_interval, fit_variance_scale
 from stfuse.sim.days import calibration_days
 
@@ -30,6 +30,7 @@ def fit_hybrid_scales(
     correction_weight: float = CORRECTION_WEIGHT,
     variance: str = "mixture",
     method: str = "coverage_pair",
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Fit the hybrid's post-hoc variance scales on held-out simulated days.
 
@@ -49,16 +50,22 @@ def fit_hybrid_scales(
     pair and the nearest other clear date, :class:`SimulatedDay` ``evidence``) is computed too;
     ``scene_factors`` ``{"1": f1, "2": f2}`` (scale = factor x scene scale) are fitted on the
     first half and checked on the second (``check_scene``; days without a scene scale use the
-    fixed one).
+    fixed one). ``progress(done, total, label)`` per simulated day (it does not change the result).
     """
     mdl = load_model(model)
     members = resolve_members(prior_fn)
     result: dict[str, Any] = {"scales": {}, "check": {}, "n_scenes": n_scenes, "seed": seed, "size": size}
     with deterministic(seed):
+        if progress:
+            progress(0, 1, f"simulating {n_scenes} calibration scenes")
         parts = calibration_days(n_scenes, seed, size)
         preds: dict[str, dict[str, list[np.ndarray]]] = {}
+        n_days, done = sum(len(examples) for examples in parts.values()), 0
         for split, examples in parts.items():
             for f, c, ct, truth, evidence in examples:
+                done += 1
+                if progress:
+                    progress(done, n_days, "calibrating the hybrid's sigma on simulated days")
                 key = f"{split}{min(f.shape[0], 2)}"
                 m, v = hybrid_arrays(f, c, ct, prior_fn=prior_fn, model=mdl, mc_samples=mc_samples, seed=seed,
                                      correction_weight=correction_weight, variance_scale=1.0, variance=variance)
@@ -111,10 +118,10 @@ HYBRID_CALIBRATION: dict[str, Any] = {"n_scenes": 160, "seed": 1, "size": 128, "
 """Settings of the hybrid variance calibration stored with the shipped weights."""
 
 
-def add_hybrid_calibration(model: Refiner) -> Refiner:
+def add_hybrid_calibration(model: Refiner, *, progress: Progress | None = None) -> Refiner:
     """Fit :func:`fit_hybrid_scales` (:data:`HYBRID_CALIBRATION`) and record the scales
     (rounded to 4 significant digits) and the held-out check in ``model.meta``."""
-    fit = fit_hybrid_scales(model, **HYBRID_CALIBRATION)
+    fit = fit_hybrid_scales(model, **HYBRID_CALIBRATION, progress=progress)
     round4 = lambda x: float(f"{x:.4g}")
     model.meta["hybrid_variance_scales"] = {k: round4(v) for k, v in fit["scales"].items()}  # type: ignore[attr-defined]
     if "scene_factors" in fit:
@@ -130,11 +137,13 @@ def add_hybrid_calibration(model: Refiner) -> Refiner:
     return model
 
 
-def make_shipped_weights(path: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, **kwargs: Any) -> Path:
+def make_shipped_weights(path: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, progress: Progress | None = None,
+                         **kwargs: Any) -> Path:
     """Regenerate the shipped weights: ``train_synthetic(seed=seed, **kwargs)`` saved to ``path``
-    with metadata (stfuse and torch versions, the command). ``make weights``."""
-    model = train_synthetic(seed=seed, **kwargs)
-    add_hybrid_calibration(model)
+    with metadata (stfuse and torch versions, the command). ``make weights``. ``progress(done,
+    total, label)``: each phase's advance (it does not change the weights, nor the recorded command)."""
+    model = train_synthetic(seed=seed, progress=progress, **kwargs)
+    add_hybrid_calibration(model, progress=progress)
     meta = dict(model.meta)  # type: ignore[attr-defined]
     meta.update(
         {

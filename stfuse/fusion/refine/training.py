@@ -11,7 +11,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,11 @@ from stfuse.fusion.uncertainty import fit_variance_scale
 from stfuse.sim.days import _synthetic_scene
 
 log = logging.getLogger("stfuse.fusion.refine")
+
+Progress = Callable[[float, int, str], None]
+"""``progress(done, total, label)``: called as training advances (it only observes: the
+numbers are the same with or without it). Each phase (examples, steps, variance scale) counts
+from 0 to its own total."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -145,10 +150,12 @@ def _train_loop(
     weight_decay: float = 1e-4,
     time_limit: float | None = None,
     log_every: int = 0,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Adam + cosine schedule on random patches; keeps the best state by validation MSE.
 
-    Batches group samples of equal band count. Returns a history dict.
+    Batches group samples of equal band count. Returns a history dict. ``progress(step, steps,
+    label)`` after every step, the label with the recent training loss and the validation loss.
     """
     rng = np.random.default_rng(seed)
     by_bands: dict[int, list[int]] = {}
@@ -163,7 +170,7 @@ def _train_loop(
     hist: dict[str, Any] = {"val": [(0, best)], "train": [], "best_step": 0}
     bad = 0
     t0 = time.perf_counter()
-    running = 0.0
+    running = recent = 0.0
     step = 0
     for step in range(1, steps + 1):
         model.train()
@@ -186,7 +193,9 @@ def _train_loop(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        running += float(loss.detach())
+        last = float(loss.detach())
+        running += last
+        recent = last if step == 1 else 0.9 * recent + 0.1 * last  # for the progress display only
         if log_every and step % log_every == 0:
             log.info("step %d loss %.4f (%.1fs)", step, running / log_every, time.perf_counter() - t0)
             hist["train"].append((step, running / log_every))
@@ -202,7 +211,11 @@ def _train_loop(
             else:
                 bad += 1
                 if bad >= patience:
+                    if progress:
+                        progress(steps, steps, _step_label(step, recent, hist, "stopped early: no better validation loss"))
                     break
+        if progress:
+            progress(step, steps, _step_label(step, recent, hist))
         if out_of_time:
             hist["stopped"] = "time_limit"
             break
@@ -217,7 +230,18 @@ def _train_loop(
     return hist
 
 
-def _fit_scale_on(model: Refiner, samples: Sequence[_Sample], masks: Sequence[torch.Tensor | None], mc_samples: int, seed: int) -> float:
+def _step_label(step: int, recent: float, hist: dict[str, Any], note: str = "") -> str:
+    """``step N: loss L, val V (best B)`` for the progress display."""
+    text = f"step {step}: loss {recent:.4f}"
+    if hist["val"] and math.isfinite(hist["val"][-1][1]):
+        text += f", val {hist['val'][-1][1]:.4f}"
+        if len(hist["val"]) > 1:
+            text += f" (best {min(v for _, v in hist['val']):.4f})"
+    return f"{text}; {note}" if note else text
+
+
+def _fit_scale_on(model: Refiner, samples: Sequence[_Sample], masks: Sequence[torch.Tensor | None], mc_samples: int, seed: int,
+                  progress: Progress | None = None, label: str = "fitting the variance scale") -> float:
     """Variance scale making the refined predictions of ``samples`` calibrated on ``masks``."""
     old = model.variance_scale.clone()
     model.variance_scale.fill_(1.0)
@@ -230,6 +254,8 @@ def _fit_scale_on(model: Refiner, samples: Sequence[_Sample], masks: Sequence[to
             preds.append(mean[v].numpy())
             vars_.append(var[v].numpy())
             truths.append(truth[v].numpy())
+            if progress:
+                progress(i + 1, len(samples), label)
     finally:
         model.variance_scale.copy_(old)
     if not preds:
@@ -292,10 +318,12 @@ def _holdout_mask(h: int, w: int, rng: np.random.Generator, frac: float = 0.25, 
     return m
 
 
-def _cross_samples(fine: np.ndarray, coarse: np.ndarray, members: Sequence[tuple[str, Any]], *, allowed: np.ndarray) -> list[_Sample]:
+def _cross_samples(fine: np.ndarray, coarse: np.ndarray, members: Sequence[tuple[str, Any]], *, allowed: np.ndarray,
+                   progress: Progress | None = None) -> list[_Sample]:
     """Training examples of a scene's pairs predicting each other: for every ordered pair (i, j)
     and member prior, the prior's prediction of date j from pair i, with ``fine[j]`` as truth."""
     samples: list[_Sample] = []
+    total = fine.shape[0] * (fine.shape[0] - 1) * len(members)
     for i in range(fine.shape[0]):
         for j in range(fine.shape[0]):
             if i == j:
@@ -304,7 +332,26 @@ def _cross_samples(fine: np.ndarray, coarse: np.ndarray, members: Sequence[tuple
                 pm, pv = prior(fine[i : i + 1], coarse[i : i + 1], coarse[j])
                 samples.append(_make_sample(pm, pv, fine[i], coarse[i], coarse[j], fine[j], allowed=allowed))
                 samples[-1].prior = name
+                if progress:
+                    progress(len(samples), total, f"examples: the priors predicting one pair from another ({name})")
     return samples
+
+
+def _calibrate_members(model: Refiner, samples: list[_Sample], masks: list[Any], members: Sequence[tuple[str, Any]],
+                       mc_samples: int, seed: int, progress: Any) -> dict[str, float]:
+    """Fit the model's variance scale on the held-out tiles (in place): with one member prior
+    directly; with several one scale per member, the overall scale their geometric mean.
+    Returns the per-member scales (empty with one member)."""
+    per_prior: dict[str, float] = {}
+    if len(members) == 1:
+        model.variance_scale.fill_(_fit_scale_on(model, samples, masks, mc_samples, seed, progress))
+        return per_prior
+    for name, _ in members:
+        sub = [k for k, smp in enumerate(samples) if smp.prior == name]
+        per_prior[name] = _fit_scale_on(model, [samples[k] for k in sub], [masks[k] for k in sub], mc_samples, seed,
+                                        progress, f"fitting the variance scale ({name})")
+    model.variance_scale.fill_(float(np.exp(np.mean(np.log(list(per_prior.values()))))))
+    return per_prior
 
 
 def train_self_supervised(
@@ -327,6 +374,7 @@ def train_self_supervised(
     calibrate: bool = True,
     bands: Sequence[str] | None = None,
     threads: int = THREADS,
+    progress: Progress | None = None,
 ) -> Refiner:
     """Adapt a refiner to one scene using only its pairs (never the target's fine image).
 
@@ -350,7 +398,8 @@ def train_self_supervised(
     (documented fallback: the shipped, synthetically pretrained weights).
 
     Returns the adapted model (``model.meta`` has the training record; band-specific when
-    ``bands`` are given).
+    ``bands`` are given). ``progress(done, total, label)``: examples, steps (with the training
+    and validation loss), variance scale (:data:`Progress`; it does not change the result).
     """
     fine = np.asarray(fine, np.float32)
     coarse = np.asarray(coarse, np.float32)
@@ -366,22 +415,17 @@ def train_self_supervised(
     rng = np.random.default_rng(seed)
     h, w = fine.shape[-2:]
     held = _holdout_mask(h, w, rng, frac=holdout)
+    log.info("adapting the refiner to %d pairs (%s, self-supervised, up to %d steps)", fine.shape[0],
+             ", ".join(name for name, _ in members), steps)
     with deterministic(seed, threads):
-        samples = _cross_samples(fine, coarse, members, allowed=~held)
+        samples = _cross_samples(fine, coarse, members, allowed=~held, progress=progress)
         masks = [torch.as_tensor(held)] * len(samples)
         model = model.to(device)
         hist = _train_loop(
             model, samples, steps=steps, batch=batch, patch=patch, lr=lr, seed=seed, val=(samples, masks),
-            eval_every=eval_every, patience=patience, time_limit=time_limit,
+            eval_every=eval_every, patience=patience, time_limit=time_limit, progress=progress,
         )
-        per_prior: dict[str, float] = {}
-        if calibrate and len(members) == 1:
-            model.variance_scale.fill_(_fit_scale_on(model, samples, masks, mc_samples, seed))
-        elif calibrate:  # one scale per member prior on the held-out tiles; overall: their geometric mean
-            for name, _ in members:
-                sub = [k for k, smp in enumerate(samples) if smp.prior == name]
-                per_prior[name] = _fit_scale_on(model, [samples[k] for k in sub], [masks[k] for k in sub], mc_samples, seed)
-            model.variance_scale.fill_(float(np.exp(np.mean(np.log(list(per_prior.values()))))))
+        per_prior = _calibrate_members(model, samples, masks, members, mc_samples, seed, progress) if calibrate else {}
     model.meta.update(  # type: ignore[attr-defined]
         {
             "variance_scales": per_prior if calibrate else model.meta.get("variance_scales", {}),  # type: ignore[attr-defined]
@@ -412,11 +456,12 @@ def train_self_supervised(
 
 
 def _synthetic_samples(
-    seeds: Sequence[int], priors: Sequence[PriorFn], size: int, max_gap_dates: int = 5, names: Sequence[str] = ()
+    seeds: Sequence[int], priors: Sequence[PriorFn], size: int, max_gap_dates: int = 5, names: Sequence[str] = (),
+    progress: Progress | None = None, label: str = "simulating scenes",
 ) -> list[_Sample]:
     """Up to 4 single-pair examples per scene, each with a prior drawn from ``priors``."""
     samples = []
-    for sd in seeds:
+    for n_done, sd in enumerate(seeds, start=1):
         fine, coarse = _synthetic_scene(sd, size)
         rng = np.random.default_rng([sd, 2])
         n = fine.shape[0]
@@ -439,6 +484,8 @@ def _synthetic_samples(
             pm, pv = priors[k](fine[i : i + 1], coarse[i : i + 1], coarse[j])
             samples.append(_make_sample(pm, pv, fine[i], coarse[i], coarse[j], fine[j]))
             samples[-1].prior = names[k]
+        if progress:
+            progress(n_done, len(seeds), label)
     return samples
 
 
@@ -464,6 +511,7 @@ def train_synthetic(
     patience: int = 100,
     threads: int = THREADS,
     mc_samples: int = 8,
+    progress: Progress | None = None,
 ) -> Refiner:
     """Pretrain a refiner on simulated scenes (:mod:`stfuse.sim.synth`), reproducibly on CPU.
 
@@ -474,7 +522,9 @@ def train_synthetic(
     AdamW with cosine decay for ``steps`` steps of ``batch`` patches of ``patch`` px with random
     flips/rotations and random band subsets. The best state by validation MSE is kept, and its
     variance scale fitted on the validation scenes. Bit-for-bit reproducible on CPU for equal
-    arguments (deterministic algorithms, ``threads`` intra-op threads).
+    arguments (deterministic algorithms, ``threads`` intra-op threads). ``progress(done, total,
+    label)``: scenes, steps (with the training and validation loss), variance scales
+    (:data:`Progress`; it does not change the result).
     """
     t0 = time.perf_counter()
     names = list(prior_fn) if isinstance(prior_fn, (list, tuple)) else [prior_fn]
@@ -483,20 +533,23 @@ def train_synthetic(
         ss = np.random.SeedSequence(seed)
         scene_seeds = [int(s.generate_state(1)[0]) for s in ss.spawn(n_scenes + n_val_scenes)]
         labels = [_prior_name(p) for p in names]
-        train = _synthetic_samples(scene_seeds[:n_scenes], priors, size, names=labels)
-        val = _synthetic_samples(scene_seeds[n_scenes:], priors, size, names=labels)
+        train = _synthetic_samples(scene_seeds[:n_scenes], priors, size, names=labels, progress=progress,
+                                   label="simulating training scenes")
+        val = _synthetic_samples(scene_seeds[n_scenes:], priors, size, names=labels, progress=progress,
+                                 label="simulating validation scenes")
         log.info("synthetic: %d train / %d val examples in %.1fs", len(train), len(val), time.perf_counter() - t0)
         model = Refiner(width=width, dropout=dropout, highpass=highpass)
         hist = _train_loop(
             model, train, steps=steps, batch=batch, patch=patch, lr=lr, seed=seed, val=(val, [None] * len(val)),
-            eval_every=eval_every, patience=patience, band_subsets=True, log_every=50,
+            eval_every=eval_every, patience=patience, band_subsets=True, log_every=50, progress=progress,
         )
-        model.variance_scale.fill_(_fit_scale_on(model, val, [None] * len(val), mc_samples, seed))
+        model.variance_scale.fill_(_fit_scale_on(model, val, [None] * len(val), mc_samples, seed, progress))
         per_prior = {}
         for name in sorted(set(labels)):
             sub = [v for v in val if v.prior == name]
             if sub:
-                per_prior[name] = _fit_scale_on(model, sub, [None] * len(sub), mc_samples, seed)
+                per_prior[name] = _fit_scale_on(model, sub, [None] * len(sub), mc_samples, seed, progress,
+                                                f"fitting the variance scale ({name})")
     model.meta = {  # type: ignore[attr-defined]
         "trained": "synthetic",
         "variance_scales": per_prior,
