@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shlex
 from pathlib import Path
 from typing import Any
@@ -166,17 +165,6 @@ def command_line(ctx: click.Context) -> str:
     return shlex.join(words)
 
 
-def _json_ready(value: Any) -> Any:
-    """NaN/inf -> None (strict JSON), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def _print_scores(result: dict[str, Any], as_json: bool, header: str | None = None) -> None:
     from stfuse.evaluate.metrics import format_table
 
@@ -195,6 +183,7 @@ def _holdout(*, output: Path | None, report_dir: Path | None, predictions: bool,
              as_json: bool, quiet: bool, command: str | None = None, **query: Any) -> None:
     from stfuse.errors import OutputError
     from stfuse.evaluate.holdout import format_holdout, holdout, write_holdout
+    from stfuse.output.inspect import json_ready
 
     if query.get("bbox") and query.get("aoi"):
         from stfuse.errors import InputError
@@ -214,7 +203,7 @@ def _holdout(*, output: Path | None, report_dir: Path | None, predictions: bool,
 
         written.append(holdout_report(result, report_dir, overwrite=overwrite, command=command))
     if as_json:
-        click.echo(json.dumps(_json_ready({**result.summary(), "rows": result.rows(), "written": [str(p) for p in written]}), indent=1))
+        click.echo(json.dumps(json_ready({**result.summary(), "rows": result.rows(), "written": [str(p) for p in written]}), indent=1))
         return
     click.echo(format_holdout(result))
     if written and not quiet:

@@ -81,3 +81,17 @@ def api(mini_catalog, files, tmp_path_factory):
     paths = http_items(mini_catalog / "catalog.json", files.url, mini_catalog, tmp_path_factory.mktemp("items"))
     with serve_stac_api(paths) as server:
         yield server
+
+
+@pytest.fixture()
+def two_pairs(tmp_path):
+    """Two 3-band 48 x 48 pairs of 8 x 8 px fields on disk (fine = coarse, integer x 1e4); the
+    second date is brighter by 0.03. A list of (fine path, coarse path)."""
+    rng = np.random.default_rng(2)
+    fields = (0.1 + 0.2 * rng.random((3, 6, 6))).astype(np.float32)
+    fine = np.repeat(np.repeat(fields, 8, axis=1), 8, axis=2)
+    out = []
+    for k, shift in enumerate((0.0, 0.03)):
+        data = np.round((fine + shift) * 10000).astype(np.int16)
+        out.append((write_tif(tmp_path / f"L{k}.tif", data, nodata=-9999), write_tif(tmp_path / f"M{k}.tif", data, nodata=-9999)))
+    return out

@@ -22,8 +22,6 @@ from stfuse.sim.days import _synthetic_scene
 from stfuse_cli.main import cli
 from stfuse_cli.progress import progress_reporter
 
-from conftest import write_tif
-
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
@@ -43,19 +41,6 @@ class Recorder:
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-@pytest.fixture()
-def pairs(tmp_path):
-    """Two 3-band 48 x 48 pairs of 8 x 8 px fields on disk; the second date brighter by 0.03."""
-    rng = np.random.default_rng(2)
-    fields = (0.1 + 0.2 * rng.random((3, 6, 6))).astype(np.float32)
-    fine = np.repeat(np.repeat(fields, 8, axis=1), 8, axis=2)
-    out = []
-    for k, shift in enumerate((0.0, 0.03)):
-        data = np.round((fine + shift) * 10000).astype(np.int16)
-        out.append((write_tif(tmp_path / f"L{k}.tif", data, nodata=-9999), write_tif(tmp_path / f"M{k}.tif", data, nodata=-9999)))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +97,9 @@ def test_hybrid_preparation_says_what_it_fits_on(scene, caplog):
     assert "fitting the hybrid's variance scale on 2023-06-06, 2023-06-22" in caplog.text
 
 
-def test_train_on_pairs_prints_steps_with_losses_and_quiet_prints_none(pairs, tmp_path):
+def test_train_on_pairs_prints_steps_with_losses_and_quiet_prints_none(two_pairs, tmp_path):
     args = ["train", "--method", "starfm", "--steps", "3"]
-    for fine, coarse in pairs:
+    for fine, coarse in two_pairs:
         args += ["--pair", fine, coarse]
     result = run(*args, "-o", tmp_path / "a.pt")
     assert result.exit_code == 0, result.output

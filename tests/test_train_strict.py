@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -15,8 +14,6 @@ from stfuse.errors import QualityError
 from stfuse.fusion.quality import Thresholds
 from stfuse_cli.main import cli
 
-from conftest import write_tif
-
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_scenes"
 
 
@@ -24,23 +21,10 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-@pytest.fixture()
-def pairs(tmp_path):
-    """Two 3-band 48 x 48 pairs of 8 x 8 px fields; the second date is brighter by 0.03 (integer x 1e4)."""
-    rng = np.random.default_rng(2)
-    fields = (0.1 + 0.2 * rng.random((3, 6, 6))).astype(np.float32)
-    fine = np.repeat(np.repeat(fields, 8, axis=1), 8, axis=2)
-    out = []
-    for k, shift in enumerate((0.0, 0.03)):
-        data = np.round((fine + shift) * 10000).astype(np.int16)
-        out.append((write_tif(tmp_path / f"L{k}.tif", data, nodata=-9999), write_tif(tmp_path / f"M{k}.tif", data, nodata=-9999)))
-    return out
-
-
-def test_train_on_pairs_writes_a_checkpoint_for_those_bands(pairs, tmp_path):
+def test_train_on_pairs_writes_a_checkpoint_for_those_bands(two_pairs, tmp_path):
     out = tmp_path / "mine.pt"
     args = ["train", "--method", "starfm", "--steps", "2", "-o", out]
-    for fine, coarse in pairs:
+    for fine, coarse in two_pairs:
         args += ["--pair", fine, coarse]
     result = run(*args)
     assert result.exit_code == 0, result.output
@@ -51,8 +35,8 @@ def test_train_on_pairs_writes_a_checkpoint_for_those_bands(pairs, tmp_path):
     assert again.exit_code == 2 and "already exists; pass --overwrite" in again.output
 
 
-def test_train_refuses_one_pair_and_mixed_modes(pairs, tmp_path):
-    (fine, coarse), _ = pairs
+def test_train_refuses_one_pair_and_mixed_modes(two_pairs, tmp_path):
+    (fine, coarse), _ = two_pairs
     one = run("train", "--pair", fine, coarse, "-o", tmp_path / "x.pt")
     assert one.exit_code == 2 and "at least two pairs" in one.output
     both = run("train", "--synthetic", "--pair", fine, coarse, "-o", tmp_path / "x.pt")
