@@ -34,6 +34,7 @@ from stfuse.api import predict
 from stfuse.config import FusionConfig, Query, RunConfig, split_settings
 from stfuse.data.sensors import PROVIDERS
 from stfuse.errors import InputError, MissingFileError
+from stfuse.fusion.quality import Thresholds
 
 ALIASES = {"provider": "catalog", "format": "formats"}
 """Region-file words for request fields."""
@@ -82,6 +83,12 @@ def load_region(path: str | os.PathLike[str]) -> Region:
         settings["catalog"] = str(local if local.exists() else Path(str(catalog)))
     if "aoi" in settings:
         settings["aoi"] = str(path.parent / str(settings["aoi"]))
+    if isinstance(settings.get("thresholds"), dict):  # the quality gates, as a mapping of Thresholds' fields
+        known = [f.name for f in dataclasses.fields(Thresholds)]
+        unknown = sorted(set(settings["thresholds"]) - set(known))
+        if unknown:
+            raise InputError(f"region file {path}: thresholds has no key {unknown[0]!r}; valid keys: {', '.join(known)}")
+        settings["thresholds"] = Thresholds(**settings["thresholds"])
     for key in ("bbox", "bands", "formats"):
         if isinstance(settings.get(key), list):
             settings[key] = tuple(settings[key])

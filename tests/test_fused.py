@@ -151,3 +151,21 @@ def test_a_resume_with_nothing_to_do_reads_no_image_data(tmp_path, monkeypatch):
     monkeypatch.setattr(stfuse.fused.Fused, "read_days", lambda self, plans: reads.append(len(plans)))
     again = stfuse.predict(query, run=RunConfig(out_dir=tmp_path, resume=True))
     assert reads == [] and again.days_written == 0 and again.days_skipped == 2 and len(again) == 2
+
+
+def test_region_file_takes_every_request_field_and_refuses_others(tmp_path):
+    from stfuse.fusion.quality import Thresholds
+    from stfuse.regions import load_region
+
+    region = tmp_path / "r.yaml"
+    region.write_text(f"catalog: {SAMPLE}\nstart: 2023-06-10\nend: 2023-06-12\nwindow: 31\ntile: 256\nformat: zarr\n"
+                      "thresholds: {{min_coarse_clear: 0.8}}\nstrict: true\n".replace("{{", "{").replace("}}", "}"))
+    loaded = load_region(region)
+    assert loaded.fusion.window == 31 and loaded.run.tile == 256 and loaded.run.formats == ("zarr",) and loaded.fusion.strict
+    assert loaded.fusion.thresholds == Thresholds(min_coarse_clear=0.8) and loaded.name == "r"
+    region.write_text("start: 2023-06-10\nend: 2023-06-12\nout_dir: x\n")
+    with pytest.raises(InputError, match="unknown key 'out_dir'; valid keys: .*window"):
+        load_region(region)
+    region.write_text("start: 2023-06-10\nend: 2023-06-12\nthresholds: {min_clear: 1}\n")
+    with pytest.raises(InputError, match="thresholds has no key 'min_clear'"):
+        load_region(region)
