@@ -36,6 +36,7 @@ from stfuse.output.io import (
     check_same_grid,
     crs_of,
     read_reflectance,
+    select_bands,
     transform_of,
     write_prediction_cog,
     write_stac_item,
@@ -104,6 +105,11 @@ def fuse(fine: xr.DataArray, coarse: xr.DataArray, coarse_target: xr.DataArray, 
                         predictor.name, tags)
 
 
+def _undescribed(names: Sequence[str]) -> bool:
+    """True for the names :func:`stfuse.output.io.read_reflectance` gives bands without a description (``b1, b2, ...``)."""
+    return all(re.fullmatch(r"b\d+", n) for n in names)
+
+
 def _read_local(path: PathLike, bands: Sequence[str] | None) -> xr.DataArray:
     """A local input's reflectance; ``bands`` select bands by description, or name the bands of
     a file without descriptions (then one name per band, in order)."""
@@ -111,12 +117,12 @@ def _read_local(path: PathLike, bands: Sequence[str] | None) -> xr.DataArray:
     names = [str(b) for b in array.band.values]
     if bands is None:
         return array
-    if all(re.fullmatch(r"b\d+", n) for n in names):  # no descriptions: --bands names them
+    if _undescribed(names):  # no descriptions: --bands names them
         if len(bands) != len(names):
             raise InputError(f"{path} has {len(names)} undescribed bands but {len(bands)} --bands names were given; "
                              f"give one name per band ({len(names)}), in file order")
         return array.assign_coords(band=list(bands))
-    return read_reflectance(path, bands=bands)
+    return select_bands(array, bands)
 
 
 def predict_files(pairs: Sequence[tuple[PathLike, PathLike]], coarse: PathLike, out: PathLike, fusion: FusionConfig | None = None,
@@ -153,7 +159,7 @@ def predict_files(pairs: Sequence[tuple[PathLike, PathLike]], coarse: PathLike, 
     coarse_pairs = xr.concat([arrays[str(c)] for _, c in pairs], dim="pair")
     target = arrays[str(coarse)]
     band_names = [str(b) for b in target.band.values]
-    if not band_names or all(b.startswith("b") and b[1:].isdigit() for b in band_names):
+    if _undescribed(band_names):
         band_names = [f"band{i + 1}" for i in range(len(band_names))]
     result = fuse(fine, coarse_pairs, target, fusion)
     flags = quality_band(fine, coarse_pairs, target, change_threshold=fusion.thresholds.change_threshold).values

@@ -215,6 +215,16 @@ def load_base_model(fusion: FusionConfig, bands: Sequence[str]) -> Any:
     return load_model(fusion.weights, bands=list(bands))
 
 
+def select_days_used(fine: xr.Dataset, coarse: xr.Dataset, plans: Sequence[Plan], *, hybrid: bool) -> tuple[xr.Dataset, xr.Dataset]:
+    """The fine and coarse cubes cut to the days ``plans`` read: the pairs' fine images (with the
+    refiner, a one-pair day's evidence date too: the scene's error scale) and the coarse images
+    of the pairs, evidence dates and targets."""
+    fine_days = sorted({d for p in plans for d in (*p.pairs, *((p.evidence,) if p.evidence and hybrid else ()))})
+    needed = sorted({*fine_days, *(p.target for p in plans)})
+    return (fine.sel(time=[np.datetime64(d, "ns") for d in fine_days]),
+            coarse.sel(time=[np.datetime64(d, "ns") for d in needed]))
+
+
 class Fused:
     """A planned fused cube: the loaded cubes, the days with their pairs, and how each is predicted.
 
@@ -236,11 +246,7 @@ class Fused:
         """Read the images ``plans`` use (targets, pairs, evidence dates) into memory at once when
         they fit in :data:`IN_MEMORY_BYTES`, so each COG is read once, not once per day; the cube
         then holds only those days."""
-        hybrid = self.fusion.refine != "none"
-        fine_days = sorted({d for p in plans for d in (*p.pairs, *((p.evidence,) if p.evidence and hybrid else ()))})
-        needed = sorted({*fine_days, *(p.target for p in plans)})
-        fine = self.fine.sel(time=[np.datetime64(d, "ns") for d in fine_days])
-        coarse = self.coarse.sel(time=[np.datetime64(d, "ns") for d in needed])
+        fine, coarse = select_days_used(self.fine, self.coarse, plans, hybrid=self.fusion.refine != "none")
         if fine.reflectance.nbytes + coarse.reflectance.nbytes <= IN_MEMORY_BYTES:
             with read_errors():
                 self.fine, self.coarse = dask.compute(fine, coarse)
@@ -272,7 +278,14 @@ class Fused:
                                     memo=self._memo)
 
     def _unprepared(self, plan: Plan) -> tuple[str, int, float]:
-        """(name, halo, variance factor) of the day's predictor without preparing the hybrid."""
+        """(name, halo, variance factor) of the day's predictor without preparing the hybrid;
+        they depend only on the day's method and number of pairs, so each is worked out once."""
+        key = ("unprepared", self.day_method(plan), len(plan.pairs))
+        if key not in self._memo:
+            self._memo[key] = self._unprepared_info(plan)
+        return self._memo[key]
+
+    def _unprepared_info(self, plan: Plan) -> tuple[str, int, float]:
         day_method = self.day_method(plan)
         if self.fusion.refine == "none":
             p = PriorPredictor(day_method, len(plan.pairs), self.fusion.device, self.fusion.prior_options)
@@ -346,13 +359,11 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConfig = RunConfig(), *,
-               in_memory: bool = False) -> Fused:
+def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConfig = RunConfig()) -> Fused:
     """Search, load lazily, choose each day's pairs: a :class:`Fused` (nothing predicted yet).
 
-    Reads the fine images' clear fractions (to choose pairs). ``in_memory``: read the days used
-    (targets, pairs, evidence dates) into memory at once when they fit in :data:`IN_MEMORY_BYTES`
-    (what :func:`stfuse.predict` does: each COG is then read once, not once per day).
+    Reads the fine images' clear fractions (to choose pairs); the cubes keep only the days the
+    plans use (:func:`select_days_used`). :meth:`Fused.read_days` reads them into memory.
     """
     bands = query.band_names
     base_model = load_base_model(fusion, bands)  # refused here, before any search, if its bands differ
@@ -374,17 +385,8 @@ def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConf
     if not targets:
         raise DataUnavailableError(f"no coarse (MODIS) image between {first} and {last}; widen the date range")
     plans = plan_days(targets, pair_days, max_pairs=fusion.max_pairs, max_gap_days=fusion.max_gap_days)
-    # Only the days used are read: targets and their pairs; with the refiner a single-pair day
-    # also reads its evidence date (the scene's error scale).
-    hybrid = fusion.refine != "none"
-    fine_days = sorted({d for p in plans for d in (*p.pairs, *((p.evidence,) if p.evidence and hybrid else ()))})
-    needed = sorted({*fine_days, *(p.target for p in plans)})
-    coarse = cubes.coarse.sel(time=[np.datetime64(d, "ns") for d in needed])
-    fine = cubes.fine.sel(time=[np.datetime64(d, "ns") for d in fine_days])
-    fused = Fused(query, fusion, run, cubes, fine, coarse, plans, base_model)
-    if in_memory:
-        fused.read_days(plans)
-    return fused
+    fine, coarse = select_days_used(cubes.fine, cubes.coarse, plans, hybrid=fusion.refine != "none")
+    return Fused(query, fusion, run, cubes, fine, coarse, plans, base_model)
 
 
 def open_fused(query: Query | None = None, fusion: FusionConfig | None = None, run: RunConfig | None = None,

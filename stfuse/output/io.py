@@ -128,12 +128,17 @@ def read_reflectance(path: str | os.PathLike[str], *, bands: Sequence[str] | Non
     data[missing] = np.nan
     array = _to_dataarray(data, names, crs, transform, name=path.stem)
     array.attrs.update(source=str(path), tags=tags)
-    if bands is not None:
-        unknown = [b for b in bands if b not in names]
-        if unknown:
-            raise InputError(f"band {unknown[0]!r} not in {path} (it has {', '.join(names)})")
-        array = array.sel(band=list(bands))
-    return array
+    return array if bands is None else select_bands(array, bands)
+
+
+def select_bands(array: xr.DataArray, bands: Sequence[str]) -> xr.DataArray:
+    """The ``bands`` (by name) of a :func:`read_reflectance` array; :class:`InputError` naming
+    the file and the bands it has when one is absent."""
+    names = [str(b) for b in array.band.values]
+    unknown = [b for b in bands if b not in names]
+    if unknown:
+        raise InputError(f"band {unknown[0]!r} not in {array.attrs.get('source')} (it has {', '.join(names)})")
+    return array.sel(band=list(bands))
 
 
 def _to_dataarray(data: np.ndarray, band_names: Sequence[str], crs: CRS | None, transform: Affine, *, name: str) -> xr.DataArray:

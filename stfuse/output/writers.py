@@ -89,10 +89,7 @@ def write_fused(fused: Fused, *, progress: ProgressCallback | None = None) -> Ou
     cogs = {p.target: cog_path(out_dir, p.target) for p in plans}
     zarr_path = out_dir / "stfuse.zarr"
     done_cog = {d for d, path in cogs.items() if path.exists() and path.with_suffix(".json").exists()} if run.resume else set()
-    if "cog" in run.formats and not (run.overwrite or run.resume):
-        existing = [path for path in cogs.values() if path.exists()]
-        if existing:
-            raise OutputError(f"{existing[0]} already exists; pass --overwrite to replace or --resume to continue (Python: overwrite=True / resume=True)")
+    check_output_dir(out_dir, run.formats, overwrite=run.overwrite, resume=run.resume)  # stfuse.predict checked before the search
     out_crs = RioCRS.from_wkt(geobox.crs.to_wkt())
     done_zarr: set[dt.date] = set()
     if "zarr" in run.formats:
@@ -116,7 +113,7 @@ def write_fused(fused: Fused, *, progress: ProgressCallback | None = None) -> Ou
             report = (lambda d, t, label=label, n=done: progress(n - 1 + d / t, len(todo), label)) if progress else None
             _write_day(fused, plan, cogs[plan.target] if plan.target not in done_cog and "cog" in run.formats else None,
                        (zarr_path, day_index[plan.target]) if "zarr" in run.formats and plan.target not in done_zarr else None,
-                       report)
+                       report, out_crs)
             if progress:
                 progress(done, len(todo), label)
     outputs = Outputs()
@@ -150,7 +147,7 @@ def _day_tags(fused: Fused, plan: Plan, name: str, record: dict[str, Any], quali
 
 
 def _write_day(fused: Fused, plan: Plan, cog: Path | None, zarr: tuple[Path, int] | None,
-               report: Callable[[int, int], None] | None) -> None:
+               report: Callable[[int, int], None] | None, out_crs: RioCRS) -> None:
     """Predict one day and write it to its COG (+ STAC item) and/or its Zarr slot."""
     fusion, bands, geobox, tile = fused.fusion, fused.bands, fused.geobox, fused.run.tile
     predictor = fused.predictor(plan)
@@ -163,7 +160,6 @@ def _write_day(fused: Fused, plan: Plan, cog: Path | None, zarr: tuple[Path, int
     quality = {"coarse_clear_fraction": round(coarse_clear, 4), "max_pair_gap_days": plan.max_gap_days,
                "changed_fraction": round(changed, 4), "warnings": warnings, "bits": QUALITY_BITS}
     tags = _day_tags(fused, plan, predictor.name, predictor.calibration(), quality)
-    out_crs = RioCRS.from_wkt(geobox.crs.to_wkt())
     if cog is not None:
         write_prediction_cog(cog, day["mean"].data, day["sigma"].data, band_names=list(bands), crs=out_crs,
                              transform=geobox.transform, tags=tags, extra_bands={"quality": flags.data},
