@@ -30,8 +30,9 @@ LOCAL_FLAGS = ("pairs", "coarse_target", "target_date")
 @click.command()
 @query_options
 @click.option("--pair", "pairs", nargs=2, multiple=True, type=click.Path(path_type=Path), metavar="FINE COARSE",
-              help="Local-file mode: a fine/coarse pair (repeat for 2 pairs).")
-@click.option("--coarse", "coarse_target", type=click.Path(path_type=Path), help="Local-file mode: coarse image of the target day.")
+              help="Local-file mode: a fine/coarse pair (repeat for 2 pairs). The fine files share one grid; a georeferenced coarse file "
+                   "may be on its native grid (e.g. MODIS 463 m) and is resampled onto the fine grid (bilinear).")
+@click.option("--coarse", "coarse_target", type=click.Path(path_type=Path), help="Local-file mode: coarse image of the target day (on the fine grid, or georeferenced on its own grid).")
 @click.option("--date", "target_date", help="Local-file mode: target date for the STAC item, YYYY-MM-DD.")
 @click.option("-o", "--output", "output", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
               help="Output folder (catalog mode) or .tif file (local-file mode).")
@@ -52,13 +53,14 @@ def predict(ctx: click.Context, output: Path, overwrite: bool, quiet: bool, pair
       stfuse predict --catalog planetary-computer --bbox -96.6 40.6 -96.4 40.8 \\
           --start 2023-06-01 --end 2023-06-30 -o out/
     \b
-    Local-file mode — the classic STARFM workflow on rasters sharing one grid:
+    Local-file mode — the classic STARFM workflow; coarse files on their own grid are resampled:
       stfuse predict --pair L_0524.tif M_0524.tif --coarse M_0711.tif -o pred.tif
 
     Outputs are float32 COGs (or --dtype int16, scaled by 1e-4): reflectance bands
     first, then <band>_sigma bands (1-sigma uncertainty), then a `quality` band of
-    exact integer bit flags (1 coarse missing, 2 all pairs cloudy, 4 large change;
-    never nodata), with a STAC item (.json) beside each file.
+    exact integer bit flags (1 coarse missing, 2 all pairs cloudy, 4 large change,
+    8 observed: a Landsat date's clear pixel returned as is, sigma 0.005; never nodata),
+    with a STAC item (.json) beside each file.
     """
     from stfuse.api import predict as run_catalog
     from stfuse.api import predict_files

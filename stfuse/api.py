@@ -4,7 +4,8 @@
   grid, choose pairs per day, predict every day in the range, write a COG (+ STAC item) per day
   and/or a Zarr store. It is :func:`stfuse.open_fused`'s cube plus the writers.
 - :func:`predict_files` — local-file mode: the classic STARFM-family workflow on GeoTIFFs
-  already on one grid (georeferenced, or a plain pixel grid without CRS).
+  on one grid (georeferenced, or a plain pixel grid without CRS); georeferenced coarse files
+  may come on their native grid and are resampled onto the fine one.
 - :func:`fuse` — one day on labelled arrays in memory.
 
 Every function takes the request objects of :mod:`stfuse.config` (:class:`~stfuse.config.Query`,
@@ -15,6 +16,8 @@ keyword arguments, and ends in the one per-day path, :func:`stfuse.fused.predict
 from __future__ import annotations
 
 import datetime as dt
+import inspect
+import logging
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -27,21 +30,30 @@ import xarray as xr
 
 from stfuse import __version__
 from stfuse.config import FusionConfig, Query, RunConfig, resolve_configs, split_settings
-from stfuse.errors import DataUnavailableError, InputError, OutputError
+from stfuse.errors import CRSError, DataUnavailableError, GridMismatchError, InputError, OutputError
 from stfuse.fused import PriorPredictor, calibration_tag, hybrid_predictor, load_base_model, plan_fused, predict_day, provenance
-from stfuse.fusion.prior import changed_fraction, choose_method, method_for_day
+from stfuse.fusion.prior import METHODS, changed_fraction, choose_method, method_for_day, method_function
 from stfuse.fusion.quality import QUALITY_BITS, quality_band
+from stfuse.fusion.radiometry import fit_units
 from stfuse.output.io import (
+    bounds_in,
+    bounds_of,
     check_output_format,
     check_same_grid,
     crs_of,
+    grids_overlap,
+    on_same_grid,
+    pixel_size_ratio,
     read_reflectance,
+    resample_to_grid,
     select_bands,
     transform_of,
     write_prediction_cog,
     write_stac_item,
 )
 from stfuse.output.writers import ProgressCallback, check_output_dir, write_fused
+
+log = logging.getLogger("stfuse")
 
 PathLike = str | os.PathLike[str]
 
@@ -74,9 +86,9 @@ def fuse(fine: xr.DataArray, coarse: xr.DataArray, coarse_target: xr.DataArray, 
     ``refine="shipped"``, ``options={"window": 31}``, ``variance_scale=1.3``, ...). Returns
     mean and sigma (one standard deviation) with the target's coordinates; the tags record the
     method and the variance calibration applied (the prior's factor fitted on simulated days or
-    the hybrid's, times ``variance_scale``). ``method="auto"`` picks FSDAF with two pairs, or
-    with one pair when much of the scene changed, else Fit-FC; with a refiner it (and
-    ``estarfm``) uses the Fit-FC + FSDAF ensemble. ``scene``: ``(fine, coarse)`` (pair, band, y,
+    the hybrid's, times ``variance_scale``). ``method="auto"`` (the default) is ``blend``, the mean
+    of Fit-FC, FSDAF and ``fine + coarse change``; with a refiner it (and ``estarfm``) uses the
+    Fit-FC + FSDAF ensemble. ``scene``: ``(fine, coarse)`` (pair, band, y,
     x) the hybrid's variance scale is fitted on, in time order; with one pair, the pair and
     another clear date (:func:`stfuse.fusion.pairs.evidence_day`; what catalog mode uses).
     """
@@ -125,14 +137,79 @@ def _read_local(path: PathLike, bands: Sequence[str] | None) -> xr.DataArray:
     return select_bands(array, bands)
 
 
+def _coarse_onto_fine_grid(arrays: dict[str, xr.DataArray], fine_label: str, coarse_labels: Sequence[str]) -> dict[str, float]:
+    """Resample (in ``arrays``, in place) each coarse input not on the grid of ``arrays[fine_label]``
+    onto it; returns label -> coarse/fine pixel-size ratio of those resampled.
+
+    Coarse inputs already on the fine grid, and any on another grid where neither has a CRS, are
+    left as they are (:func:`~stfuse.output.io.check_same_grid` judges them). Raises
+    :class:`~stfuse.errors.CRSError` when exactly one of the two has a CRS and
+    :class:`~stfuse.errors.GridMismatchError` when the extents do not overlap.
+    """
+    ref = arrays[fine_label]
+    ref_crs = crs_of(ref)
+    ratios: dict[str, float] = {}
+    for label in dict.fromkeys(coarse_labels):
+        array = arrays[label]
+        if label in ratios or on_same_grid(array, ref):
+            continue
+        crs = crs_of(array)
+        if crs is None and ref_crs is None:
+            continue
+        if crs is None or ref_crs is None:
+            missing, present = (label, fine_label) if crs is None else (fine_label, label)
+            shape, ref_shape = (array.sizes["y"], array.sizes["x"]), (ref.sizes["y"], ref.sizes["x"])
+            where = (f"{label} is {shape[0]} x {shape[1]} pixels but {fine_label} is {ref_shape[0]} x {ref_shape[1]}" if shape != ref_shape else
+                     f"{label} is not on the same grid as {fine_label} (transforms {tuple(transform_of(array))[:6]} vs {tuple(transform_of(ref))[:6]})")
+            raise CRSError(f"{where}, and {missing} has no CRS but {present} does, so it cannot be resampled onto the fine grid; georeference "
+                           "it (e.g. gdal_edit.py -a_srs EPSG:XXXX) or resample the coarse images to the fine grid first "
+                           "(e.g. gdalwarp -tr 30 30 -r bilinear)")
+        if not grids_overlap(array, ref):
+            left, bottom, right, top = bounds_in(array, ref)
+            hint = (f"; it is in {crs.to_string()} and {fine_label} in {ref_crs.to_string()}: if both show the same place one CRS is wrong, "
+                    "fix it or reproject to one CRS first" if crs != ref_crs else "; check that the files show the same place")
+            raise GridMismatchError(f"{label} is not on the same grid as {fine_label} and does not overlap it: its bounds "
+                                    f"({left:.10g}, {bottom:.10g}, {right:.10g}, {top:.10g}) vs ({', '.join(f'{v:.10g}' for v in bounds_of(ref))}) "
+                                    f"(left, bottom, right, top in {ref_crs.to_string()}){hint}")
+        ratios[label] = pixel_size_ratio(array, ref)
+        arrays[label] = resample_to_grid(array, ref, resampling="bilinear")
+        log.info("resampled %s from its own grid (%d x %d pixels, %.4g x the fine pixel size) onto the fine grid of %s (bilinear)",
+                 label, array.sizes["y"], array.sizes["x"], ratios[label], fine_label)
+    return ratios
+
+
+def _native_coarse_factor(fusion: FusionConfig, ratios: dict[str, float], target_label: str) -> FusionConfig:
+    """``fusion`` with ``options["coarse_factor"]`` = max(1, round(coarse/fine pixel size)) when
+    coarse inputs were resampled (``ratios``, from :func:`_coarse_onto_fine_grid`), the method's
+    function takes ``coarse_factor`` and the user did not set it; the target's ratio if it was
+    resampled, else the first pair's."""
+    if not ratios or "coarse_factor" in fusion.options:
+        return fusion
+    name = choose_method(1) if fusion.method == "auto" else fusion.method  # as check_method_options
+    if name not in METHODS or "coarse_factor" not in inspect.signature(method_function(name)).parameters:
+        return fusion
+    factors = {label: max(1, round(ratio)) for label, ratio in ratios.items()}
+    factor = factors.get(target_label, next(iter(factors.values())))
+    if len(set(factors.values())) > 1:
+        log.warning("coarse files have different pixel sizes (coarse_factor %s); using %d; give options={'coarse_factor': N} to choose",
+                    factors, factor)
+    log.info("coarse_factor %d (coarse pixel / fine pixel) for method %s", factor, fusion.method)
+    return replace(fusion, options={**fusion.options, "coarse_factor": factor})
+
+
 def predict_files(pairs: Sequence[tuple[PathLike, PathLike]], coarse: PathLike, out: PathLike, fusion: FusionConfig | None = None,
                   *, bands: Sequence[str] | None = None, date: dt.date | None = None, overwrite: bool = False,
                   dtype: str = "float32", compress: str = "zstd", **settings: Any) -> Path:
     """Local-file mode: predict ``coarse``'s day from (fine, coarse) pair files; write ``out``.
 
-    All rasters must share one grid (same shape and transform; all with the same CRS or all
-    without). Integer inputs without a band scale are read as reflectance x 10000. Writes the
-    layout of catalog mode: a COG with the reflectance bands, then ``<band>_sigma`` bands, then
+    The fine files must share one grid (same shape and transform; all with the same CRS or all
+    without). A coarse file (pair or target) may come on its native grid (e.g. MODIS 463 m
+    sinusoidal or 500 m UTM): when it and the fine grid both have a CRS and their extents overlap,
+    it is resampled onto the fine grid (bilinear; NaN where it does not reach), and methods that
+    take ``coarse_factor`` (fitfc, fsdaf, blend, auto) get ``round(coarse pixel / fine pixel)``
+    unless ``options`` sets it (recorded in the ``options`` tag). Without a CRS on both it must
+    already be on the fine grid. Integer inputs without a band scale are read as reflectance
+    x 10000. Writes the layout of catalog mode: a COG with the reflectance bands, then ``<band>_sigma`` bands, then
     ``quality`` (bit flags, :func:`stfuse.fusion.quality.quality_band` of the inputs), tags
     with the ``stfuse_version``, and a STAC item beside it (``out`` with suffix ``.json``).
     Bands are named by the inputs' descriptions; ``bands`` selects among them, or names the
@@ -151,13 +228,20 @@ def predict_files(pairs: Sequence[tuple[PathLike, PathLike]], coarse: PathLike, 
         raise OutputError(f"{out} already exists; pass --overwrite (Python: overwrite=True) to replace it")
     arrays = {str(path): _read_local(path, bands) for pair in pairs for path in pair}
     arrays[str(coarse)] = _read_local(coarse, bands)
+    check_same_grid({str(f): arrays[str(f)] for f, _ in pairs})
+    ratios = _coarse_onto_fine_grid(arrays, str(pairs[0][0]), [*(str(c) for _, c in pairs), str(coarse)])
     check_same_grid(arrays)
+    fusion = _native_coarse_factor(fusion, ratios, str(coarse))
     for label, array in arrays.items():
         if not np.isfinite(array.values).any():
             raise DataUnavailableError(f"{label} has no valid pixels (all nodata); check the file")
     fine = xr.concat([arrays[str(f)] for f, _ in pairs], dim="pair")
     coarse_pairs = xr.concat([arrays[str(c)] for _, c in pairs], dim="pair")
     target = arrays[str(coarse)]
+    units = fit_units(fine.values, coarse_pairs.values)  # e.g. Landsat x 1e4 or digital numbers beside MODIS 0-1
+    if units.applied:
+        log.info("coarse and fine files are in different units; coarse mapped into the fine units with gains %s", units.record()["gain"])
+        coarse_pairs, target = coarse_pairs.copy(data=units.to_fine_units(coarse_pairs.values)), target.copy(data=units.to_fine_units(target.values))
     band_names = [str(b) for b in target.band.values]
     if _undescribed(band_names):
         band_names = [f"band{i + 1}" for i in range(len(band_names))]
@@ -168,7 +252,7 @@ def predict_files(pairs: Sequence[tuple[PathLike, PathLike]], coarse: PathLike, 
     tags = provenance(result.method, {"inputs": {"pairs": [[str(f), str(c)] for f, c in pairs], "coarse_target": str(coarse)},
                                       "options": fusion.prior_options, "refine": fusion.refine, "seed": fusion.seed,
                                       "mc_samples": fusion.mc_samples, **({"weights": str(fusion.weights)} if fusion.weights else {}),
-                                      "calibration": result.tags["calibration"], "quality": {"bits": QUALITY_BITS}})
+                                      "calibration": result.tags["calibration"], "quality": {"bits": QUALITY_BITS}, "units": units.record()})
     write_prediction_cog(out, result.mean.values, result.sigma.values, band_names=band_names, crs=crs, transform=transform, tags=tags,
                          extra_bands={"quality": flags}, dtype=dtype, compress=compress, overwrite=overwrite)
     write_stac_item(out.with_suffix(".json"), item_id=out.stem, asset_path=out,

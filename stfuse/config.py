@@ -26,15 +26,15 @@ import numpy as np
 
 from stfuse.data.sensors import BANDS, COARSE_COLLECTIONS, check_bands
 from stfuse.errors import InputError
-from stfuse.fusion.prior import METHODS, method_function
+from stfuse.fusion.prior import METHODS, choose_method, method_function
 from stfuse.fusion.quality import Thresholds
 
 PathLike = str | os.PathLike[str]
-Method = Literal["starfm", "estarfm", "fsdaf", "fitfc", "auto"]
+Method = Literal["auto", "blend", "starfm", "estarfm", "fsdaf", "fitfc"]
 Refine = Literal["none", "shipped", "scene"]
 Format = Literal["cog", "zarr"]
 
-METHOD_CHOICES: tuple[str, ...] = ("starfm", "estarfm", "fsdaf", "fitfc", "auto")
+METHOD_CHOICES: tuple[str, ...] = ("auto", "blend", "starfm", "estarfm", "fsdaf", "fitfc")
 REFINE_CHOICES: tuple[str, ...] = ("none", "shipped", "scene")
 FORMAT_CHOICES: tuple[str, ...] = ("cog", "zarr")
 
@@ -138,8 +138,9 @@ class Query:
 class FusionConfig:
     """How each day is predicted.
 
-    ``method``: the physics prior (``starfm`` 1+ pairs, ``estarfm`` 2 pairs, ``fsdaf``/``fitfc``
-    1+ pairs, ``auto`` by the number of pairs; see :func:`stfuse.fusion.prior.method_for_day`).
+    ``method``: the physics prior (``auto``, the default: ``blend``, the mean of Fit-FC, FSDAF and
+    ``fine + coarse change``; ``starfm``, ``fsdaf``, ``fitfc``, ``blend`` 1+ pairs, ``estarfm`` 2
+    pairs; see :func:`stfuse.fusion.prior.method_for_day`).
     ``window``: its moving-window size in fine pixels (None: the method's default).
     ``options``: other keyword options of the method's function (checked against its
     signature), e.g. ``{"n_classes": 6}`` for FSDAF.
@@ -151,9 +152,12 @@ class FusionConfig:
     ``max_pairs`` (1 or 2), ``min_clear`` (0..1), ``max_gap_days``: which Landsat dates serve
     as pairs (:mod:`stfuse.fusion.pairs`). ``strict``: refuse days that fail a quality gate
     (``thresholds``) instead of flagging them. ``device``: ``cpu`` or ``cuda``.
+    ``observed``: on a Landsat date (catalog mode), return its clear pixels as observed (sigma
+    :data:`stfuse.data.sensors.LANDSAT_SR_NOISE`, quality bit ``observed``) and predict only the
+    masked ones; False predicts every pixel.
     """
 
-    method: Method = "starfm"
+    method: Method = "auto"
     window: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     refine: Refine = "none"
@@ -167,6 +171,7 @@ class FusionConfig:
     strict: bool = False
     thresholds: Thresholds = field(default_factory=Thresholds)
     device: str = "cpu"
+    observed: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_CHOICES:
@@ -185,6 +190,9 @@ class FusionConfig:
             raise InputError(f"min_clear {self.min_clear} must be between 0 and 1")
         if self.max_gap_days is not None and self.max_gap_days < 0:
             raise InputError(f"max_gap_days must be >= 0, got {self.max_gap_days}")
+        if not isinstance(self.observed, (bool, np.bool_)):
+            raise InputError(f"observed must be True or False, got {self.observed!r}")
+        object.__setattr__(self, "observed", bool(self.observed))
         if not 1 <= int(self.mc_samples) <= 256:
             raise InputError(f"mc_samples must be between 1 and 256, got {self.mc_samples}")
         object.__setattr__(self, "device", resolve_device(self.device))
@@ -293,7 +301,7 @@ def check_method_options(method: str, options: Mapping[str, Any]) -> None:
     """Refuse keyword options that ``method``'s function (every candidate for ``auto``) does not take."""
     if not options:
         return
-    names = ("fsdaf", "fitfc") if method == "auto" else (method,)
+    names = (choose_method(1),) if method == "auto" else (method,)
     for name in names:
         if name not in METHODS:
             continue
@@ -301,7 +309,9 @@ def check_method_options(method: str, options: Mapping[str, Any]) -> None:
         known = [p for p, spec in params.items() if spec.kind == inspect.Parameter.KEYWORD_ONLY]
         unknown = sorted(set(options) - set(known))
         if unknown:
-            raise InputError(f"method {name} has no option {unknown[0]!r}; its options: {', '.join(known)}")
+            takes = [m for m in METHODS if unknown[0] in inspect.signature(method_function(m)).parameters]
+            hint = f"; {unknown[0]!r} is an option of {', '.join(takes)} (choose one with --method)" if takes else ""
+            raise InputError(f"method {name} has no option {unknown[0]!r}; its options: {', '.join(known)}{hint}")
 
 
 def config_fields(cls: type) -> list[str]:

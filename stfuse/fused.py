@@ -6,6 +6,8 @@ into an ``xarray.Dataset`` with dims (time, band, y, x) on the Landsat 30 m grid
 - ``reflectance`` (time, band, y, x) float32 surface reflectance, NaN where not predictable;
 - ``sigma`` (time, band, y, x) float32, one standard deviation of the prediction;
 - ``quality`` (time, y, x) uint8 bit flags (:data:`stfuse.fusion.quality.QUALITY_BITS`);
+  on a Landsat date the clear pixels are that day's observation (``observed`` bit, sigma
+  :data:`stfuse.data.sensors.LANDSAT_SR_NOISE`), only the others predicted;
 - per-day coordinates ``pair_dates`` (``;``-separated ISO dates) and ``method``;
 - the CRS as odc-geo's ``spatial_ref`` (``ds.odc.geobox``), provenance in ``attrs``.
 
@@ -35,13 +37,14 @@ import xarray as xr
 from stfuse import __version__
 from stfuse.config import FusionConfig, Query, RunConfig, resolve_configs
 from stfuse.data.cube import Cubes, load_cubes, read_errors
+from stfuse.data.sensors import LANDSAT_SR_NOISE
 from stfuse.errors import DataUnavailableError, InputError
 from stfuse.fusion.pairs import Plan, date_range, plan_days, usable_pair_days
 from stfuse.fusion.prior import halo as prior_halo
 from stfuse.fusion.prior import method_for_day
 from stfuse.fusion.prior import predict as prior_predict
 from stfuse.fusion.prior.calibration import calibration_record as prior_calibration_record
-from stfuse.fusion.quality import quality_band
+from stfuse.fusion.quality import QUALITY_BITS, observed_day, quality_band
 from stfuse.output.tiling import predict_tiled
 
 log = logging.getLogger("stfuse")
@@ -311,7 +314,21 @@ class Fused:
                 plan, dask_key_name=f"stfuse-predictor-{plan.target.isoformat()}-{'-'.join(map(str, plan.pairs))}")
         mean, sigma = predict_day(pair_fine, pair_coarse, target, fn, halo=halo, variance_factor=factor, tile=self.run.tile)
         flags = quality_band(pair_fine, pair_coarse, target, change_threshold=self.fusion.thresholds.change_threshold)
+        observation = self.observation(plan.target) if self.fusion.observed else None
+        if observation is not None:  # a Landsat date: its clear pixels are the observation
+            mean, sigma, flags = observed_day(mean, sigma, flags, observation, noise=LANDSAT_SR_NOISE)
         return xr.Dataset({"mean": mean, "sigma": sigma, "quality": flags})
+
+    def observation(self, day: dt.date) -> xr.DataArray | None:
+        """The fine (Landsat) image of ``day``, (band, y, x) float32 reflectance, NaN where masked
+        (lazy unless read by :meth:`read_days`); None when no fine image holds that day. Taken from
+        the cut cube when ``day`` is a pair, else from the loaded cube (a date too cloudy to be a pair)."""
+        for cube in (self.fine, self.cubes.fine):
+            days = cube.time.values.astype("datetime64[D]")
+            hits = np.flatnonzero(days == np.datetime64(day, "D"))
+            if hits.size:
+                return cube.reflectance.isel(time=int(hits[0]))
+        return None
 
     def coarse_clear(self, day: dt.date) -> float:
         """Clear fraction (0..1) of the coarse image of ``day`` (reads the coarse images once)."""
@@ -342,8 +359,8 @@ class Fused:
                               method=("time", names))
         ds["reflectance"].attrs.update(units="1", long_name="surface reflectance")
         ds["sigma"].attrs.update(units="1", long_name="one standard deviation of the predicted reflectance")
-        ds["quality"].attrs.update(long_name="quality bit flags", flag_meanings="coarse_missing fine_missing large_change",
-                                   flag_masks=[1, 2, 4])
+        ds["quality"].attrs.update(long_name="quality bit flags", flag_meanings=" ".join(QUALITY_BITS),
+                                   flag_masks=list(QUALITY_BITS.values()))
         ds.attrs.update(stfuse_version=__version__, catalog=self.query.source,
                         query=json.dumps(_jsonable(asdict(self.query))), fusion=json.dumps(_jsonable(asdict(self.fusion))))
         return ds

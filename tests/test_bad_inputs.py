@@ -80,7 +80,7 @@ def test_02_truncated_file(pair, tmp_path):
 
 
 def test_03_mismatched_shapes(pair, tmp_path):
-    small = write_tif(tmp_path / "small.tif", np.ones((3, 16, 16), np.int16))
+    small = write_tif(tmp_path / "small.tif", np.ones((3, 16, 16), np.int16), crs=None)  # georeferenced ones are resampled
     assert_clean_error(run(*local(pair, coarse=small)), 2, "is 16 x 16 pixels but")
     assert not pair["out"].exists()
 

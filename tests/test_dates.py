@@ -22,7 +22,7 @@ def days(out):
 
 def test_every_3_over_7_days_writes_days_1_4_7(tmp_path):
     out = tmp_path / "out"
-    result = run("predict", "--start", "2023-06-10", "--end", "2023-06-16", "--every", "3", "--bands", "red", "-o", out)
+    result = run("predict", "--start", "2023-06-10", "--end", "2023-06-16", "--every", "3", "--bands", "red", "--method", "starfm", "-o", out)
     assert result.exit_code == 0, result.output
     assert days(out) == ["2023-06-10", "2023-06-13", "2023-06-16"]
     assert "[3/3] predicting days 2023-06-16" in result.output

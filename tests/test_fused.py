@@ -40,7 +40,7 @@ def test_open_fused_is_lazy_and_one_day_computes_one_day(counted):
     assert ds.reflectance.dtype == np.float32 and ds.sigma.dtype == np.float32 and ds.quality.dtype == np.uint8
     assert ds.quality.dims == ("time", "y", "x")
     assert [str(t)[:10] for t in ds.time.values] == ["2023-06-10", "2023-06-11", "2023-06-12"]
-    assert ds.pair_dates.values.tolist() == ["2023-06-06;2023-06-22"] * 3 and set(ds.method.values) == {"starfm"}
+    assert ds.pair_dates.values.tolist() == ["2023-06-06;2023-06-22"] * 3 and set(ds.method.values) == {"blend"}  # the default
     assert ds.odc.geobox.crs.epsg == 32614
     assert counted == []  # opening predicted nothing
     day = ds.sel(time="2023-06-11").compute()
@@ -89,7 +89,7 @@ def test_request_objects_refuse_bad_settings(settings, message):
 
 
 def test_request_objects_are_frozen_and_replaceable():
-    fusion = FusionConfig(window=31)
+    fusion = FusionConfig(method="starfm", window=31)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fusion.method = "fsdaf"  # type: ignore[misc]
     assert dataclasses.replace(fusion, method="fsdaf").prior_options == {"window": 31}
@@ -158,7 +158,7 @@ def test_region_file_takes_every_request_field_and_refuses_others(tmp_path):
     from stfuse.regions import load_region
 
     region = tmp_path / "r.yaml"
-    region.write_text(f"catalog: {SAMPLE}\nstart: 2023-06-10\nend: 2023-06-12\nwindow: 31\ntile: 256\nformat: zarr\n"
+    region.write_text(f"catalog: {SAMPLE}\nstart: 2023-06-10\nend: 2023-06-12\nmethod: starfm\nwindow: 31\ntile: 256\nformat: zarr\n"
                       "thresholds: {{min_coarse_clear: 0.8}}\nstrict: true\n".replace("{{", "{").replace("}}", "}"))
     loaded = load_region(region)
     assert loaded.fusion.window == 31 and loaded.run.tile == 256 and loaded.run.formats == ("zarr",) and loaded.fusion.strict

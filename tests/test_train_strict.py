@@ -63,7 +63,7 @@ def test_strict_flag_reaches_the_fusion_config(monkeypatch, tmp_path):
         return []
 
     monkeypatch.setattr("stfuse.api.predict", fake_predict)
-    result = run("predict", "--strict", "--start", "2023-06-10", "--end", "2023-06-11", "--window", "31", "--tile", "256",
+    result = run("predict", "--strict", "--start", "2023-06-10", "--end", "2023-06-11", "--method", "starfm", "--window", "31", "--tile", "256",
                  "-o", tmp_path / "o")
     assert result.exit_code == 0, result.output
     assert seen["fusion"].strict and seen["fusion"].window == 31 and seen["run"].tile == 256

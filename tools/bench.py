@@ -5,11 +5,14 @@ local-file path (:func:`stfuse.api.predict_files`) in a child process, so that w
 and peak resident memory (``ru_maxrss`` of that child alone) are its own; scores the
 written COG with :mod:`stfuse.evaluate.metrics` (equal to the benchmarks' ``score.py``); then times
 the priors on generated scenes of growing size, and the CLI's start-up cost (``stfuse --help``,
-``import stfuse``, a local 400 x 400 x 3 prediction end to end). Writes a Markdown report.
+``import stfuse``, a local 400 x 400 x 3 prediction end to end), and scores every method on the
+leave-one-date-out tasks of the real sets (``tools/real_sets.py``). Writes a Markdown report.
 
     .venv/bin/python tools/bench.py --out docs/benchmarks.md [--benchmarks DIR] [--sizes 1000,2000]
     .venv/bin/python tools/bench.py --only startup --out docs/benchmarks.md   # only the start-up section (~1 min),
                                                                                # replaced in place in --out
+    .venv/bin/python tools/bench.py --only real [--no-hybrid] --out docs/benchmarks.md   # only the real sets
+        # (tools/real_sets.py: 45 leave-one-date-out tasks), replaced in place in --out and its .json
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -560,6 +564,230 @@ def prior_calibration_markdown(stored: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------- real sets, leave-one-date-out
+
+REAL_HEADING = "## Real sets, leave-one-date-out"
+REAL_PRIORS = ("starfm", "estarfm", "fsdaf", "fitfc")
+REAL_STFUSE = (*REAL_PRIORS, "default", "hybrid")
+"""stfuse runs of the real-set tasks (through :func:`stfuse.api.predict_files`); the rest are baselines."""
+
+
+def _real_sets() -> Any:
+    """``tools/real_sets.py`` (a sibling script, not a package): task definitions and baselines."""
+    import importlib
+
+    tools = str(Path(__file__).resolve().parent)
+    if tools not in sys.path:
+        sys.path.append(tools)  # last: tools/ never shadows an installed module
+    return importlib.import_module("real_sets")
+
+
+def _real_methods(task: dict[str, Any], hybrid: bool) -> list[str]:
+    """Methods run on a real-set task: baselines, priors (ESTARFM with two pairs), default, hybrid."""
+    priors = [m for m in REAL_PRIORS if m != "estarfm" or len(task["pairs"]) == 2]
+    return [*_real_sets().BASELINES, *priors, "default", *(["hybrid"] if hybrid else [])]
+
+
+def _child_real_task(task: dict[str, Any], out_dir: Path, methods: list[str], device: str) -> dict[str, Any]:
+    """Predict one real-set task with each method into ``out_dir/<method>.tif`` (baselines: reflectance
+    bands and zero sigma; stfuse: :func:`stfuse.api.predict_files`, whose ``method`` tag is kept).
+    Returns ``{"methods": {method: {seconds, cpu_seconds, method_used} or {error}}, "load"}``."""
+    import rasterio
+    import torch
+
+    from stfuse.api import predict_files
+    from stfuse.output.io import crs_of, read_reflectance, transform_of, write_prediction_cog
+
+    real_sets = _real_sets()
+    torch.set_num_threads(os.cpu_count() or 1)
+    pairs = [(Path(p["fine"]), Path(p["coarse"])) for p in task["pairs"]]
+    target = dt.date.fromisoformat(task["target"]["date"])
+    settings: dict[str, dict[str, Any]] = {m: {"method": m} for m in REAL_PRIORS}
+    settings.update(default={}, hybrid={"method": "auto", "refine": "shipped"})
+    load, results = os.getloadavg()[0], {}
+    for method in methods:
+        out = out_dir / f"{method}.tif"
+        start, cpu = time.perf_counter(), time.process_time()
+        try:
+            if method in real_sets.BASELINES:
+                pred = real_sets.baseline_prediction(task, method)
+                grid = read_reflectance(pairs[0][0])
+                write_prediction_cog(out, pred, np.zeros_like(pred), band_names=[f"band{i + 1}" for i in range(pred.shape[0])],
+                                     crs=crs_of(grid), transform=transform_of(grid), overwrite=True)
+                used = method
+            else:
+                predict_files(pairs, Path(task["target"]["coarse"]), out, date=target, device=device, overwrite=True, **settings[method])
+                with rasterio.open(out) as src:
+                    used = src.tags().get("method", "?")
+        except Exception as err:  # one method's failure is a result, not the end of the benchmark
+            results[method] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+            continue
+        results[method] = {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu, "method_used": used}
+    return {"methods": results, "load": load}
+
+
+def _prediction_arrays(path: Path, scale: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """(B, H, W) float64 mean and sigma (None without ``<band>_sigma`` bands) of a prediction file,
+    times ``scale``; bands picked by name (reflectance, then ``<band>_sigma``, then ``quality``)."""
+    from stfuse.output.io import read_reflectance
+
+    array = read_reflectance(path)
+    names = [str(n) for n in array.band.values]
+    bands = [i for i, n in enumerate(names) if not n.endswith("_sigma") and n != "quality"]
+    sigmas = [names.index(f"{names[i]}_sigma") if f"{names[i]}_sigma" in names else None for i in bands]
+    values = array.values.astype(np.float64) * scale
+    sigma = values[sigmas] if all(k is not None for k in sigmas) else None
+    return values[bands], sigma
+
+
+def score_real_task(task: dict[str, Any], predictions: dict[str, Path]) -> tuple[dict[str, dict[str, Any]], int]:
+    """Scores of each method's prediction file against the task's truth, all brought to reporting
+    units with ``truth_scale``, on the pixels valid in the truth and in every prediction (so all
+    methods are scored on one set of pixels). Returns ({method: {rmse, bias, ssim, cov68, cov95}},
+    number of scored pixels); coverage only for stfuse's methods (NaN for baselines)."""
+    from stfuse.evaluate.files import calibration
+    from stfuse.evaluate.metrics import score_arrays
+    from stfuse.output.io import read_reflectance
+
+    scale = float(task["truth_scale"])
+    truth = read_reflectance(task["truth"]).values.astype(np.float64) * scale
+    arrays = {method: _prediction_arrays(path, scale) for method, path in predictions.items()}
+    common = np.isfinite(truth).all(axis=0)
+    for mean, _ in arrays.values():
+        common &= np.isfinite(mean).all(axis=0)
+    scores = {}
+    for method, (mean, sigma) in arrays.items():
+        mean_scores = score_arrays(mean, truth, truth_valid=common)["mean"]
+        coverage = calibration(mean, sigma, truth, common) if sigma is not None and method in REAL_STFUSE else {}
+        scores[method] = {"rmse": mean_scores["rmse"], "bias": mean_scores["bias"], "ssim": mean_scores["ssim"],
+                          "cov68": coverage.get("0.68", float("nan")), "cov95": coverage.get("0.95", float("nan"))}
+    return scores, int(common.sum())
+
+
+def real_sets_benchmark(benchmarks: Path, *, hybrid: bool = True, names: list[str] | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Every leave-one-date-out task of the real sets (``tools/real_sets.py``): each task in one
+    fresh process that writes every method's prediction, then scored here (:func:`score_real_task`).
+    ``hybrid``: also run the hybrid (slowest). Returns ``{"rows": [...], "sets", "skipped", ...}``
+    with one row per (task, method): RMSE, bias, SSIM (mean over bands, reporting units), 68/95 %
+    coverage (stfuse's methods), seconds and CPU seconds of the run, or ``error``."""
+    real_sets = _real_sets()
+    tasks = real_sets.build_tasks(benchmarks, names)
+    present = [s.name for s in real_sets.available_sets(benchmarks, names)]
+    skipped = [s.name for s in real_sets.REAL_SETS if (names is None or s.name in names) and s.name not in present]
+    if skipped:
+        print(f"real sets skipped (not found under {benchmarks}): {', '.join(skipped)}", flush=True)
+    load_start, rows = f"{os.getloadavg()[0]:.1f}", []
+    with tempfile.TemporaryDirectory(prefix="stfuse-real-") as tmp:
+        for task in tasks:
+            out_dir = Path(tmp) / task["id"]
+            out_dir.mkdir()
+            methods = _real_methods(task, hybrid)
+            ran = _run_child(["real", json.dumps(task), str(out_dir), ",".join(methods), device])["methods"]
+            done = {m: out_dir / f"{m}.tif" for m in methods if "error" not in ran[m]}
+            scores, scored_pixels = score_real_task(task, done)
+            for method in methods:
+                rows.append({"set": task["set"], "task": task["id"], "kind": task["kind"], "pairs": [p["date"] for p in task["pairs"]],
+                             "target": task["target"]["date"], "method": method, "scored_pixels": scored_pixels,
+                             **ran[method], **scores.get(method, {})})
+            print(f"{task['id']:26s} " + " ".join(f"{m} {scores[m]['rmse']:.5f}" if m in scores else f"{m} ERROR" for m in methods),
+                  flush=True)
+            shutil.rmtree(out_dir)
+    return {"date": dt.date.today().isoformat(), "machine": machine_description(), "device": device, "hybrid": hybrid,
+            "sets": {s.name: {"truth_scale": s.truth_scale, "units": s.units} for s in real_sets.available_sets(benchmarks, names)},
+            "skipped": skipped, "load": f"{load_start} / {os.getloadavg()[0]:.1f}", "rows": rows}
+
+
+def _mean(values: list[float]) -> float:
+    """Mean of the finite values (None and NaN left out); NaN when there are none."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _real_set_tables(rows: list[dict[str, Any]], methods: list[str]) -> list[str]:
+    """One set's RMSE table (best of each row in bold, a ``mean`` row) and 95 % coverage table."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    by = {(r["task"], r["method"]): r for r in rows}
+    header = ["baseline" if m == _real_sets().BASELINE else m for m in methods]
+    lines = ["| task | pairs | target | " + " | ".join(header) + " |", "|---|---|---|" + "---|" * len(methods)]
+    for task in tasks:
+        first = next(r for r in rows if r["task"] == task)
+        rmse = {m: by[(task, m)].get("rmse", float("nan")) for m in methods if (task, m) in by}
+        best = min((v for v in rmse.values() if np.isfinite(v)), default=None)
+        cells = []
+        for m in methods:
+            if (task, m) not in by:
+                cells.append("")
+            elif "error" in by[(task, m)]:
+                cells.append("error")
+            else:
+                cells.append(f"**{rmse[m]:.5f}**" if rmse[m] == best else f"{rmse[m]:.5f}")
+        lines.append(f"| {task} | {', '.join(first['pairs'])} | {first['target']} | " + " | ".join(cells) + " |")
+    two_pair = [t for t in tasks if len(next(r for r in rows if r["task"] == t)["pairs"]) == 2]
+    for label, chosen in (("mean", tasks), ("mean, two-pair tasks", two_pair)):
+        means = [_mean([by[(t, m)].get("rmse") for t in chosen if (t, m) in by]) for m in methods]
+        lines.append(f"| {label} | | | " + " | ".join(f"{v:.5f}" for v in means) + " |")
+    stfuse = [m for m in ("default", "hybrid") if m in methods]
+    if stfuse:
+        lines += ["", "95 % interval coverage (nominal 95 %):", "", "| task | " + " | ".join(stfuse) + " |", "|---|" + "---|" * len(stfuse)]
+        for task in tasks:
+            lines.append(f"| {task} | " + " | ".join(f"{by[(task, m)].get('cov95', float('nan')):.1%}" for m in stfuse) + " |")
+        lines.append("| mean | " + " | ".join(f"{_mean([by[(t, m)].get('cov95') for t in tasks]):.1%}" for m in stfuse) + " |")
+    return lines
+
+
+def real_sets_markdown(result: dict[str, Any], command: str) -> str:
+    """The real-set section of docs/benchmarks.md from :func:`real_sets_benchmark`'s result."""
+    baseline = _real_sets().BASELINE
+    rows = result["rows"]
+    methods = [m for m in [*_real_sets().BASELINES, *REAL_STFUSE] if any(r["method"] == m for r in rows)]
+    default_used: dict[str, set[str]] = {}
+    for r in rows:
+        if r["method"] == "default" and "method_used" in r:
+            default_used.setdefault(r["kind"], set()).add(r["method_used"])
+    default_note = "; ".join(f"{'/'.join(sorted(v))} on {k} tasks" for k, v in sorted(default_used.items())) or "no task"
+    if len(default_used) > 1 and len({frozenset(v) for v in default_used.values()}) == 1:
+        default_note = f"{'/'.join(sorted(next(iter(default_used.values()))))} on every task"
+    hybrid_note = "" if "hybrid" in methods else " (not run here: `--no-hybrid`)"
+    lines = ["", REAL_HEADING, "",
+             f"Measured {result['date']} with `{command}` on: {result['machine']}. Load average (1 min) at start / end: {result['load']}.",
+             "Sets and tasks: `tools/real_sets.py` (read from `../shared/benchmarks`, never copied): per set three dates, for each",
+             "target date one task from each other date (one pair) and one from both (two pairs); `t<k>` / `p<k>` in the id number",
+             "the set's dates in time order. Every task runs in a fresh process through `stfuse.predict_files` (local-file mode,",
+             f"device {result.get('device', 'cpu')}). baseline = fine + coarse change from the pair nearest in date (a tie: the earlier),",
+             "coarse images mapped into the fine units by `stfuse.fusion.radiometry.fit_units` on the task's pairs when it finds the",
+             "units differ (realset1, Kranj); copy-fine = that pair's fine image; default = `predict_files` without a method (it ran",
+             f"{default_note}); hybrid = `refine=\"shipped\", method=\"auto\"`{hybrid_note}.",
+             "Scores: mean over bands, on the pixels valid in the truth and in every method's prediction (Kranj: clouds are nodata),",
+             "predictions and truth multiplied by the set's `truth_scale`: RMSE in reflectance, except realset1, whose Landsat",
+             "files are digital numbers: its RMSEs are in DN / 1e4. Bold: the lowest RMSE of the row."]
+    if result.get("skipped"):
+        lines += ["", f"Skipped (not found): {', '.join(result['skipped'])}."]
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    summary: dict[str, dict[str, tuple[float, float]]] = {}
+    for name in sets:
+        set_rows = [r for r in rows if r["set"] == name]
+        units = result.get("sets", {}).get(name, {}).get("units", "")
+        lines += ["", f"### {name}" + (f": {units}" if units else ""), "", *_real_set_tables(set_rows, methods)]
+        errors = [f"{r['task']} {r['method']}: {r['error']}" for r in set_rows if "error" in r]
+        if errors:
+            lines += ["", "Errors: " + "; ".join(errors)]
+        rmse = {(r["task"], r["method"]): r.get("rmse", float("nan")) for r in set_rows}
+        summary[name] = {}
+        for m in methods:
+            tasks = [t for (t, mm) in rmse if mm == m and np.isfinite(rmse[(t, m)]) and np.isfinite(rmse.get((t, baseline), float("nan")))]
+            mean = _mean([rmse[(t, m)] for t in tasks])
+            summary[name][m] = (mean, mean / _mean([rmse[(t, baseline)] for t in tasks]) if tasks else float("nan"))
+    lines += ["", "### Summary: mean RMSE per set (in brackets: ratio to the baseline's mean RMSE on the same tasks)", "",
+              "| set | " + " | ".join("baseline" if m == baseline else m for m in methods) + " |", "|---|" + "---|" * len(methods)]
+    for name in sets:
+        lines.append(f"| {name} | " + " | ".join(f"{summary[name][m][0]:.5f} ({summary[name][m][1]:.2f})" for m in methods) + " |")
+    lines.append("| mean over sets | " + " | ".join(f"{_mean([summary[n][m][0] for n in sets]):.5f} ({_mean([summary[n][m][1] for n in sets]):.2f})"
+                                                  for m in methods) + " |")
+    lines += ["", "Mean over sets: the mean of the sets' mean RMSEs (mixed units: realset1 is in DN / 1e4) and the mean of their",
+              "ratios (unit-free; each set counts once). ESTARFM runs on two-pair tasks only: its means and ratios are over those.", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
@@ -569,6 +797,8 @@ def main(argv: list[str] | None = None) -> None:
             result = _child_task(task, root, method, out, device)
         elif kind == "full":
             result = _child_full_scene(int(rest[0]), int(rest[1]), rest[2], int(rest[3]), Path(rest[4]))
+        elif kind == "real":
+            result = _child_real_task(json.loads(rest[0]), Path(rest[1]), rest[2].split(","), rest[3])
         else:
             result = _child_scene(int(rest[0]), int(rest[1]), rest[2], rest[3])
         result["peak_mb"] = _peak_rss_mb()
@@ -579,9 +809,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--benchmarks", type=Path, default=DEFAULT_BENCHMARKS)
     parser.add_argument("--sizes", default="1000,2000", help="generated scene sizes (pixels per side)")
     parser.add_argument("--full-scene", default="2000,7000", help="sizes of the tiled end-to-end run (STARFM, COG written); empty to skip")
-    parser.add_argument("--only", choices=["startup"],
-                        help="run only this part and replace its section in --out in place (the rest of the file is kept)")
+    parser.add_argument("--only", choices=["startup", "real"],
+                        help="run only this part and replace its section in --out in place (the rest of the file is kept; "
+                             "real: also its key in the .json beside --out)")
+    parser.add_argument("--no-hybrid", action="store_true", help="real sets: skip the hybrid (the slowest method)")
+    parser.add_argument("--real-sets", default="", help="real sets: only these (comma-separated names of tools/real_sets.py)")
     args = parser.parse_args(argv)
+    real_names = [n for n in args.real_sets.split(",") if n] or None
+    if args.only == "real":
+        command = "tools/bench.py --only real" + (" --no-hybrid" if args.no_hybrid else "") + (f" --real-sets {args.real_sets}" if real_names else "")
+        real = real_sets_benchmark(args.benchmarks, hybrid=not args.no_hybrid, names=real_names)
+        text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(replace_section(text, REAL_HEADING, real_sets_markdown(real, command)))
+        raw_path = args.out.with_suffix(".json")
+        raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+        raw_path.write_text(json.dumps({**raw, "real_sets": real}, indent=1))
+        print(f"wrote the real-set section of {args.out} and the key real_sets of {raw_path}")
+        return
     if args.only == "startup":
         startup = startup_benchmark()
         text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
@@ -606,6 +851,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report["hybrid"] = hybrid_benchmark(args.benchmarks)
     report["hybrid_load"] = f"{before} / {load()}"
+    report["real_sets"] = real_sets_benchmark(args.benchmarks, hybrid=not args.no_hybrid, names=real_names)
     report["startup"] = startup_benchmark()
     from stfuse.fusion.prior.calibration import SCALES_PATH
     from stfuse.fusion.refine import load_model
@@ -613,6 +859,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(to_markdown(report, "make bench")
                         + hybrid_markdown(report["hybrid"], getattr(load_model(None), "meta", {}).get("hybrid_calibration"))
                         + prior_calibration_markdown(json.loads(SCALES_PATH.read_text()) if SCALES_PATH.exists() else {})
+                        + real_sets_markdown(report["real_sets"], "make bench")
                         + startup_markdown(report["startup"], report["machine"], "make bench"))
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")

@@ -123,6 +123,13 @@ LANDSAT_QA = QARule(asset="qa_pixel", bad_bits=(0, 1, 2, 3, 4, 5))
 
 LANDSAT_QA_BITS = {"fill": 0, "dilated_cloud": 1, "cirrus": 2, "cloud": 3, "shadow": 4, "snow": 5, "clear": 6, "water": 7}
 
+LANDSAT_SR_NOISE = 0.005
+"""One standard deviation (reflectance) of a clear Landsat 8/9 OLI C2 L2 surface-reflectance
+pixel as an observation of the surface: radiometric noise plus atmospheric-correction error over
+land, of order 0.005 reflectance in the visible/NIR bands. A round documented value, not measured
+by stfuse; it is the ``sigma`` of the pixels a Landsat date returns as observed
+(:data:`stfuse.fusion.quality.QUALITY_BITS` ``observed``)."""
+
 _LANDSAT_ASSETS = {b: b for b in BANDS}
 
 LANDSAT_C2_L2 = Collection(

@@ -78,7 +78,7 @@ def evaluate_task(
     task_id: str,
     benchmarks: PathLike,
     *,
-    method: str = "starfm",
+    method: str = "auto",
     out: PathLike | None = None,
     overwrite: bool = False,
     device: str = "cpu",

@@ -5,7 +5,9 @@ stfuse always writes the prediction, but says when it is doubtful:
 - a per-pixel ``quality`` band (bit flags, :data:`QUALITY_BITS`): the coarse target is
   missing there (the prediction is a fallback), every pair's fine pixel is missing (cloud),
   or the coarse change since the nearest pair exceeds ``change_threshold`` reflectance in
-  some band (land-cover change the prior may not follow);
+  some band (land-cover change the prior may not follow); on a Landsat date (catalog mode),
+  ``observed`` marks the clear pixels returned as that day's observation, not predicted
+  (:func:`observed_day`);
 - day-level warnings (:func:`assess`): the coarse target is mostly masked, the pairs are
   far in time, or much of the scene changed. They go to the log and the output tags, and
   ``strict=True`` turns them into a :class:`stfuse.errors.QualityError`.
@@ -16,14 +18,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import xarray as xr
 
 from stfuse.errors import QualityError
 
 log = logging.getLogger("stfuse")
 
-QUALITY_BITS = {"coarse_missing": 1, "fine_missing": 2, "large_change": 4}
-"""Bit values of the ``quality`` band; 0 = no flag."""
+QUALITY_BITS = {"coarse_missing": 1, "fine_missing": 2, "large_change": 4, "observed": 8}
+"""Bit values of the ``quality`` band; 0 = no flag. ``observed``: the pixel is the Landsat
+observation of that day (sigma :data:`stfuse.data.sensors.LANDSAT_SR_NOISE`), not a prediction;
+only ``coarse_missing`` may accompany it."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,26 @@ def quality_band(fine: xr.DataArray, coarse: xr.DataArray, coarse_target: xr.Dat
         + large_change.astype("uint8") * QUALITY_BITS["large_change"]
     )
     return flags.astype("uint8").rename("quality")
+
+
+def observed_day(mean: xr.DataArray, sigma: xr.DataArray, flags: xr.DataArray, observation: xr.DataArray, *,
+                 noise: float) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
+    """One day's ``(mean, sigma, quality)`` with the day's own clear Landsat pixels passed through.
+
+    ``mean``/``sigma``: (band, y, x) float32 prediction; ``flags``: (y, x) uint8 (:func:`quality_band`);
+    ``observation``: (band, y, x) the fine image of the same day, NaN where masked. Where it is
+    finite in every band: mean = the observation (exact, float32), sigma = ``noise`` (reflectance,
+    1 sigma), quality = ``observed`` plus ``coarse_missing`` if set; elsewhere all three unchanged.
+    Lazy if the inputs are (``observation`` is rechunked to ``mean``'s chunks).
+    """
+    observation = observation.reset_coords(drop=True).transpose(*mean.dims).astype("float32")
+    if mean.chunks is not None:
+        observation = observation.chunk(dict(zip(mean.dims, mean.chunks)))
+    clear = observation.notnull().all("band")
+    kept = flags & QUALITY_BITS["coarse_missing"]
+    return (mean.copy(data=xr.where(clear, observation, mean).transpose(*mean.dims).data),
+            sigma.copy(data=xr.where(clear, np.float32(noise), sigma).transpose(*sigma.dims).astype("float32").data),
+            flags.copy(data=xr.where(clear, kept | QUALITY_BITS["observed"], flags).astype("uint8").transpose(*flags.dims).data))
 
 
 def assess(*, day: str, coarse_clear: float, max_gap_days: int, changed_fraction: float, thresholds: Thresholds = Thresholds(), strict: bool = False) -> list[str]:

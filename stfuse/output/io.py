@@ -31,8 +31,10 @@ import xarray as xr
 import zarr
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
-from rasterio.warp import transform_geom
+from rasterio.warp import reproject, transform_bounds, transform_geom
+from rasterio.warp import transform as warp_transform
 
 from stfuse.errors import (
     CorruptFileError,
@@ -198,6 +200,104 @@ def check_same_grid(arrays: Mapping[str, xr.DataArray]) -> None:
             )
         if other_crs is not None and other_crs != ref_crs:
             raise CRSError(f"{label} is in {other_crs} but {first} is in {ref_crs}; reproject to one CRS first")
+
+
+
+def on_same_grid(array: xr.DataArray, like: xr.DataArray) -> bool:
+    """True if ``array`` has ``like``'s shape (y, x), transform and CRS (both set and equal, or both absent)."""
+    return ((array.sizes["y"], array.sizes["x"]) == (like.sizes["y"], like.sizes["x"])
+            and transform_of(array).almost_equals(transform_of(like), precision=1e-6) and crs_of(array) == crs_of(like))
+
+
+def _apply(transform: Affine, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CRS coordinates of pixel positions (column, row; 0 = the grid's edge) under ``transform``."""
+    a, b, c, d, e, f = tuple(transform)[:6]
+    return a * cols + b * rows + c, d * cols + e * rows + f
+
+
+def bounds_of(array: xr.DataArray) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of an array read by :func:`read_reflectance`, in its CRS units."""
+    transform, height, width = transform_of(array), array.sizes["y"], array.sizes["x"]
+    xs, ys = _apply(transform, np.array([0.0, width, 0.0, width]), np.array([0.0, 0.0, height, height]))
+    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
+
+def bounds_in(array: xr.DataArray, like: xr.DataArray) -> tuple[float, float, float, float]:
+    """``array``'s bounds in ``like``'s CRS (densified, so curved edges are covered); both need a CRS."""
+    src_crs, dst_crs = crs_of(array), crs_of(like)
+    if src_crs is None or dst_crs is None:
+        raise CRSError("both rasters need a CRS to compare their extents")
+    return tuple(float(v) for v in transform_bounds(src_crs, dst_crs, *bounds_of(array), densify_pts=21))  # type: ignore[return-value]
+
+
+def grids_overlap(array: xr.DataArray, like: xr.DataArray) -> bool:
+    """True if ``array``'s extent and ``like``'s share an area of positive size (both need a CRS)."""
+    left, bottom, right, top = bounds_in(array, like)
+    l2, b2, r2, t2 = bounds_of(like)
+    if not all(np.isfinite((left, bottom, right, top))):
+        return False
+    return min(right, r2) > max(left, l2) and min(top, t2) > max(bottom, b2)
+
+
+def _footprint_area(array: xr.DataArray, crs: CRS) -> float:
+    """Area (``crs`` units squared) of ``array``'s extent, its edges densified (21 points each) and
+    transformed into ``crs``."""
+    height, width = array.sizes["y"], array.sizes["x"]
+    t = np.linspace(0.0, 1.0, 21)[:-1]
+    cols = np.concatenate([t * width, np.full_like(t, width), (1 - t) * width, np.zeros_like(t)])
+    rows = np.concatenate([np.zeros_like(t), t * height, np.full_like(t, height), (1 - t) * height])
+    xs, ys = _apply(transform_of(array), cols, rows)
+    xs, ys = (np.asarray(v, dtype=np.float64) for v in warp_transform(crs_of(array), crs, xs, ys))
+    return float(abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) / 2)
+
+
+def pixel_size_ratio(array: xr.DataArray, like: xr.DataArray) -> float:
+    """``array``'s pixel size over ``like``'s: the square root of their pixel areas' ratio, with
+    ``array``'s pixel area measured in ``like``'s CRS (its extent transformed into it, over its
+    pixel count), so sheared pixels (MODIS sinusoidal beside UTM) count at their true size;
+    e.g. 16 for 480 m pixels beside 30 m ones, about 15.4 for MODIS 463 m. Both need a CRS."""
+    if crs_of(array) is None or crs_of(like) is None:
+        raise CRSError("both rasters need a CRS to compare their pixel sizes")
+    fine_area = abs(transform_of(like).determinant)
+    if crs_of(array) == crs_of(like):
+        coarse_area = abs(transform_of(array).determinant)
+    else:
+        coarse_area = _footprint_area(array, crs_of(like)) / (array.sizes["y"] * array.sizes["x"])
+    return float(np.sqrt(coarse_area / fine_area))
+
+
+def resample_to_grid(array: xr.DataArray, like: xr.DataArray, *, resampling: str = "bilinear") -> xr.DataArray:
+    """``array`` (from :func:`read_reflectance`, (band, y, x), NaN = missing) reprojected onto
+    ``like``'s grid: ``like``'s shape, transform, CRS and x/y coordinates, ``array``'s bands and
+    attributes (``source``, ``tags``...). float32; NaN where the source has no data or does not
+    reach. ``resampling``: a :class:`rasterio.enums.Resampling` name (``bilinear``, ``average``,
+    ``nearest``, ...); bit-flag bands (:data:`FLAG_BANDS`) always take ``nearest``. Both need a CRS
+    (:class:`CRSError` otherwise). Uses :func:`rasterio.warp.reproject` (GDAL's warper).
+    """
+    src_crs, dst_crs = crs_of(array), crs_of(like)
+    if src_crs is None or dst_crs is None:
+        missing = array.attrs.get("source", "the input") if src_crs is None else like.attrs.get("source", "the target grid")
+        raise CRSError(f"{missing} has no CRS, so it cannot be resampled; georeference it first (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
+    try:
+        method = Resampling[resampling]
+    except KeyError:
+        raise InputError(f"unknown resampling {resampling!r}; use e.g. bilinear, average or nearest") from None
+    source = np.ascontiguousarray(array.transpose("band", "y", "x").values, dtype=np.float32)
+    out = np.full((source.shape[0], like.sizes["y"], like.sizes["x"]), np.nan, dtype=np.float32)
+    flags = np.array([str(b) in FLAG_BANDS for b in array.band.values], dtype=bool)
+    common = dict(src_transform=transform_of(array), src_crs=src_crs, dst_transform=transform_of(like), dst_crs=dst_crs)
+    if (~flags).any():
+        values = out[~flags]
+        reproject(source[~flags], values, src_nodata=np.nan, dst_nodata=np.nan, resampling=method, **common)
+        out[~flags] = values
+    if flags.any():
+        values = np.zeros((int(flags.sum()), *out.shape[1:]), dtype=np.float32)
+        reproject(source[flags], values, resampling=Resampling.nearest, **common)
+        out[flags] = values
+    result = xr.DataArray(out, dims=("band", "y", "x"), coords={"band": array.band.values, "y": like.y.values, "x": like.x.values},
+                          name=array.name, attrs=dict(array.attrs))
+    result.attrs.update(transform=like.attrs["transform"], crs_wkt=like.attrs["crs_wkt"])
+    return result
 
 
 # --------------------------------------------------------------------------- writing

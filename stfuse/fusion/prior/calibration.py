@@ -57,12 +57,17 @@ def calibration_record(method: str, n_pairs: int) -> dict[str, Any]:
     }
 
 
-def fit_scales(n_scenes: int = 160, seed: int = 1, size: int = 128, method: str = "coverage_pair") -> dict[str, Any]:
+PRIORS: tuple[str, ...] = ("starfm", "fitfc", "fsdaf", "blend", "estarfm")
+"""The priors fitted (ESTARFM only with two pairs)."""
+
+
+def fit_scales(n_scenes: int = 160, seed: int = 1, size: int = 128, method: str = "coverage_pair",
+               priors: tuple[str, ...] = PRIORS) -> dict[str, Any]:
     """Fit and check the factors on simulated days.
 
     Scenes: :func:`stfuse.sim.days.calibration_days` (one single-pair and one two-pair day per
-    scene; green, red, NIR; the first half to fit, the second to check). Methods: STARFM, Fit-FC, FSDAF with one and two pairs, ESTARFM with two,
-    all with default options. Returns ``{"scales": {method: {"1": s, "2": s}}, "check": {method:
+    scene; green, red, NIR; the first half to fit, the second to check). Methods: ``priors`` (STARFM,
+    Fit-FC, FSDAF, the blend with one and two pairs, ESTARFM with two), all with default options. Returns ``{"scales": {method: {"1": s, "2": s}}, "check": {method:
     {"1": {...}, ...}}, **settings}``; a check holds the days, the RMSE and the 68/95 % coverage
     before (``raw_cov68``/``raw_cov95``) and after (``cov68``/``cov95``) the factor.
     """
@@ -70,7 +75,7 @@ def fit_scales(n_scenes: int = 160, seed: int = 1, size: int = 128, method: str 
     for split, days in calibration_days(n_scenes, seed, size).items():
         for fine, coarse, target, truth, _ in days:
             n_pairs = pairs_key(fine.shape[0])
-            for name in ("starfm", "fitfc", "fsdaf", *(("estarfm",) if fine.shape[0] == 2 else ())):
+            for name in (p for p in priors if p != "estarfm" or fine.shape[0] == 2):
                 mean, var = predict(fine, coarse, target, method=name)
                 ok = np.isfinite(mean) & np.isfinite(var) & np.isfinite(truth)
                 parts.setdefault((name, n_pairs, split), []).append((mean[ok], var[ok], truth[ok]))
