@@ -27,7 +27,8 @@ _CATALOG_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "min_clear"
 @click.option("--end", help="--holdout: last day of the period, YYYY-MM-DD.")
 @bands_opt
 @method_opt
-@click.option("--max-pairs", type=click.IntRange(1, 2), default=2, show_default=True, help="--holdout: pairs per withheld date.")
+@click.option("--max-pairs", type=click.IntRange(1, None), default=2, show_default=True,
+              help="--holdout: pairs per withheld date (more than 2: the next nearest dates too).")
 @click.option("--min-clear", type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help="--holdout: minimum clear fraction of a Landsat date to be withheld or used as a pair.")
 @click.option("--max-gap", "max_gap_days", type=int, help="--holdout: ignore pairs more than this many days away.")

@@ -109,7 +109,9 @@ query_options = _apply(
 
 PAIR_FLAGS = ("max_pairs", "min_clear", "max_gap_days", "observed")
 pair_options = _apply(
-    click.option("--max-pairs", type=click.IntRange(1, 2), default=2, show_default=True, help="Pairs per target day (nearest before and after)."),
+    click.option("--max-pairs", type=click.IntRange(1, None), default=2, show_default=True,
+                 help="Pairs per target day: the nearest before and after; more than 2 adds the next nearest dates on either side "
+                 "(partly cloudy scenes fill each other's gaps; time grows with the number of pairs)."),
     click.option("--min-clear", type=click.FloatRange(0, 1), default=0.3, show_default=True,
                  help="Minimum clear fraction for a Landsat image to serve as a pair."),
     click.option("--max-gap", "max_gap_days", type=int, help="Ignore pairs more than this many days from the target."),

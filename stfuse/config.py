@@ -149,7 +149,7 @@ class FusionConfig:
     dropout passes; ``seed`` makes every random step reproducible.
     ``variance_scale``: multiplies the predicted variance (sigma^2) after the method's own
     calibration factor, e.g. the scale ``stfuse evaluate --holdout`` fits for an area.
-    ``max_pairs`` (1 or 2), ``min_clear`` (0..1), ``max_gap_days``: which Landsat dates serve
+    ``max_pairs`` (1, 2 or more), ``min_clear`` (0..1), ``max_gap_days``: which Landsat dates serve
     as pairs (:mod:`stfuse.fusion.pairs`). ``strict``: refuse days that fail a quality gate
     (``thresholds``) instead of flagging them. ``device``: ``cpu`` or ``cuda``.
     ``observed``: on a Landsat date (catalog mode), return its clear pixels as observed (sigma
@@ -184,8 +184,8 @@ class FusionConfig:
         if self.window is not None and (isinstance(self.window, bool) or not isinstance(self.window, numbers.Integral)
                                         or self.window < 1):
             raise InputError(f"window must be a positive number of pixels, got {self.window!r}")
-        if self.max_pairs not in (1, 2):
-            raise InputError(f"max_pairs must be 1 or 2, got {self.max_pairs}")
+        if not isinstance(self.max_pairs, int) or isinstance(self.max_pairs, bool) or self.max_pairs < 1:
+            raise InputError(f"max_pairs must be a positive integer, got {self.max_pairs!r}")
         if not 0 <= self.min_clear <= 1:
             raise InputError(f"min_clear {self.min_clear} must be between 0 and 1")
         if self.max_gap_days is not None and self.max_gap_days < 0:

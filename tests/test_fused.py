@@ -77,7 +77,7 @@ def test_keyword_settings_build_the_same_objects():
     (dict(method="starfn"), "unknown method 'starfn'"),
     (dict(weights="x.pt"), "only used with --refine"),
     (dict(variance_scale=0), "variance scale must be a positive number"),
-    (dict(max_pairs=3), "max_pairs must be 1 or 2"),
+    (dict(max_pairs=0), "max_pairs must be a positive integer"),
     (dict(min_clear=1.5), "between 0 and 1"),
     (dict(method="fsdaf", options={"windw": 5}), "method fsdaf has no option 'windw'; its options: .*window"),
     (dict(formats=("cog", "netcdf")), "unknown output format"),

@@ -48,3 +48,31 @@ def test_single_pair_days_get_the_nearest_other_clear_date_as_evidence():
     ]
     one = plan_days([D(2023, 6, 10)], days, max_pairs=1)[0]
     assert one.pairs == (D(2023, 6, 17),) and one.evidence == D(2023, 6, 1)
+
+
+def test_more_than_two_pairs_add_the_next_nearest_on_either_side():
+    days = [D(2023, 5, 16), D(2023, 6, 1), D(2023, 6, 17), D(2023, 7, 3), D(2023, 7, 19)]
+    target = D(2023, 6, 10)
+    assert choose_pairs(target, days, max_pairs=3) == (D(2023, 6, 1), D(2023, 6, 17), D(2023, 7, 3))  # 7-3 (23 d) before 5-16 (25 d)
+    assert choose_pairs(target, days, max_pairs=4) == (D(2023, 5, 16), D(2023, 6, 1), D(2023, 6, 17), D(2023, 7, 3))
+    assert choose_pairs(target, days, max_pairs=9) == tuple(days)
+    assert choose_pairs(target, days, max_pairs=4, max_gap_days=24) == (D(2023, 6, 1), D(2023, 6, 17), D(2023, 7, 3))
+    assert choose_pairs(D(2023, 8, 1), days, max_pairs=3) == (D(2023, 6, 17), D(2023, 7, 3), D(2023, 7, 19))  # one side only
+    with pytest.raises(InputError, match="positive integer"):
+        choose_pairs(target, days, max_pairs=0)
+
+
+def test_catalog_days_with_three_pairs(tmp_path):
+    """--max-pairs 3 on the sample: a day between two Landsat dates gets the third nearest too, and
+    every prior combines the three per pixel."""
+    import numpy as np
+
+    import stfuse
+    from stfuse.config import FusionConfig, Query
+    from stfuse.sim.sample import sample_dir
+
+    ds = stfuse.open_fused(Query(catalog=sample_dir(), start="2023-06-14", end="2023-06-14", bands=("red",)),
+                           FusionConfig(method="starfm", max_pairs=3))
+    assert ds.pair_dates.values.tolist() == ["2023-06-06;2023-06-22;2023-07-08"]
+    day = ds.isel(time=0).compute()
+    assert np.isfinite(day.reflectance.values).mean() > 0.99

@@ -3,8 +3,8 @@
 A *pair* is a day with both a usable fine (Landsat) image — clear fraction at least
 ``min_clear`` — and a coarse (MODIS) image. For a target day stfuse takes the nearest pair
 on or before it and the nearest pair after it (``max_pairs=2``), or the single nearest
-pair when only one side has one (or ``max_pairs=1``). Pairs farther than ``max_gap_days``
-are not used.
+pair when only one side has one (or ``max_pairs=1``); ``max_pairs`` N > 2 adds the next
+nearest days on either side. Pairs farther than ``max_gap_days`` are not used.
 
 A single-pair day also gets an *evidence* date (:func:`evidence_day`): the usable pair day
 nearest its pair, other than the target. The hybrid predicts the pair and that date from each
@@ -42,15 +42,23 @@ def usable_pair_days(fine_clear: Mapping[dt.date, float], coarse_days: Iterable[
 
 
 def choose_pairs(target: dt.date, pair_days: Sequence[dt.date], *, max_pairs: int = 2, max_gap_days: int | None = None) -> tuple[dt.date, ...]:
-    """Nearest pair before/on and nearest after ``target`` (see module docstring); may be empty."""
-    if max_pairs not in (1, 2):
-        raise InputError(f"max_pairs must be 1 or 2, got {max_pairs}")
+    """Nearest pair before/on and nearest after ``target`` (see module docstring); may be empty.
+
+    ``max_pairs`` 1: the nearer of the two; 2: both; N > 2: both, then the nearest remaining
+    days on either side (by distance, the earlier on a tie) up to N, so that partly cloudy
+    scenes fill each other's gaps (every prior combines its pairs per pixel, NaN-aware).
+    """
+    if not isinstance(max_pairs, int) or isinstance(max_pairs, bool) or max_pairs < 1:
+        raise InputError(f"max_pairs must be a positive integer, got {max_pairs!r}")
     days = [d for d in pair_days if max_gap_days is None or abs((d - target).days) <= max_gap_days]
     before = [d for d in days if d <= target]
     after = [d for d in days if d > target]
     chosen = ([before[-1]] if before else []) + ([after[0]] if after else [])
+    nearest = lambda ds: sorted(ds, key=lambda d: (abs((d - target).days), d))  # noqa: E731
     if len(chosen) > max_pairs:
-        chosen = sorted(chosen, key=lambda d: (abs((d - target).days), d))[:max_pairs]
+        chosen = nearest(chosen)[:max_pairs]
+    elif max_pairs > 2:
+        chosen += nearest([d for d in days if d not in chosen])[: max_pairs - len(chosen)]
     return tuple(sorted(chosen))
 
 
