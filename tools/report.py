@@ -19,7 +19,7 @@ PathLike = str | Path
 def docs_images(out_dir: PathLike = "docs/images", *, work_dir: PathLike = "out/report", timeseries: bool = True) -> list[Path]:
     """Regenerate the README figures from sample_scenes (``make report``).
 
-    Runs the holdout on the bundled sample (all bands, starfm) with its full report in
+    Runs the holdout on the bundled sample (all bands, the default method) with its full report in
     ``work_dir``, then writes compact copies to ``out_dir``: ``quicklook.png``,
     ``reliability.png``, ``holdout_metrics.png`` and (``timeseries``) ``timeseries.png`` from
     a short ``stfuse predict`` run. Returns the figures written to ``out_dir``.
@@ -40,7 +40,7 @@ def docs_images(out_dir: PathLike = "docs/images", *, work_dir: PathLike = "out/
         reliability_diagram(*(np.concatenate([getattr(d, a).reshape(len(result.band_names), -1) for d in result.days], axis=1)
                               for a in ("mean", "sigma", "truth")),
                             result.band_names, out_dir / "reliability.png", title="sample_scenes holdout: reliability"),
-        holdout_chart(result.rows(), out_dir / "holdout_metrics.png", title="sample_scenes holdout (starfm)"),
+        holdout_chart(result.rows(), out_dir / "holdout_metrics.png", title=f"sample_scenes holdout ({day.method})"),
     ]
     if timeseries:
         series = work_dir / "timeseries"
