@@ -33,8 +33,8 @@ method_opt = click.option(
     type=click.Choice(["auto", "blend", "starfm", "estarfm", "fsdaf", "fitfc"]),
     default="auto",
     show_default=True,
-    help="Physics prior. auto = blend: the mean of Fit-FC, FSDAF and fine + coarse change (the most accurate on the "
-    "simulator and all real test sets, never worse than fine + coarse change on any; 3-4x the time of starfm). "
+    help="Physics prior. auto = blend: the mean of Fit-FC, FSDAF and fine + coarse change (the best mean over the "
+    "simulator and the real test sets, better than fine + coarse change on each; 3-4x the time of starfm). "
     "starfm, fsdaf, fitfc: one method (1 or more pairs); estarfm: 2 pairs (days with 1 pair fall back to starfm).",
 )
 device_opt = click.option(
