@@ -114,7 +114,7 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
         result = evaluate_task(task, benchmarks, method=method, out=output, overwrite=overwrite,
                                device=device, options=options, report_dir=report_dir,
                                refine=refine, mc_samples=mc_samples, seed=seed, command=command_line(ctx))
-        _print_scores(result, as_json, header=f"task {task}, method {method}")
+        _print_scores(result, as_json, header=f"task {task}, method {result['method']}")
         if report_dir is not None and not as_json and not quiet:
             click.echo(f"wrote {report_dir / 'report.html'}")
         return

@@ -260,7 +260,7 @@ def test_task_agrees_with_reference_score_py(tmp_path):
     result = run("evaluate", "--task", task, "--benchmarks", BENCH, "--json", "-o", pred)
     assert result.exit_code == 0, result.output
     ours = json.loads(result.output)
-    assert ours["task"] == task and ours["method"] == "auto" and ours["prediction"] == str(pred)
+    assert ours["task"] == task and ours["method"] == "blend" and ours["prediction"] == str(pred)
     theirs = score_py.score(str(pred), str(BENCH / load_task(BENCH, task).truth))
     assert ours["invalid_pixels"] == theirs["invalid_pixels"]
     close = lambda a, b: math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)

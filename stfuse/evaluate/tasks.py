@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import rasterio
+
 from stfuse.api import predict_files
 from stfuse.data.catalog import parse_date
 from stfuse.errors import InputError, MissingFileError
@@ -94,7 +96,8 @@ def evaluate_task(
     ``benchmarks``: folder holding ``MANIFEST.json`` (read only). ``out``: where to keep the
     prediction (.tif); default a temporary file removed afterwards. ``report_dir``: also
     write the PNG/HTML report there (:func:`stfuse.evaluate.report.evaluation_report`). Returns
-    :func:`evaluate_files`'s dict plus ``task`` and ``method``; ``prediction`` is None when
+    :func:`evaluate_files`'s dict plus ``task`` and ``method`` (the one that ran, from the
+    prediction's tags: ``auto`` runs ``blend``); ``prediction`` is None when
     the prediction was temporary. The numbers equal ``score.py PRED --task ID``. ``refine``,
     ``mc_samples``, ``seed``: the hybrid, as in :func:`stfuse.fuse`. ``command``: recorded in the report.
     """
@@ -115,10 +118,12 @@ def evaluate_task(
         predict_files(list(task.pairs), task.coarse, pred_path, method=method, date=date, device=device,
                       options=options, overwrite=overwrite, refine=refine, mc_samples=mc_samples, seed=seed)
         result = evaluate_files(pred_path, task.truth)
+        with rasterio.open(pred_path) as src:
+            used = src.tags().get("method", method)  # what ran: auto -> blend, a hybrid's member set
         if report_dir is not None:
             from stfuse.evaluate.report import evaluation_report
 
             evaluation_report(pred_path, task.truth, report_dir, title=f"stfuse {method} on task {task.id}", command=command,
                               result=result, overwrite=overwrite)
-    result.update(task=task.id, method=method, prediction=str(out) if out is not None else None)
+    result.update(task=task.id, method=used, prediction=str(out) if out is not None else None)
     return result
