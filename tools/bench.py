@@ -626,32 +626,21 @@ def _child_real_task(task: dict[str, Any], out_dir: Path, methods: list[str], de
     return {"methods": results, "load": load}
 
 
-def _prediction_arrays(path: Path, scale: float) -> tuple[np.ndarray, np.ndarray | None]:
-    """(B, H, W) float64 mean and sigma (None without ``<band>_sigma`` bands) of a prediction file,
-    times ``scale``; bands picked by name (reflectance, then ``<band>_sigma``, then ``quality``)."""
-    from stfuse.output.io import read_reflectance
-
-    array = read_reflectance(path)
-    names = [str(n) for n in array.band.values]
-    bands = [i for i, n in enumerate(names) if not n.endswith("_sigma") and n != "quality"]
-    sigmas = [names.index(f"{names[i]}_sigma") if f"{names[i]}_sigma" in names else None for i in bands]
-    values = array.values.astype(np.float64) * scale
-    sigma = values[sigmas] if all(k is not None for k in sigmas) else None
-    return values[bands], sigma
-
-
 def score_real_task(task: dict[str, Any], predictions: dict[str, Path]) -> tuple[dict[str, dict[str, Any]], int]:
     """Scores of each method's prediction file against the task's truth, all brought to reporting
     units with ``truth_scale``, on the pixels valid in the truth and in every prediction (so all
     methods are scored on one set of pixels). Returns ({method: {rmse, bias, ssim, cov68, cov95}},
     number of scored pixels); coverage only for stfuse's methods (NaN for baselines)."""
-    from stfuse.evaluate.files import calibration
+    from stfuse.evaluate.files import calibration, read_scored_pair
     from stfuse.evaluate.metrics import score_arrays
     from stfuse.output.io import read_reflectance
 
     scale = float(task["truth_scale"])
     truth = read_reflectance(task["truth"]).values.astype(np.float64) * scale
-    arrays = {method: _prediction_arrays(path, scale) for method, path in predictions.items()}
+    arrays = {}
+    for method, path in predictions.items():  # reflectance and matching sigma bands, as `stfuse evaluate` reads them
+        pair = read_scored_pair(path, task["truth"], force=True)
+        arrays[method] = (pair.mean * scale, None if pair.sigma is None else pair.sigma * scale)
     common = np.isfinite(truth).all(axis=0)
     for mean, _ in arrays.values():
         common &= np.isfinite(mean).all(axis=0)
