@@ -209,16 +209,10 @@ def on_same_grid(array: xr.DataArray, like: xr.DataArray) -> bool:
             and transform_of(array).almost_equals(transform_of(like), precision=1e-6) and crs_of(array) == crs_of(like))
 
 
-def _apply(transform: Affine, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """CRS coordinates of pixel positions (column, row; 0 = the grid's edge) under ``transform``."""
-    a, b, c, d, e, f = tuple(transform)[:6]
-    return a * cols + b * rows + c, d * cols + e * rows + f
-
-
 def bounds_of(array: xr.DataArray) -> tuple[float, float, float, float]:
     """(left, bottom, right, top) of an array read by :func:`read_reflectance`, in its CRS units."""
     transform, height, width = transform_of(array), array.sizes["y"], array.sizes["x"]
-    xs, ys = _apply(transform, np.array([0.0, width, 0.0, width]), np.array([0.0, 0.0, height, height]))
+    xs, ys = transform * (np.array([0.0, width, 0.0, width]), np.array([0.0, 0.0, height, height]))
     return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
 
 
@@ -246,7 +240,7 @@ def _footprint_area(array: xr.DataArray, crs: CRS) -> float:
     t = np.linspace(0.0, 1.0, 21)[:-1]
     cols = np.concatenate([t * width, np.full_like(t, width), (1 - t) * width, np.zeros_like(t)])
     rows = np.concatenate([np.zeros_like(t), t * height, np.full_like(t, height), (1 - t) * height])
-    xs, ys = _apply(transform_of(array), cols, rows)
+    xs, ys = transform_of(array) * (cols, rows)
     xs, ys = (np.asarray(v, dtype=np.float64) for v in warp_transform(crs_of(array), crs, xs, ys))
     return float(abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) / 2)
 
