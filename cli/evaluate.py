@@ -12,7 +12,8 @@ import click
 from .options import bands_opt, device_opt, json_opt, mc_samples_opt, method_opt, overwrite_opt, quiet_opt, refine_opt, seed_opt
 from .progress import progress_reporter
 
-_CATALOG_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "min_clear", "max_pairs", "max_gap_days", "crs")
+_CATALOG_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "min_clear", "max_pairs", "max_fill", "max_gap_days", "crs",
+                  "compare_unfilled")
 
 
 @click.command()
@@ -29,7 +30,11 @@ _CATALOG_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "min_clear"
 @method_opt
 @click.option("--max-pairs", type=click.IntRange(1, None), default=2, show_default=True,
               help="--holdout: pairs per withheld date (more than 2: the next nearest dates too).")
-@click.option("--min-clear", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+@click.option("--fill", "max_fill", type=click.IntRange(0, None), default=3, show_default=True, metavar="N",
+              help="--holdout: fill each pair's cloudy pixels from up to N farther dates (as predict --fill).")
+@click.option("--compare-unfilled", is_flag=True,
+              help="--holdout: also predict each date from its pairs without gap filling and report both RMSEs per date.")
+@click.option("--min-clear", type=click.FloatRange(0, 1), default=0.05, show_default=True,
               help="--holdout: minimum clear fraction of a Landsat date to be withheld or used as a pair.")
 @click.option("--max-gap", "max_gap_days", type=int, help="--holdout: ignore pairs more than this many days away.")
 @click.option("--crs", help="--holdout: grid CRS (default: the Landsat items' UTM zone).")
@@ -55,7 +60,7 @@ _CATALOG_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "min_clear"
 @click.pass_context
 def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benchmarks: Path | None, holdout: bool,
              catalog: str | None, bbox: tuple[float, ...], aoi: Path | None, start: str | None, end: str | None,
-             bands: list[str] | None, method: str, max_pairs: int, min_clear: float, max_gap_days: int | None,
+             bands: list[str] | None, method: str, max_pairs: int, max_fill: int, compare_unfilled: bool, min_clear: float, max_gap_days: int | None,
              crs: str | None, window: int | None, output: Path | None, report_dir: Path | None, no_predictions: bool,
              truth_qa: Path | None, force: bool, refine: str, mc_samples: int, seed: int, device: str, overwrite: bool, as_json: bool, quiet: bool) -> None:
     """Accuracy (RMSE, MAE, bias, CC, SSIM, PSNR per band; ERGAS, SAM) and 68/95% interval coverage.
@@ -94,10 +99,11 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
     if not files and (truth_qa is not None or force):
         raise InputError(f"--{'truth-qa' if truth_qa is not None else 'force'} applies only with PREDICTION TRUTH")
     if not holdout and catalog_given:
-        raise InputError(f"--{catalog_given[0].replace('_days', '').replace('_', '-')} applies only with --holdout")
+        flag = {"max_fill": "fill", "max_gap_days": "max-gap"}.get(catalog_given[0], catalog_given[0].replace("_", "-"))
+        raise InputError(f"--{flag} applies only with --holdout")
     if holdout:
         _holdout(catalog=catalog, bbox=bbox or None, aoi=aoi, start=start, end=end, bands=bands, method=method,
-                 max_pairs=max_pairs, min_clear=min_clear, max_gap_days=max_gap_days, crs=crs, options=options,
+                 max_pairs=max_pairs, max_fill=max_fill, compare_unfilled=compare_unfilled, min_clear=min_clear, max_gap_days=max_gap_days, crs=crs, options=options,
                  refine=refine, mc_samples=mc_samples, seed=seed,
                  output=output, report_dir=report_dir, predictions=not no_predictions, device=device,
                  overwrite=overwrite, as_json=as_json, quiet=quiet, command=command_line(ctx))
@@ -181,7 +187,7 @@ def _print_scores(result: dict[str, Any], as_json: bool, header: str | None = No
 
 
 def _holdout(*, output: Path | None, report_dir: Path | None, predictions: bool, device: str, overwrite: bool,
-             as_json: bool, quiet: bool, command: str | None = None, **query: Any) -> None:
+             as_json: bool, quiet: bool, compare_unfilled: bool = False, command: str | None = None, **query: Any) -> None:
     from stfuse.errors import OutputError
     from stfuse.evaluate.holdout import format_holdout, holdout, write_holdout
     from stfuse.output.inspect import json_ready
@@ -194,7 +200,7 @@ def _holdout(*, output: Path | None, report_dir: Path | None, predictions: bool,
         raise OutputError(f"{output / 'holdout.csv'} already exists; pass --overwrite to replace it")
     report_dir = report_dir or output
     with progress_reporter("withholding Landsat dates", quiet=quiet or as_json) as progress:
-        result = holdout(**query, device=device, keep_arrays=report_dir is not None or (output is not None and predictions),
+        result = holdout(**query, device=device, compare_unfilled=compare_unfilled, keep_arrays=report_dir is not None or (output is not None and predictions),
                          progress=progress)
     written = []
     if output is not None:

@@ -107,13 +107,16 @@ query_options = _apply(
                  help="Predict every N-th day from --start (or the start of the data): 1 = every day."),
 )
 
-PAIR_FLAGS = ("max_pairs", "min_clear", "max_gap_days", "observed")
+PAIR_FLAGS = ("max_pairs", "max_fill", "min_clear", "max_gap_days", "observed")
 pair_options = _apply(
     click.option("--max-pairs", type=click.IntRange(1, None), default=2, show_default=True,
                  help="Pairs per target day: the nearest before and after; more than 2 adds the next nearest dates on either side "
                  "(partly cloudy scenes fill each other's gaps; time grows with the number of pairs)."),
-    click.option("--min-clear", type=click.FloatRange(0, 1), default=0.3, show_default=True,
-                 help="Minimum clear fraction for a Landsat image to serve as a pair."),
+    click.option("--fill", "max_fill", type=click.IntRange(0, None), default=3, show_default=True,
+                 metavar="N", help="Fill each pair's cloudy pixels from up to N farther Landsat dates on the same side of the "
+                 "target, nearest first, so every pixel's pair is its nearest clear observation (quality bit 16); 0: no filling."),
+    click.option("--min-clear", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+                 help="Minimum clear fraction for a Landsat image to serve as a pair (or fill one)."),
     click.option("--max-gap", "max_gap_days", type=int, help="Ignore pairs more than this many days from the target."),
     click.option("--observed/--no-observed", default=True, show_default=True,
                  help="On a Landsat date, return its clear pixels as observed (sigma 0.005, quality bit 8) and predict only "

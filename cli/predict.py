@@ -59,7 +59,8 @@ def predict(ctx: click.Context, output: Path, overwrite: bool, quiet: bool, pair
     Outputs are float32 COGs (or --dtype int16, scaled by 1e-4): reflectance bands
     first, then <band>_sigma bands (1-sigma uncertainty), then a `quality` band of
     exact integer bit flags (1 coarse missing, 2 all pairs cloudy, 4 large change,
-    8 observed: a Landsat date's clear pixel returned as is, sigma 0.005; never nodata),
+    8 observed: a Landsat date's clear pixel returned as is, sigma 0.005; 16 filled:
+    a pair was cloudy there and a farther date filled it (--fill); never nodata),
     with a STAC item (.json) beside each file.
     """
     from stfuse.api import predict as run_catalog

@@ -150,7 +150,8 @@ class FusionConfig:
     ``variance_scale``: multiplies the predicted variance (sigma^2) after the method's own
     calibration factor, e.g. the scale ``stfuse evaluate --holdout`` fits for an area.
     ``max_pairs`` (1, 2 or more), ``min_clear`` (0..1), ``max_gap_days``: which Landsat dates serve
-    as pairs (:mod:`stfuse.fusion.pairs`). ``strict``: refuse days that fail a quality gate
+    as pairs (:mod:`stfuse.fusion.pairs`); ``max_fill``: how many farther usable dates per pair
+    fill its cloudy pixels (catalog mode; 0: none). ``strict``: refuse days that fail a quality gate
     (``thresholds``) instead of flagging them. ``device``: ``cpu`` or ``cuda``.
     ``observed``: on a Landsat date (catalog mode), return its clear pixels as observed (sigma
     :data:`stfuse.data.sensors.LANDSAT_SR_NOISE`, quality bit ``observed``) and predict only the
@@ -166,7 +167,8 @@ class FusionConfig:
     seed: int = 0
     variance_scale: float = 1.0
     max_pairs: int = 2
-    min_clear: float = 0.3
+    max_fill: int = 3
+    min_clear: float = 0.05
     max_gap_days: int | None = None
     strict: bool = False
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -186,6 +188,8 @@ class FusionConfig:
             raise InputError(f"window must be a positive number of pixels, got {self.window!r}")
         if not isinstance(self.max_pairs, int) or isinstance(self.max_pairs, bool) or self.max_pairs < 1:
             raise InputError(f"max_pairs must be a positive integer, got {self.max_pairs!r}")
+        if not isinstance(self.max_fill, int) or isinstance(self.max_fill, bool) or self.max_fill < 0:
+            raise InputError(f"max_fill must be a whole number >= 0, got {self.max_fill!r}")
         if not 0 <= self.min_clear <= 1:
             raise InputError(f"min_clear {self.min_clear} must be between 0 and 1")
         if self.max_gap_days is not None and self.max_gap_days < 0:

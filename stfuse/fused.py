@@ -8,7 +8,8 @@ into an ``xarray.Dataset`` with dims (time, band, y, x) on the Landsat 30 m grid
 - ``quality`` (time, y, x) uint8 bit flags (:data:`stfuse.fusion.quality.QUALITY_BITS`);
   on a Landsat date the clear pixels are that day's observation (``observed`` bit, sigma
   :data:`stfuse.data.sensors.LANDSAT_SR_NOISE`), only the others predicted;
-- per-day coordinates ``pair_dates`` (``;``-separated ISO dates) and ``method``;
+- per-day coordinates ``pair_dates`` and ``fill_dates`` (``;``-separated ISO dates: the pairs,
+  and the farther dates whose clear pixels fill the pairs' cloudy ones) and ``method``;
 - the CRS as odc-geo's ``spatial_ref`` (``ds.odc.geobox``), provenance in ``attrs``.
 
 Opening searches the catalog and reads the Landsat clear fractions to choose the pairs; every
@@ -39,7 +40,7 @@ from stfuse.config import FusionConfig, Query, RunConfig, resolve_configs
 from stfuse.data.cube import Cubes, load_cubes, read_errors
 from stfuse.data.sensors import LANDSAT_SR_NOISE
 from stfuse.errors import DataUnavailableError, InputError
-from stfuse.fusion.pairs import Plan, date_range, plan_days, usable_pair_days
+from stfuse.fusion.pairs import Plan, date_range, fill_pair, plan_days, usable_pair_days
 from stfuse.fusion.prior import halo as prior_halo
 from stfuse.fusion.prior import method_for_day
 from stfuse.fusion.prior import predict as prior_predict
@@ -144,7 +145,8 @@ def hybrid_predictor(
     from stfuse.fusion.refine import adapt_model, hybrid_fn
 
     memo = {} if memo is None else memo
-    key = (day_method, tuple(str(t) for t in pair_fine["pair"].values) if "pair" in pair_fine.coords else id(pair_fine))
+    key = (day_method, tuple(str(t) for t in pair_fine["pair"].values) if "pair" in pair_fine.coords else id(pair_fine),
+           *(tuple(str(f) for f in pair_fine["fill"].values) if "fill" in pair_fine.coords else ()))
     if fusion.refine == "scene" and pair_fine.sizes["pair"] >= 2:
         if key not in memo:
             fine = np.asarray(pair_fine.transpose("pair", "band", "y", "x").values, np.float32)
@@ -218,11 +220,33 @@ def load_base_model(fusion: FusionConfig, bands: Sequence[str]) -> Any:
     return load_model(fusion.weights, bands=list(bands))
 
 
+def pair_inputs(fine: xr.DataArray, coarse: xr.DataArray, plan: Plan) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
+    """A day's pairs from the fine and coarse cubes (time, band, y, x): ``(fine, coarse, filled)``,
+    (pair, band, y, x) each, every pair gap-filled from its fill days (:func:`stfuse.fusion.pairs.fill_pair`),
+    and ``filled`` (y, x) bool, True where some pair took a fill day's pixel. Without fill days
+    the pair images as they are (``filled`` all False)."""
+    times = [np.datetime64(d) for d in plan.pairs]
+    pair_fine, pair_coarse = fine.sel(time=times).rename(time="pair"), coarse.sel(time=times).rename(time="pair")
+    if not plan.fills:
+        return pair_fine, pair_coarse, xr.zeros_like(pair_fine.isel(pair=0, band=0), dtype=bool).reset_coords(drop=True)
+    fines, coarses, filled = [], [], []
+    for day, fills in zip(plan.pairs, plan.fills):
+        days = [np.datetime64(d) for d in (day, *fills)]
+        f, c, used = fill_pair(fine.sel(time=days), coarse.sel(time=days))
+        fines.append(f.rename(time="pair"))
+        coarses.append(c.rename(time="pair"))
+        filled.append(used)
+    fill_labels = ("pair", [";".join(d.isoformat() for d in fills) for fills in plan.fills])
+    concat = lambda parts: xr.concat(parts, dim="pair", coords="different", compat="equals", join="exact")  # noqa: E731
+    return (concat(fines).assign_coords(fill=fill_labels), concat(coarses).assign_coords(fill=fill_labels),
+            concat(filled).any("pair"))
+
+
 def select_days_used(fine: xr.Dataset, coarse: xr.Dataset, plans: Sequence[Plan], *, hybrid: bool) -> tuple[xr.Dataset, xr.Dataset]:
     """The fine and coarse cubes cut to the days ``plans`` read: the pairs' fine images (with the
     refiner, a one-pair day's evidence date too: the scene's error scale) and the coarse images
     of the pairs, evidence dates and targets."""
-    fine_days = sorted({d for p in plans for d in (*p.pairs, *((p.evidence,) if p.evidence and hybrid else ()))})
+    fine_days = sorted({d for p in plans for d in (*p.pairs, *p.fill_dates, *((p.evidence,) if p.evidence and hybrid else ()))})
     needed = sorted({*fine_days, *(p.target for p in plans)})
     return (fine.sel(time=[np.datetime64(d, "ns") for d in fine_days]),
             coarse.sel(time=[np.datetime64(d, "ns") for d in needed]))
@@ -260,11 +284,10 @@ class Fused:
         return method_for_day(self.fusion.method, len(plan.pairs), hybrid=self.fusion.refine != "none")
 
     def inputs(self, plan: Plan) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
-        """The day's pair fine and coarse images (pair, band, y, x) and target coarse image (band, y, x)."""
-        times = [np.datetime64(d) for d in plan.pairs]
-        return (self.fine.reflectance.sel(time=times).rename(time="pair"),
-                self.coarse.reflectance.sel(time=times).rename(time="pair"),
-                self.coarse.reflectance.sel(time=np.datetime64(plan.target)))
+        """The day's pair fine and coarse images (pair, band, y, x), gap-filled from the plan's fill
+        days (:func:`pair_inputs`), and target coarse image (band, y, x)."""
+        fine, coarse, _ = pair_inputs(self.fine.reflectance, self.coarse.reflectance, plan)
+        return fine, coarse, self.coarse.reflectance.sel(time=np.datetime64(plan.target))
 
     def predictor(self, plan: Plan) -> Predictor:
         """The day's predictor; for the hybrid, adapted and scaled once per set of pairs (memoised)."""
@@ -314,6 +337,9 @@ class Fused:
                 plan, dask_key_name=f"stfuse-predictor-{plan.target.isoformat()}-{'-'.join(map(str, plan.pairs))}")
         mean, sigma = predict_day(pair_fine, pair_coarse, target, fn, halo=halo, variance_factor=factor, tile=self.run.tile)
         flags = quality_band(pair_fine, pair_coarse, target, change_threshold=self.fusion.thresholds.change_threshold)
+        if plan.fills:
+            flags = flags | (pair_inputs(self.fine.reflectance, self.coarse.reflectance, plan)[2].astype("uint8")
+                             * QUALITY_BITS["filled"])
         observation = self.observation(plan.target) if self.fusion.observed else None
         if observation is not None:  # a Landsat date: its clear pixels are the observation
             mean, sigma, flags = observed_day(mean, sigma, flags, observation, noise=LANDSAT_SR_NOISE)
@@ -339,8 +365,8 @@ class Fused:
         return self._coarse_clear[day]
 
     def item_ids(self, plan: Plan) -> tuple[list[str], list[str]]:
-        """Ids of the fine items of the pairs and of the coarse items of the pairs and the target."""
-        times = [np.datetime64(d) for d in plan.pairs]
+        """Ids of the fine items of the pairs (and fill days) and of the coarse items of those and the target."""
+        times = [np.datetime64(d) for d in sorted({*plan.pairs, *plan.fill_dates})]
         return ([str(self.fine.item_id.sel(time=t).item()) for t in times],
                 [str(self.coarse.item_id.sel(time=t).item()) for t in (*times, np.datetime64(plan.target))])
 
@@ -356,6 +382,7 @@ class Fused:
             "quality": xr.concat([d["quality"] for d in days], dim="time", coords="minimal", compat="override", join="override"),
         })
         ds = ds.assign_coords(time=times, pair_dates=("time", [";".join(p.isoformat() for p in plan.pairs) for plan in self.plans]),
+                              fill_dates=("time", [";".join(p.isoformat() for p in plan.fill_dates) for plan in self.plans]),
                               method=("time", names))
         ds["reflectance"].attrs.update(units="1", long_name="surface reflectance")
         ds["sigma"].attrs.update(units="1", long_name="one standard deviation of the predicted reflectance")
@@ -401,7 +428,8 @@ def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConf
     targets = query.select_days([d for d in date_range(first, last) if d in set(coarse_days)], first)  # --dates/--every
     if not targets:
         raise DataUnavailableError(f"no coarse (MODIS) image between {first} and {last}; widen the date range")
-    plans = plan_days(targets, pair_days, max_pairs=fusion.max_pairs, max_gap_days=fusion.max_gap_days)
+    plans = plan_days(targets, pair_days, max_pairs=fusion.max_pairs, max_gap_days=fusion.max_gap_days,
+                      max_fill=fusion.max_fill)
     fine, coarse = select_days_used(cubes.fine, cubes.coarse, plans, hybrid=fusion.refine != "none")
     return Fused(query, fusion, run, cubes, fine, coarse, plans, base_model)
 

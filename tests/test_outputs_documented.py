@@ -192,7 +192,7 @@ def test_catalog_cog_and_zarr_quality_and_resume(tmp_path):
     assert np.isfinite(cog_flags).all() and (cog_flags == np.round(cog_flags)).all()
     ds = xr.open_zarr(out / "stfuse.zarr")
     assert ds.quality.dims == ("time", "y", "x") and ds.quality.dtype == np.uint8
-    assert ds.quality.attrs["flag_meanings"] == "coarse_missing fine_missing large_change observed"
+    assert ds.quality.attrs["flag_meanings"] == "coarse_missing fine_missing large_change observed filled"
     np.testing.assert_array_equal(ds.quality.sel(time="2023-06-20").values, cog_flags.astype(np.uint8))
     # Zarr only (computed directly, not copied from a COG), then resumed: the same flags
     out2 = tmp_path / "z"

@@ -28,7 +28,8 @@ from stfuse.data.cube import load_cubes, read_errors
 from stfuse.errors import DataUnavailableError, InputError
 from stfuse.evaluate.files import calibration
 from stfuse.evaluate.metrics import score_arrays, spearman_error_sigma
-from stfuse.fusion.pairs import choose_pairs, evidence_day, usable_pair_days
+from stfuse.fused import pair_inputs
+from stfuse.fusion.pairs import Plan, plan_day, usable_pair_days
 from stfuse.fusion.prior import method_for_day
 from stfuse.fusion.quality import QUALITY_BITS, quality_band
 from stfuse.fusion.uncertainty import coverage, fit_variance_scale, leave_one_out_coverage
@@ -38,16 +39,20 @@ log = logging.getLogger("stfuse")
 PathLike = str | os.PathLike[str]
 
 HOLDOUT_COLUMNS: tuple[str, ...] = (
-    "date", "band", "method", "pairs", "clear_fraction", "n_valid",
+    "date", "band", "method", "pairs", "fill_dates", "clear_fraction", "n_valid",
     "rmse", "mae", "bias", "cc", "ssim", "psnr", "coverage_68", "coverage_95", "spearman", "ergas", "sam_deg",
+    "rmse_unfilled",
 )
 """Columns of ``holdout.csv``: one row per (date, band) plus a row ``band = all`` per date.
 
-``pairs``: the pair dates used, ``;``-separated. ``clear_fraction``: of the withheld image.
+``pairs``: the pair dates used, ``;``-separated; ``fill_dates``: the farther dates whose clear
+pixels filled the pairs' cloudy ones (``--fill``), ``;``-separated. ``clear_fraction``: of the withheld image.
 ``n_valid``: pixels scored (clear in the withheld image and predicted; for ``all``, in every
 band). ``coverage_68``/``coverage_95``: fraction of truth inside ``mean ± z sigma``.
 ``spearman``: rank correlation of ``|error|`` and ``sigma``. ``ergas``, ``sam_deg``: only on
 ``all`` rows (they are multi-band). On ``all`` rows the per-band metrics are band means.
+``rmse_unfilled``: with ``compare_unfilled``, the RMSE of the same date predicted from its pairs
+without gap filling (the two nearest pairs as they are), on the same pixels; empty otherwise.
 """
 
 # --------------------------------------------------------------------------- holdout
@@ -114,6 +119,10 @@ class HoldoutDay:
     mean: np.ndarray | None = None
     sigma: np.ndarray | None = None
     quality: np.ndarray | None = None
+    fill_dates: tuple[dt.date, ...] = ()
+    unfilled: dict[str, Any] | None = None
+    """With ``compare_unfilled``: ``rmse`` (band mean) and ``band_rmse`` of the prediction without
+    gap filling, on the pixels both predictions and the truth have."""
 
 
 @dataclass
@@ -135,21 +144,23 @@ class HoldoutResult:
         rows: list[dict[str, Any]] = []
         for day in self.days:
             common = dict(date=day.date.isoformat(), method=day.method, pairs=";".join(p.isoformat() for p in day.pairs),
-                          clear_fraction=day.clear_fraction)
-            s = day.scores
-            for entry, cov, rho in zip(s["bands"], s["band_coverage"], s["band_spearman"]):
+                          fill_dates=";".join(p.isoformat() for p in day.fill_dates), clear_fraction=day.clear_fraction)
+            s, u = day.scores, day.unfilled
+            band_unfilled = u["band_rmse"] if u else [None] * len(s["bands"])
+            for entry, cov, rho, rmse_u in zip(s["bands"], s["band_coverage"], s["band_spearman"], band_unfilled):
                 rows.append({**common, "band": entry.get("name", str(entry["band"])), "n_valid": entry["n_valid"],
                              **{k: entry[k] for k in ("rmse", "mae", "bias", "cc", "ssim", "psnr")},
                              "coverage_68": cov["0.68"], "coverage_95": cov["0.95"], "spearman": rho,
-                             "ergas": None, "sam_deg": None})
+                             "ergas": None, "sam_deg": None, "rmse_unfilled": rmse_u})
             rows.append({**common, "band": "all", "n_valid": s["n_valid"], **s["mean"],
                          "coverage_68": s["coverage"]["0.68"], "coverage_95": s["coverage"]["0.95"],
-                         "spearman": s["spearman"], "ergas": s["ergas"], "sam_deg": s["sam_deg"]})
+                         "spearman": s["spearman"], "ergas": s["ergas"], "sam_deg": s["sam_deg"],
+                         "rmse_unfilled": u["rmse"] if u else None})
         return rows
 
     def summary(self) -> dict[str, Any]:
         """Means over the scored dates per band (and ``all``) of every numeric column; JSON-ready."""
-        keys = [k for k in HOLDOUT_COLUMNS if k not in ("date", "band", "method", "pairs")]
+        keys = [k for k in HOLDOUT_COLUMNS if k not in ("date", "band", "method", "pairs", "fill_dates")]
         by_band: dict[str, list[dict[str, Any]]] = {}
         for row in self.rows():
             by_band.setdefault(row["band"], []).append(row)
@@ -192,33 +203,28 @@ def score_day(mean: np.ndarray, sigma: np.ndarray, truth: np.ndarray, valid: np.
     return result
 
 
-def holdout_plans(days: Sequence[dt.date], cubes: CatalogCubes, fusion: FusionConfig
-                  ) -> tuple[list[tuple[dt.date, tuple[dt.date, ...]]], dict[dt.date, dt.date], dict[dt.date, str]]:
-    """Which of ``days`` can be withheld: ``(plans, evidence, skipped)``. ``plans``: (day, its pairs
-    among the *other* usable dates); ``evidence``: with the hybrid, a one-pair day's other clear
-    date for the variance scale (never the withheld one); ``skipped``: day -> the reason."""
-    min_clear, max_pairs, max_gap_days, refine = fusion.min_clear, fusion.max_pairs, fusion.max_gap_days, fusion.refine
+def holdout_plans(days: Sequence[dt.date], cubes: CatalogCubes, fusion: FusionConfig) -> tuple[list[Plan], dict[dt.date, str]]:
+    """Which of ``days`` can be withheld: ``(plans, skipped)``. ``plans``: each day's
+    :class:`~stfuse.fusion.pairs.Plan` among the *other* usable dates (pairs, fill days and, with
+    the hybrid, a one-pair day's evidence date for the variance scale; never the withheld one);
+    ``skipped``: day -> the reason."""
     coarse_set = set(cubes.coarse_days)
-    usable = usable_pair_days(cubes.fine_clear, cubes.coarse_days, min_clear=min_clear)
+    usable = usable_pair_days(cubes.fine_clear, cubes.coarse_days, min_clear=fusion.min_clear)
     skipped: dict[dt.date, str] = {}
-    plans: list[tuple[dt.date, tuple[dt.date, ...]]] = []
-    evidence: dict[dt.date, dt.date] = {}
+    plans: list[Plan] = []
     for day in days:
-        if cubes.fine_clear[day] < min_clear:
-            skipped[day] = f"clear fraction {cubes.fine_clear[day]:.0%} < min_clear {min_clear:.0%}"
+        if cubes.fine_clear[day] < fusion.min_clear:
+            skipped[day] = f"clear fraction {cubes.fine_clear[day]:.0%} < min_clear {fusion.min_clear:.0%}"
         elif day not in coarse_set:
             skipped[day] = "no coarse (MODIS) image that day"
         else:
             others = [d for d in usable if d != day]  # never the withheld date
-            pairs = choose_pairs(day, others, max_pairs=max_pairs, max_gap_days=max_gap_days)
-            if pairs:
-                plans.append((day, pairs))
-                other = evidence_day(pairs[0], day, others) if len(pairs) == 1 else None
-                if other is not None and refine != "none":
-                    evidence[day] = other
+            plan = plan_day(day, others, max_pairs=fusion.max_pairs, max_gap_days=fusion.max_gap_days, max_fill=fusion.max_fill)
+            if plan.pairs:
+                plans.append(plan if fusion.refine != "none" else replace(plan, evidence=None))
             else:
-                skipped[day] = "no other clear pair" + (f" within {max_gap_days} days" if max_gap_days else "")
-    return plans, evidence, skipped
+                skipped[day] = "no other clear pair" + (f" within {fusion.max_gap_days} days" if fusion.max_gap_days else "")
+    return plans, skipped
 
 
 def holdout(
@@ -226,6 +232,7 @@ def holdout(
     fusion: FusionConfig | None = None,
     *,
     keep_arrays: bool = True,
+    compare_unfilled: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
     **settings: Any,
 ) -> HoldoutResult:
@@ -244,6 +251,9 @@ def holdout(
     (``refine``) the hybrid is scored instead of the prior alone (as :func:`stfuse.fuse`);
     as in :func:`stfuse.predict`, a one-pair day's variance scale then follows the scene through
     the nearest other clear date (:func:`stfuse.fusion.pairs.evidence_day`), never the withheld one.
+    ``compare_unfilled``: also predict each date whose pairs were gap-filled from the same pairs
+    without filling, and report both RMSEs (:attr:`HoldoutDay.unfilled`, ``rmse_unfilled``): the
+    gain of every clear observation over the two nearest scenes, per withheld date.
     """
     query, fusion, _ = resolve_configs(query, fusion, None, settings, where="holdout")
     max_gap_days, refine = fusion.max_gap_days, fusion.refine
@@ -258,41 +268,48 @@ def holdout(
         raise DataUnavailableError(
             f"no Landsat image {describe_dates(cubes.start, cubes.end)} to withhold; widen the dates"
         )
-    plans, evidence, skipped = holdout_plans(in_period, cubes, fusion)
+    plans, skipped = holdout_plans(in_period, cubes, fusion)
     if not plans:
         reasons = "; ".join(f"{d}: {why}" for d, why in skipped.items())
         raise DataUnavailableError(f"no Landsat date can be withheld and predicted ({reasons}); widen the dates or lower --min-clear")
-    needed = sorted({d for day, pairs in plans for d in (day, *pairs)} | set(evidence.values()))
+    needed = sorted({d for p in plans for d in (p.target, *p.pairs, *p.fill_dates, *((p.evidence,) if p.evidence else ()))})
     times = [np.datetime64(d, "ns") for d in needed]
     with read_errors():
         fine, coarse = dask.compute(fine.sel(time=times), coarse.sel(time=times))
     days: list[HoldoutDay] = []
     checked: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per day: (mean, variance, truth) of scored pixels
-    for done, (day, pairs) in enumerate(plans, start=1):
+    for done, plan in enumerate(plans, start=1):
+        day, pairs = plan.target, plan.pairs
         # as stfuse.predict: the prior a day of len(pairs) pairs runs (the hybrid resolves its own)
         day_fusion = fusion if refine != "none" else replace(fusion, method=method_for_day(fusion.method, len(pairs)))
-        pair_times = [np.datetime64(d, "ns") for d in pairs]
+        pair_fine, pair_coarse, filled = pair_inputs(fine.reflectance, coarse.reflectance, plan)
         target_time = np.datetime64(day, "ns")
-        scene_times = sorted([*pair_times, np.datetime64(evidence[day], "ns")]) if day in evidence else None
-        result = fuse(
-            fine.reflectance.sel(time=pair_times).rename(time="pair"),
-            coarse.reflectance.sel(time=pair_times).rename(time="pair"),
-            coarse.reflectance.sel(time=target_time),
-            day_fusion,
-            scene=None if scene_times is None else (fine.reflectance.sel(time=scene_times).rename(time="pair"),
-                                                    coarse.reflectance.sel(time=scene_times).rename(time="pair")),
-        )
-        flags = quality_band(fine.reflectance.sel(time=pair_times).rename(time="pair"),
-                             coarse.reflectance.sel(time=pair_times).rename(time="pair"), coarse.reflectance.sel(time=target_time),
-                             change_threshold=fusion.thresholds.change_threshold).values
+        scene_times = sorted(np.datetime64(d, "ns") for d in (*pairs, plan.evidence)) if plan.evidence else None
+        scene = None if scene_times is None else (fine.reflectance.sel(time=scene_times).rename(time="pair"),
+                                                  coarse.reflectance.sel(time=scene_times).rename(time="pair"))
+        result = fuse(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time), day_fusion, scene=scene)
+        flags = (quality_band(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time),
+                              change_threshold=fusion.thresholds.change_threshold)
+                 | filled.astype("uint8") * QUALITY_BITS["filled"]).values
         truth = fine.reflectance.sel(time=target_time).transpose("band", "y", "x").values
         valid = fine.valid.sel(time=target_time).values
         mean, sigma = result.mean.values, result.sigma.values
         scores = score_day(mean, sigma, truth, valid, band_names)
         ok = np.isfinite(mean) & np.isfinite(sigma) & np.isfinite(truth) & np.broadcast_to(valid, mean.shape)
+        unfilled = None
+        if compare_unfilled:
+            plain = mean
+            if plan.fills:  # the same pairs as they are
+                plain_fine, plain_coarse, _ = pair_inputs(fine.reflectance, coarse.reflectance, replace(plan, fills=()))
+                plain = fuse(plain_fine, plain_coarse, coarse.reflectance.sel(time=target_time), day_fusion, scene=scene).mean.values
+            both = ok & np.isfinite(plain)
+            band_rmse = [float(np.sqrt(np.mean((plain[b] - truth[b])[both[b]] ** 2))) if both[b].any() else None
+                         for b in range(len(band_names))]
+            unfilled = {"rmse": _nanmean(band_rmse), "band_rmse": band_rmse}
         checked.append((mean[ok], sigma[ok].astype(np.float64) ** 2, truth[ok]))
         days.append(HoldoutDay(day, pairs, result.method, cubes.fine_clear[day], scores,
-                               *((truth, mean, sigma, flags) if keep_arrays else (None, None, None, None))))
+                               *((truth, mean, sigma, flags) if keep_arrays else (None, None, None, None)),
+                               fill_dates=plan.fill_dates, unfilled=unfilled))
         log.info("holdout %s from %s: RMSE %.4f", day, ", ".join(map(str, pairs)), scores["mean"]["rmse"])
         if progress:
             progress(done, len(plans), day.isoformat())
@@ -364,7 +381,8 @@ def write_holdout(result: HoldoutResult, out_dir: PathLike, *, predictions: bool
             path = out_dir / "predictions" / f"holdout_{day.date.isoformat()}.tif"
             flags = getattr(day, "quality", None)
             tags = {"stfuse_version": __version__, "target_date": day.date.isoformat(),
-                    "pair_dates": [p.isoformat() for p in day.pairs], "method": day.method, "holdout": "withheld Landsat date",
+                    "pair_dates": [p.isoformat() for p in day.pairs], "fill_dates": [p.isoformat() for p in day.fill_dates],
+                    "method": day.method, "holdout": "withheld Landsat date",
                     **({"quality": {"bits": QUALITY_BITS}} if flags is not None else {})}
             paths.append(write_prediction_cog(path, day.mean, day.sigma, band_names=result.band_names, crs=crs,
                                               transform=transform, tags=tags, overwrite=overwrite,
@@ -392,6 +410,13 @@ def format_holdout(result: HoldoutResult) -> str:
         lines.append(line("", band, m))
     dated = ", ".join(f"{d.date} ({d.method} from {' + '.join(p.isoformat() for p in d.pairs)})" for d in result.days)
     lines.append(f"withheld {len(result.days)} Landsat date(s): {dated}")
+    compared = [d for d in result.days if d.unfilled and d.unfilled["rmse"] is not None]
+    if compared:
+        lines.append("gap filling against the pairs as they are (RMSE, all bands):")
+        for d in compared:
+            filled, plain = d.scores["mean"]["rmse"], d.unfilled["rmse"]
+            lines.append(f"  {d.date}: {filled:.5f} filled from {len(d.fill_dates)} more date(s), {plain:.5f} unfilled "
+                         f"({filled / plain - 1:+.1%})" if d.fill_dates else f"  {d.date}: {filled:.5f} (nothing to fill)")
     for d, why in sorted(result.skipped.items()):
         lines.append(f"skipped {d}: {why}")
     cal = result.extra.get("calibration") or {}

@@ -6,6 +6,15 @@ on or before it and the nearest pair after it (``max_pairs=2``), or the single n
 pair when only one side has one (or ``max_pairs=1``); ``max_pairs`` N > 2 adds the next
 nearest days on either side. Pairs farther than ``max_gap_days`` are not used.
 
+Gap filling (``max_fill``, default 3 in :class:`stfuse.config.FusionConfig`): each pair's
+cloudy pixels take the clear pixels of the next farther usable days on the same side of the
+target (:func:`fill_days`, nearest first), so a pixel's pair is its nearest clear observation
+before (and after) the target, whatever the scene's clear fraction; :func:`fill_pair` composes
+the fine and coarse images per pixel from the same date. A pair date clear at a pixel is used
+there unchanged. With filling, a scene 5 % clear is worth using (``min_clear`` default 0.05):
+it is the nearest observation where it is clear. How the defaults were chosen: docs/methods.md,
+"Pairs and gap filling".
+
 A single-pair day also gets an *evidence* date (:func:`evidence_day`): the usable pair day
 nearest its pair, other than the target. The hybrid predicts the pair and that date from each
 other to learn how large this scene's errors are (the variance scale that follows the scene).
@@ -15,9 +24,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence, TypeVar
 
 from stfuse.errors import InputError
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,14 @@ class Plan:
     pairs: tuple[dt.date, ...]
     evidence: dt.date | None = None
     """Single-pair days: the other clear date that tells how large the errors are (:func:`evidence_day`)."""
+    fills: tuple[tuple[dt.date, ...], ...] = ()
+    """Per pair (same order): the days whose clear pixels fill its cloudy ones, nearest first
+    (:func:`fill_days`); empty: no filling."""
+
+    @property
+    def fill_dates(self) -> tuple[dt.date, ...]:
+        """Every fill day of the plan, sorted."""
+        return tuple(sorted({d for days in self.fills for d in days}))
 
     @property
     def max_gap_days(self) -> int:
@@ -35,7 +55,7 @@ class Plan:
         return max(abs((p - self.target).days) for p in self.pairs)
 
 
-def usable_pair_days(fine_clear: Mapping[dt.date, float], coarse_days: Iterable[dt.date], *, min_clear: float = 0.3) -> list[dt.date]:
+def usable_pair_days(fine_clear: Mapping[dt.date, float], coarse_days: Iterable[dt.date], *, min_clear: float = 0.05) -> list[dt.date]:
     """Days with a fine image at least ``min_clear`` clear and a coarse image, sorted."""
     coarse = set(coarse_days)
     return sorted(d for d, clear in fine_clear.items() if clear >= min_clear and d in coarse)
@@ -62,6 +82,44 @@ def choose_pairs(target: dt.date, pair_days: Sequence[dt.date], *, max_pairs: in
     return tuple(sorted(chosen))
 
 
+def fill_days(target: dt.date, pair: dt.date, pair_days: Sequence[dt.date], *, max_fill: int,
+              max_gap_days: int | None = None, exclude: Iterable[dt.date] = ()) -> tuple[dt.date, ...]:
+    """Up to ``max_fill`` usable days farther from ``target`` than ``pair`` on its side (before/on
+    or after), nearest first, within ``max_gap_days`` of the target; none of ``exclude`` (the
+    day's other pairs)."""
+    if not isinstance(max_fill, int) or isinstance(max_fill, bool) or max_fill < 0:
+        raise InputError(f"max_fill must be a whole number >= 0, got {max_fill!r}")
+    skip = set(exclude) | {pair}
+    if pair <= target:
+        side = sorted((d for d in pair_days if d < pair), reverse=True)
+    else:
+        side = sorted(d for d in pair_days if d > pair)
+    side = [d for d in side if d not in skip and (max_gap_days is None or abs((d - target).days) <= max_gap_days)]
+    return tuple(side[:max_fill])
+
+
+def fill_pair(fine: "xr.DataArray", coarse: "xr.DataArray") -> tuple["xr.DataArray", "xr.DataArray", "xr.DataArray"]:
+    """One gap-filled pair from a pair and its fill days (lazy if the inputs are).
+
+    ``fine``, ``coarse``: (time, band, y, x), the pair's day first, then its fill days nearest
+    first (:func:`fill_days`). Per pixel, the first day whose fine and coarse images are valid in
+    every band gives both (the same date, so the pair's coarse change stays consistent); a pixel
+    no day has keeps the pair's values. Returns ``(fine, coarse, filled)``: (band, y, x) float
+    images with the pair day's coordinates, and (y, x) bool, True where a fill day was used.
+    """
+    out_fine, out_coarse = fine.isel(time=0), coarse.isel(time=0)
+    have = out_fine.notnull().all("band") & out_coarse.notnull().all("band")
+    first = have
+    for k in range(1, fine.sizes["time"]):
+        f, c = fine.isel(time=k), coarse.isel(time=k)
+        ok = f.notnull().all("band") & c.notnull().all("band")
+        use = (ok & ~have).variable
+        out_fine = out_fine.copy(data=f.variable.where(use, out_fine.variable).transpose(*out_fine.dims).data)
+        out_coarse = out_coarse.copy(data=c.variable.where(use, out_coarse.variable).transpose(*out_coarse.dims).data)
+        have = have | ok
+    return out_fine, out_coarse, (have & ~first).reset_coords(drop=True).rename("filled")
+
+
 Day = TypeVar("Day", dt.date, int)
 
 
@@ -79,12 +137,23 @@ def evidence_day(pair: Day, target: Day, pair_days: Sequence[Day]) -> Day | None
     return min(others, key=lambda d: (abs(d - pair), d)) if others else None
 
 
-def plan_days(targets: Sequence[dt.date], pair_days: Sequence[dt.date], *, max_pairs: int = 2, max_gap_days: int | None = None) -> list[Plan]:
-    """A :class:`Plan` per target day (with an :func:`evidence_day` when it has one pair);
-    :class:`InputError` naming the range if no day has a pair."""
-    plans = [Plan(t, choose_pairs(t, pair_days, max_pairs=max_pairs, max_gap_days=max_gap_days)) for t in targets]
-    plans = [p if len(p.pairs) != 1 else Plan(p.target, p.pairs, evidence_day(p.pairs[0], p.target, pair_days))
-             for p in plans if p.pairs]
+def plan_day(target: dt.date, pair_days: Sequence[dt.date], *, max_pairs: int = 2, max_gap_days: int | None = None,
+             max_fill: int = 0) -> Plan:
+    """The :class:`Plan` of ``target``: :func:`choose_pairs`, an :func:`evidence_day` when it has
+    one pair, each pair's :func:`fill_days` (``max_fill``); ``pairs`` empty when none is usable."""
+    pairs = choose_pairs(target, pair_days, max_pairs=max_pairs, max_gap_days=max_gap_days)
+    evidence = evidence_day(pairs[0], target, pair_days) if len(pairs) == 1 else None
+    fills = tuple(fill_days(target, p, pair_days, max_fill=max_fill, max_gap_days=max_gap_days, exclude=pairs)
+                  for p in pairs) if max_fill else ()
+    return Plan(target, pairs, evidence, fills if any(fills) else ())
+
+
+def plan_days(targets: Sequence[dt.date], pair_days: Sequence[dt.date], *, max_pairs: int = 2, max_gap_days: int | None = None,
+              max_fill: int = 0) -> list[Plan]:
+    """A :class:`Plan` per target day (:func:`plan_day`); :class:`InputError` naming the range if
+    no day has a pair."""
+    plans = [plan_day(t, pair_days, max_pairs=max_pairs, max_gap_days=max_gap_days, max_fill=max_fill) for t in targets]
+    plans = [p for p in plans if p.pairs]
     if not plans:
         span = f"{targets[0]}..{targets[-1]}" if targets else "the requested range"
         raise InputError(

@@ -25,10 +25,11 @@ from stfuse.errors import QualityError
 
 log = logging.getLogger("stfuse")
 
-QUALITY_BITS = {"coarse_missing": 1, "fine_missing": 2, "large_change": 4, "observed": 8}
+QUALITY_BITS = {"coarse_missing": 1, "fine_missing": 2, "large_change": 4, "observed": 8, "filled": 16}
 """Bit values of the ``quality`` band; 0 = no flag. ``observed``: the pixel is the Landsat
 observation of that day (sigma :data:`stfuse.data.sensors.LANDSAT_SR_NOISE`), not a prediction;
-only ``coarse_missing`` may accompany it."""
+only ``coarse_missing`` may accompany it. ``filled``: a pair was cloudy there and a farther clear
+date filled it (gap filling, :func:`stfuse.fusion.pairs.fill_pair`)."""
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,7 @@ def _day_tags(fused: Fused, plan: Plan, name: str, record: dict[str, Any], quali
     return provenance(name, {
         "target_date": plan.target.isoformat(),
         "pair_dates": [d.isoformat() for d in plan.pairs],
+        **({"fill_dates": [d.isoformat() for d in plan.fill_dates]} if plan.fills else {}),
         "fine_items": fine_items,
         "coarse_items": coarse_items,
         "catalog": fused.query.source,
@@ -159,6 +160,8 @@ def _write_day(fused: Fused, plan: Plan, cog: Path | None, zarr: tuple[Path, int
                       changed_fraction=changed, thresholds=fusion.thresholds, strict=fusion.strict)
     quality = {"coarse_clear_fraction": round(coarse_clear, 4), "max_pair_gap_days": plan.max_gap_days,
                "changed_fraction": round(changed, 4), "warnings": warnings, "bits": QUALITY_BITS}
+    if plan.fills:
+        quality["filled_fraction"] = round(float(((flags & QUALITY_BITS["filled"]) > 0).mean()), 4)
     tags = _day_tags(fused, plan, predictor.name, predictor.calibration(), quality)
     if cog is not None:
         write_prediction_cog(cog, day["mean"].data, day["sigma"].data, band_names=list(bands), crs=out_crs,
@@ -169,6 +172,7 @@ def _write_day(fused: Fused, plan: Plan, cog: Path | None, zarr: tuple[Path, int
             datetime=dt.datetime.combine(plan.target, dt.time(12), tzinfo=dt.timezone.utc),
             band_names=list(bands), crs=out_crs, transform=geobox.transform, shape=(geobox.height, geobox.width),
             properties={"stfuse:method": predictor.name, "stfuse:pair_dates": tags["pair_dates"],
+                        **({"stfuse:fill_dates": tags["fill_dates"]} if "fill_dates" in tags else {}),
                         "stfuse:quality": quality, "stfuse:version": __version__},
             extra_bands=("quality",), dtype=fused.run.dtype, overwrite=True,
         )
