@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -106,14 +109,19 @@ def write_fused(fused: Fused, *, progress: ProgressCallback | None = None) -> Ou
         log.info("resuming: %d of %d days already complete", len(plans) - len(todo), len(plans))
     if todo:
         fused.read_days(todo)  # only the days still to compute
+    def write(plan: Plan, report: Callable[[int, int], None] | None) -> None:
+        _write_day(fused, plan, cogs[plan.target] if plan.target not in done_cog and "cog" in run.formats else None,
+                   (zarr_path, day_index[plan.target]) if "zarr" in run.formats and plan.target not in done_zarr else None,
+                   report, out_crs)
+
+    at_once = days_at_once(fused, len(todo))
     with dask_scheduler(run.scheduler, workers=run.workers, threads=run.threads, memory_limit=run.memory_limit,
                         device=fusion.device), read_errors():
-        for done, plan in enumerate(todo, start=1):
+        if at_once > 1:
+            _write_days_concurrently(todo, write, at_once, progress)
+        for done, plan in enumerate(todo if at_once == 1 else [], start=1):
             label = plan.target.isoformat()
-            report = (lambda d, t, label=label, n=done: progress(n - 1 + d / t, len(todo), label)) if progress else None
-            _write_day(fused, plan, cogs[plan.target] if plan.target not in done_cog and "cog" in run.formats else None,
-                       (zarr_path, day_index[plan.target]) if "zarr" in run.formats and plan.target not in done_zarr else None,
-                       report, out_crs)
+            write(plan, (lambda d, t, label=label, n=done: progress(n - 1 + d / t, len(todo), label)) if progress else None)
             if progress:
                 progress(done, len(todo), label)
     outputs = Outputs()
@@ -126,6 +134,46 @@ def write_fused(fused: Fused, *, progress: ProgressCallback | None = None) -> Ou
     if "zarr" in run.formats:
         outputs.append(zarr_path)
     return outputs
+
+
+_ZARR_LOCK = threading.Lock()
+MAX_DAYS_AT_ONCE = 4
+"""Most days :func:`write_fused` computes at once (:func:`days_at_once`)."""
+
+
+def days_at_once(fused: Fused, n_days: int) -> int:
+    """How many days :func:`write_fused` computes at once: one per core (at most
+    :data:`MAX_DAYS_AT_ONCE`) when the area is a single tile on CPU with the default threaded
+    scheduler, since a day's single tile otherwise leaves cores idle (Fit-FC and FSDAF are
+    largely sequential); else 1 (the tiles of a day already spread over the cores or workers).
+    Each day is computed exactly as alone, so the outputs do not depend on it."""
+    run = fused.run
+    one_tile = fused.geobox.height <= run.tile and fused.geobox.width <= run.tile
+    if run.scheduler is not None or fused.fusion.device != "cpu" or not one_tile:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_DAYS_AT_ONCE, n_days))
+
+
+def _write_days_concurrently(plans: list[Plan], write: Callable[[Plan, Any], None], workers: int,
+                             progress: ProgressCallback | None) -> None:
+    """``write(plan, None)`` for every plan on ``workers`` threads (torch single-threaded in each);
+    progress per finished day; the first failure stops the days not yet started and is raised."""
+    import torch
+
+    lock = threading.Lock()
+    with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        futures = {pool.submit(write, plan, None): plan for plan in plans}
+        try:
+            for done, future in enumerate(as_completed(futures), start=1):
+                future.result()
+                if progress:
+                    with lock:
+                        progress(done, len(plans), futures[future].target.isoformat())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _day_tags(fused: Fused, plan: Plan, name: str, record: dict[str, Any], quality: dict[str, Any]) -> dict[str, Any]:
@@ -188,4 +236,5 @@ def _write_day(fused: Fused, plan: Plan, cog: Path | None, zarr: tuple[Path, int
             stack = da.concatenate([day["mean"].data, day["sigma"].data, da.asarray(flags.data[None]).astype(np.float32)])
             write_zarr_tiles(zarr_path, index, ((w, b[:n], b[n:2 * n], b[2 * n]) for w, b in
                                                 compute_blocks(stack, block=tile, progress=report)))
-        mark_zarr_day_complete(zarr_path, index)
+        with _ZARR_LOCK:  # one flag array for all days: concurrent days must not interleave its writes
+            mark_zarr_day_complete(zarr_path, index)
