@@ -110,8 +110,9 @@ query_options = _apply(
 PAIR_FLAGS = ("max_pairs", "max_fill", "min_clear", "max_gap_days", "observed")
 pair_options = _apply(
     click.option("--max-pairs", type=click.IntRange(1, None), default=2, show_default=True,
-                 help="Pairs per target day: the nearest before and after; more than 2 adds the next nearest dates on either side "
-                 "(partly cloudy scenes fill each other's gaps; time grows with the number of pairs)."),
+                 help="Pairs per target day: the nearest before and after; more than 2 adds the next nearest dates on either side, "
+                 "used at every pixel (time grows with the number of pairs; for cloudy scenes --fill does better, "
+                 "docs/methods.md)."),
     click.option("--fill", "max_fill", type=click.IntRange(0, None), default=3, show_default=True,
                  metavar="N", help="Fill each pair's cloudy pixels from up to N farther Landsat dates on the same side of the "
                  "target, nearest first, so every pixel's pair is its nearest clear observation (quality bit 16); 0: no filling."),

@@ -37,6 +37,8 @@ SETTINGS: dict[str, dict[str, object]] = {
     "2 nearest (min-clear 0.05)": dict(max_pairs=2, max_fill=0, min_clear=0.05),
     "2 nearest, filled (min-clear 0.05, fill 3)": dict(max_pairs=2, max_fill=3, min_clear=0.05),
     "4 pairs, all pixels (min-clear 0.05)": dict(max_pairs=4, max_fill=0, min_clear=0.05),
+    "3 pairs, filled (min-clear 0.05, fill 3)": dict(max_pairs=3, max_fill=3, min_clear=0.05),
+    "4 pairs, filled (min-clear 0.05, fill 3)": dict(max_pairs=4, max_fill=3, min_clear=0.05),
 }
 BANDS = ("red", "nir08")
 
