@@ -325,7 +325,8 @@ class Fused:
     def day(self, plan: Plan, predictor: Predictor | None = None) -> xr.Dataset:
         """One day's lazy ``mean``, ``sigma`` (band, y, x) and ``quality`` (y, x). With no
         ``predictor`` the hybrid is prepared lazily, as part of the day's graph."""
-        pair_fine, pair_coarse, target = self.inputs(plan)
+        pair_fine, pair_coarse, filled = pair_inputs(self.fine.reflectance, self.coarse.reflectance, plan)
+        target = self.coarse.reflectance.sel(time=np.datetime64(plan.target))
         if predictor is not None:
             fn, halo, factor = predictor, predictor.halo, predictor.variance_factor * self.fusion.variance_scale
         elif self.fusion.refine == "none":
@@ -338,8 +339,7 @@ class Fused:
         mean, sigma = predict_day(pair_fine, pair_coarse, target, fn, halo=halo, variance_factor=factor, tile=self.run.tile)
         flags = quality_band(pair_fine, pair_coarse, target, change_threshold=self.fusion.thresholds.change_threshold)
         if plan.fills:
-            flags = flags | (pair_inputs(self.fine.reflectance, self.coarse.reflectance, plan)[2].astype("uint8")
-                             * QUALITY_BITS["filled"])
+            flags = flags | filled.astype("uint8") * QUALITY_BITS["filled"]
         observation = self.observation(plan.target) if self.fusion.observed else None
         if observation is not None:  # a Landsat date: its clear pixels are the observation
             mean, sigma, flags = observed_day(mean, sigma, flags, observation, noise=LANDSAT_SR_NOISE)
