@@ -13,6 +13,8 @@ leave-one-date-out tasks of the real sets (``tools/real_sets.py``). Writes a Mar
                                                                                # replaced in place in --out
     .venv/bin/python tools/bench.py --only real [--no-hybrid] --out docs/benchmarks.md   # only the real sets
         # (tools/real_sets.py: 45 leave-one-date-out tasks), replaced in place in --out and its .json
+    .venv/bin/python tools/bench.py --only fill --out docs/benchmarks.md   # only gap filling (tools/fill_study.py,
+        # ~5 min), replaced in place in --out and its .json
 """
 
 from __future__ import annotations
@@ -572,14 +574,44 @@ REAL_STFUSE = (*REAL_PRIORS, "default", "hybrid")
 """stfuse runs of the real-set tasks (through :func:`stfuse.api.predict_files`); the rest are baselines."""
 
 
-def _real_sets() -> Any:
-    """``tools/real_sets.py`` (a sibling script, not a package): task definitions and baselines."""
+def _sibling(name: str) -> Any:
+    """A sibling script of tools/ (not a package) as a module."""
     import importlib
 
     tools = str(Path(__file__).resolve().parent)
     if tools not in sys.path:
         sys.path.append(tools)  # last: tools/ never shadows an installed module
-    return importlib.import_module("real_sets")
+    return importlib.import_module(name)
+
+
+def _real_sets() -> Any:
+    """``tools/real_sets.py``: task definitions and baselines."""
+    return _sibling("real_sets")
+
+
+FILL_HEADING = "## Gap filling: every clear observation counts (leave-one-date-out, issue #20)"
+
+
+def fill_benchmark(benchmarks: Path) -> dict[str, Any]:
+    """``tools/fill_study.py``'s study: ``{"markdown": per-set tables, "ratios": {set: {setting: ratio}},
+    "seconds": ...}``."""
+    t0 = time.perf_counter()
+    text, ratios = _sibling("fill_study").study(Path(tempfile.mkdtemp(prefix="stfuse-fill-")), benchmarks)
+    return {"markdown": text, "ratios": ratios, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def fill_markdown(result: dict[str, Any], machine: str, command: str) -> str:
+    """The gap-filling section of docs/benchmarks.md."""
+    return "\n".join([
+        FILL_HEADING, "",
+        f"Measured {dt.date.today().isoformat()} with `{command}` ({result['seconds'] / 60:.1f} min) on: {machine}.",
+        "Each withheld Landsat date is predicted from the other dates with the default prior (blend) and scored on its clear",
+        "pixels (`stfuse.evaluate.holdout`, bands red and NIR; Kranj: 6 bands on arrays, as catalog mode composes the pairs).",
+        "Sets: two simulated cloudy seasons (256 x 256 px, 96 days, Landsat every 8 days, 30-40 % mean cloud; a flood, a",
+        "harvest), the bundled sample and the real Kranj series (Landsat clouds as nodata). Settings: `--max-pairs`,",
+        "`--fill` (fill days per pair) and `--min-clear`; the default is `2 nearest, filled (min-clear 0.05, fill 3)`",
+        "(docs/methods.md, \"Pairs and gap filling\").", "",
+        result["markdown"], ""])
 
 
 def _real_methods(task: dict[str, Any], hybrid: bool) -> list[str]:
@@ -798,7 +830,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--benchmarks", type=Path, default=DEFAULT_BENCHMARKS)
     parser.add_argument("--sizes", default="1000,2000", help="generated scene sizes (pixels per side)")
     parser.add_argument("--full-scene", default="2000,7000", help="sizes of the tiled end-to-end run (STARFM, COG written); empty to skip")
-    parser.add_argument("--only", choices=["startup", "real"],
+    parser.add_argument("--only", choices=["startup", "real", "fill"],
                         help="run only this part and replace its section in --out in place (the rest of the file is kept; "
                              "real: also its key in the .json beside --out)")
     parser.add_argument("--no-hybrid", action="store_true", help="real sets: skip the hybrid (the slowest method)")
@@ -815,6 +847,15 @@ def main(argv: list[str] | None = None) -> None:
         raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
         raw_path.write_text(json.dumps({**raw, "real_sets": real}, indent=1))
         print(f"wrote the real-set section of {args.out} and the key real_sets of {raw_path}")
+        return
+    if args.only == "fill":
+        fill = fill_benchmark(args.benchmarks)
+        text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
+        args.out.write_text(replace_section(text, FILL_HEADING, fill_markdown(fill, machine_description(), "tools/bench.py --only fill")))
+        raw_path = args.out.with_suffix(".json")
+        raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+        raw_path.write_text(json.dumps({**raw, "gap_filling": {k: v for k, v in fill.items() if k != "markdown"}}, indent=1))
+        print(f"wrote the gap-filling section of {args.out} and the key gap_filling of {raw_path}")
         return
     if args.only == "startup":
         startup = startup_benchmark()
@@ -841,6 +882,8 @@ def main(argv: list[str] | None = None) -> None:
     report["hybrid"] = hybrid_benchmark(args.benchmarks)
     report["hybrid_load"] = f"{before} / {load()}"
     report["real_sets"] = real_sets_benchmark(args.benchmarks, hybrid=not args.no_hybrid, names=real_names)
+    fill = fill_benchmark(args.benchmarks)
+    report["gap_filling"] = {k: v for k, v in fill.items() if k != "markdown"}
     report["startup"] = startup_benchmark()
     from stfuse.fusion.prior.calibration import SCALES_PATH
     from stfuse.fusion.refine import load_model
@@ -849,6 +892,7 @@ def main(argv: list[str] | None = None) -> None:
                         + hybrid_markdown(report["hybrid"], getattr(load_model(None), "meta", {}).get("hybrid_calibration"))
                         + prior_calibration_markdown(json.loads(SCALES_PATH.read_text()) if SCALES_PATH.exists() else {})
                         + real_sets_markdown(report["real_sets"], "make bench")
+                        + fill_markdown(fill, report["machine"], "make bench")
                         + startup_markdown(report["startup"], report["machine"], "make bench"))
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")

@@ -4,10 +4,13 @@ Writes simulated STAC catalogs (:func:`stfuse.sim.sample.write_sample_catalog`: 
 Landsat 8 + 9 every 8 days and heavy clouds, plus the bundled sample) and runs
 :func:`stfuse.evaluate.holdout.holdout` on each with several pair settings (``max_fill`` = fill
 days per pair, ``min_clear``, ``max_pairs``). Prints a markdown table of RMSE per withheld date
-(the dates every setting can withhold) and the 95 % coverage per setting. It only reports; the
-default is read from the table (docs/methods.md, "Gap filling").
+(the dates every setting can withhold) and the 95 % coverage per setting, and the same comparison
+on the real Kranj series (:func:`kranj`). It only reports; the default is read from the table
+(docs/methods.md, "Pairs and gap filling"). ``make bench`` runs it (:func:`study`) for the section
+"Gap filling" of docs/benchmarks.md.
 
-    .venv/bin/python tools/fill_study.py [--work out/fill-study] [--out docs/fill-study.md]   # ~10 min on 2 cores
+    .venv/bin/python tools/fill_study.py [--work out/fill-study]     # prints the tables, ~5 min on 2 cores
+    .venv/bin/python tools/bench.py --only fill --out docs/benchmarks.md   # the same into its section
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ SETTINGS: dict[str, dict[str, object]] = {
 BANDS = ("red", "nir08")
 
 
-def run_catalog(name: str, catalog: Path) -> list[str]:
-    """Holdout of every setting on ``catalog``; markdown lines."""
+def run_catalog(name: str, catalog: Path) -> tuple[list[str], dict[str, float]]:
+    """Holdout of every setting on ``catalog``: markdown lines and each setting's mean RMSE
+    relative to the first setting's."""
     results = {}
     for label, settings in SETTINGS.items():
         t0 = time.perf_counter()
@@ -69,7 +73,12 @@ def run_catalog(name: str, catalog: Path) -> list[str]:
         for label, v in rmses.items():
             per_setting[label].append(v)
     lines += _summary_rows(per_setting, inside)
-    return lines
+    return lines, _ratios(per_setting)
+
+
+def _ratios(per_setting: dict[str, list[float]]) -> dict[str, float]:
+    base = float(np.mean(per_setting[next(iter(per_setting))]))
+    return {label: float(np.mean(v)) / base for label, v in per_setting.items()}
 
 
 def _rmse(pred: np.ndarray, truth: np.ndarray, ok: np.ndarray) -> float:
@@ -86,7 +95,18 @@ def _summary_rows(per_setting: dict[str, list[float]], inside: dict[str, list[fl
             f"| 95 % coverage |{blank} " + " | ".join(f"{np.mean(v):.1%}" for v in inside.values()) + " |", ""]
 
 
-def kranj(benchmarks: Path) -> list[str]:
+KRANJ_AS: dict[str, str] = {
+    "2 nearest (min-clear 0.3)": "nearest pair(s)", "2 nearest, filled (min-clear 0.3, fill 3)": "nearest, filled by the other date",
+    "2 nearest (min-clear 0.05)": "nearest pair(s)", "2 nearest, filled (min-clear 0.05, fill 3)": "nearest, filled by the other date",
+    "4 pairs, all pixels (min-clear 0.05)": "both other dates, every pixel",
+    "3 pairs, filled (min-clear 0.05, fill 3)": "both other dates, every pixel",
+    "4 pairs, filled (min-clear 0.05, fill 3)": "both other dates, every pixel",
+}
+"""What each setting is on Kranj's three dates (its clouds are small: every date is a usable pair;
+three or four pairs are both other dates, with nothing left to fill from)."""
+
+
+def kranj(benchmarks: Path) -> tuple[list[str], dict[str, float]]:
     """Kranj (real, Landsat clouds as nodata): each date withheld, predicted by the default prior
     from its nearest pair(s), from them gap-filled by the other date, and from both others at every pixel."""
     import xarray as xr
@@ -102,7 +122,7 @@ def kranj(benchmarks: Path) -> list[str]:
 
     spec = next(s for s in REAL_SETS if s.name == "kranj")
     if not (benchmarks / spec.folder).exists():
-        return ["### kranj (real)", "", "not found under " + str(benchmarks), ""]
+        return ["### kranj (real)", "", "not found under " + str(benchmarks), ""], {}
     dates = [dt.date.fromisoformat(d) for d, _, _ in spec.scenes]
     fine = np.stack([read_reflectance(benchmarks / f).values for _, f, _ in spec.scenes])
     coarse = np.stack([read_reflectance(benchmarks / c).values for _, _, c in spec.scenes])
@@ -146,26 +166,46 @@ def kranj(benchmarks: Path) -> list[str]:
         best = min(rmses.values())
         lines.append(f"| {target} | " + " | ".join(f"**{v:.5f}**" if v == best else f"{v:.5f}" for v in rmses.values()) + " |")
     lines += _summary_rows(per_setting, inside, blank="")
-    return lines
+    ratios = _ratios(per_setting)
+    return lines, {label: ratios[KRANJ_AS[label]] for label in SETTINGS}
+
+
+def study(work: Path = Path("out/fill-study"), benchmarks: Path | None = None) -> tuple[str, dict[str, dict[str, float]]]:
+    """Run every set (simulated seasons written under ``work``, the bundled sample, Kranj from
+    ``benchmarks`` when present): ``(markdown, ratios)`` with ``ratios[set][setting]`` the mean RMSE
+    relative to the first setting (2 nearest, min-clear 0.3)."""
+    root = Path(__file__).resolve().parent.parent
+    sections: list[str] = []
+    ratios: dict[str, dict[str, float]] = {}
+    for name, spec in SEASONS.items():
+        catalog = write_sample_catalog(work / name.split(" (")[0].replace(" ", "-"), spec, overwrite=True)
+        lines, ratios[name.split(" (")[0]] = run_catalog(name, catalog)
+        sections += lines
+    lines, ratios["bundled sample"] = run_catalog("bundled sample (sample_scenes)", root / "sample_scenes" / "catalog.json")
+    sections += lines
+    lines, kranj_ratios = kranj(benchmarks or root.parent / "shared" / "benchmarks")
+    sections += lines
+    if kranj_ratios:
+        ratios["Kranj (real)"] = kranj_ratios
+    return "\n".join([*summary_lines(ratios), *sections]), ratios
+
+
+def summary_lines(ratios: dict[str, dict[str, float]]) -> list[str]:
+    """A table: per setting, its ratio on each set, the mean over sets and the worst set."""
+    sets = list(ratios)
+    lines = ["Mean RMSE per set relative to the first setting (lower is better); each set counts once.", "",
+             "| setting | " + " | ".join(sets) + " | mean | worst |", "|---" * (len(sets) + 3) + "|"]
+    for label in SETTINGS:
+        values = [ratios[s][label] for s in sets]
+        lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {np.mean(values):.3f} | {max(values):.3f} |")
+    return [*lines, ""]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("out/fill-study"))
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    lines = ["# Gap filling: leave-one-date-out on cloudy simulated seasons", "",
-             "Made by `tools/fill_study.py`. Method: the default (blend); bands red and NIR.", ""]
-    for name, spec in SEASONS.items():
-        catalog = write_sample_catalog(args.work / name.split(" (")[0].replace(" ", "-"), spec, overwrite=True)
-        lines += run_catalog(name, catalog)
-    root = Path(__file__).resolve().parent.parent
-    lines += run_catalog("bundled sample (sample_scenes)", root / "sample_scenes" / "catalog.json")
-    lines += kranj(root.parent / "shared" / "benchmarks")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print(study(args.work)[0])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -158,18 +158,17 @@ def days_at_once(fused: Fused, n_days: int) -> int:
 def _write_days_concurrently(plans: list[Plan], write: Callable[[Plan, Any], None], workers: int,
                              progress: ProgressCallback | None) -> None:
     """``write(plan, None)`` for every plan on ``workers`` threads (torch single-threaded in each);
-    progress per finished day; the first failure stops the days not yet started and is raised."""
+    progress per finished day, in date order (a day is reported once it and every earlier day are
+    done); a failure stops the days not yet started and is raised."""
     import torch
 
-    lock = threading.Lock()
     with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        futures = {pool.submit(write, plan, None): plan for plan in plans}
+        futures = [pool.submit(write, plan, None) for plan in plans]
         try:
-            for done, future in enumerate(as_completed(futures), start=1):
+            for done, (future, plan) in enumerate(zip(futures, plans), start=1):
                 future.result()
                 if progress:
-                    with lock:
-                        progress(done, len(plans), futures[future].target.isoformat())
+                    progress(done, len(plans), plan.target.isoformat())
         except BaseException:
             for future in futures:
                 future.cancel()
