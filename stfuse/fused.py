@@ -337,9 +337,8 @@ class Fused:
             fn = dask.delayed(self.predictor, pure=False, traverse=False)(
                 plan, dask_key_name=f"stfuse-predictor-{plan.target.isoformat()}-{'-'.join(map(str, plan.pairs))}")
         mean, sigma = predict_day(pair_fine, pair_coarse, target, fn, halo=halo, variance_factor=factor, tile=self.run.tile)
-        flags = quality_band(pair_fine, pair_coarse, target, change_threshold=self.fusion.thresholds.change_threshold)
-        if plan.fills:
-            flags = flags | filled.astype("uint8") * QUALITY_BITS["filled"]
+        flags = quality_band(pair_fine, pair_coarse, target, change_threshold=self.fusion.thresholds.change_threshold,
+                             filled=filled if plan.fills else None)
         observation = self.observation(plan.target) if self.fusion.observed else None
         if observation is not None:  # a Landsat date: its clear pixels are the observation
             mean, sigma, flags = observed_day(mean, sigma, flags, observation, noise=LANDSAT_SR_NOISE)

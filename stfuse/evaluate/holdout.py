@@ -288,9 +288,8 @@ def holdout(
         scene = None if scene_times is None else (fine.reflectance.sel(time=scene_times).rename(time="pair"),
                                                   coarse.reflectance.sel(time=scene_times).rename(time="pair"))
         result = fuse(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time), day_fusion, scene=scene)
-        flags = (quality_band(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time),
-                              change_threshold=fusion.thresholds.change_threshold)
-                 | filled.astype("uint8") * QUALITY_BITS["filled"]).values
+        flags = quality_band(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time),
+                             change_threshold=fusion.thresholds.change_threshold, filled=filled).values
         truth = fine.reflectance.sel(time=target_time).transpose("band", "y", "x").values
         valid = fine.valid.sel(time=target_time).values
         mean, sigma = result.mean.values, result.sigma.values

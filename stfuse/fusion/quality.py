@@ -43,10 +43,12 @@ class Thresholds:
     change_threshold: float = 0.1
 
 
-def quality_band(fine: xr.DataArray, coarse: xr.DataArray, coarse_target: xr.DataArray, *, change_threshold: float = 0.1) -> xr.DataArray:
+def quality_band(fine: xr.DataArray, coarse: xr.DataArray, coarse_target: xr.DataArray, *, change_threshold: float = 0.1,
+                 filled: xr.DataArray | None = None) -> xr.DataArray:
     """(y, x) uint8 bit flags from the inputs of one prediction (lazy if they are).
 
     ``fine``/``coarse``: (pair, band, y, x); ``coarse_target``: (band, y, x); NaN = missing.
+    ``filled``: (y, x) bool, where a pair was gap-filled (:func:`stfuse.fused.pair_inputs`).
     """
     coarse_missing = coarse_target.isnull().any("band")
     fine_missing = fine.isnull().any("band").all("pair")
@@ -57,6 +59,8 @@ def quality_band(fine: xr.DataArray, coarse: xr.DataArray, coarse_target: xr.Dat
         + fine_missing.astype("uint8") * QUALITY_BITS["fine_missing"]
         + large_change.astype("uint8") * QUALITY_BITS["large_change"]
     )
+    if filled is not None:
+        flags = flags + filled.astype("uint8") * QUALITY_BITS["filled"]
     return flags.astype("uint8").rename("quality")
 
 
