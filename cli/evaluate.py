@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .options import bands_opt, device_opt, json_opt, mc_samples_opt, method_opt, overwrite_opt, quiet_opt, refine_opt, seed_opt
+from .options import bands_opt, device_opt, given_flags, json_opt, mc_samples_opt, method_opt, overwrite_opt, quiet_opt, refine_opt, seed_opt
 from .progress import progress_reporter
 
 _CATALOG_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "min_clear", "max_pairs", "max_fill", "max_gap_days", "crs",
@@ -88,19 +88,16 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
     """
     from stfuse.errors import InputError
 
-    given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    catalog_given = sorted(given & set(_CATALOG_FLAGS))
+    # --bands names the truth's bands with PREDICTION TRUTH; otherwise it is a --holdout flag
+    catalog_given = given_flags(ctx, sorted(f for f in _CATALOG_FLAGS if not (files and f == "bands")))
     options = {"window": window} if window else None
     modes = [m for m, on in (("PREDICTION TRUTH", bool(files)), ("--task", task is not None), ("--holdout", holdout)) if on]
     if len(modes) > 1:
         raise InputError(f"give one of PREDICTION TRUTH, --task or --holdout, not {' and '.join(modes)}")
-    if files:  # PREDICTION TRUTH: --bands names the truth's bands
-        catalog_given = [flag for flag in catalog_given if flag != "bands"]
     if not files and (truth_qa is not None or force):
         raise InputError(f"--{'truth-qa' if truth_qa is not None else 'force'} applies only with PREDICTION TRUTH")
     if not holdout and catalog_given:
-        flag = {"max_fill": "fill", "max_gap_days": "max-gap"}.get(catalog_given[0], catalog_given[0].replace("_", "-"))
-        raise InputError(f"--{flag} applies only with --holdout")
+        raise InputError(f"{catalog_given[0]} applies only with --holdout")
     if holdout:
         _holdout(catalog=catalog, bbox=bbox or None, aoi=aoi, start=start, end=end, bands=bands, method=method,
                  max_pairs=max_pairs, max_fill=max_fill, compare_unfilled=compare_unfilled, min_clear=min_clear, max_gap_days=max_gap_days, crs=crs, options=options,
@@ -128,9 +125,9 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
         raise InputError("--benchmarks applies only with --task")
     if len(files) != 2:
         raise InputError(f"give PREDICTION and TRUTH files ({len(files)} given), or --task ID, or --holdout")
-    predicting = sorted(given & {"method", "window", "device"})
+    predicting = given_flags(ctx, ("device", "method", "window"))
     if predicting:
-        raise InputError(f"--{predicting[0]} applies to --task and --holdout (PREDICTION TRUTH scores an existing file)")
+        raise InputError(f"{predicting[0]} applies to --task and --holdout (PREDICTION TRUTH scores an existing file)")
     if output is not None:
         raise InputError("-o applies to --task and --holdout; use --report DIR for figures of PREDICTION vs TRUTH")
     from stfuse.evaluate.files import evaluate_files
