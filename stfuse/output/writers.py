@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import dask
 import numpy as np
 import rasterio
 from rasterio.crs import CRS as RioCRS
@@ -119,11 +120,12 @@ def write_fused(fused: Fused, *, progress: ProgressCallback | None = None) -> Ou
                         device=fusion.device), read_errors():
         if at_once > 1:
             _write_days_concurrently(todo, write, at_once, progress)
-        for done, plan in enumerate(todo if at_once == 1 else [], start=1):
-            label = plan.target.isoformat()
-            write(plan, (lambda d, t, label=label, n=done: progress(n - 1 + d / t, len(todo), label)) if progress else None)
-            if progress:
-                progress(done, len(todo), label)
+        else:
+            for done, plan in enumerate(todo, start=1):
+                label = plan.target.isoformat()
+                write(plan, (lambda d, t, label=label, n=done: progress(n - 1 + d / t, len(todo), label)) if progress else None)
+                if progress:
+                    progress(done, len(todo), label)
     outputs = Outputs()
     outputs.days_written, outputs.days_skipped = len(todo), len(plans) - len(todo)
     if "cog" in run.formats:
@@ -201,14 +203,16 @@ def _write_day(fused: Fused, plan: Plan, cog: Path | None, zarr: tuple[Path, int
     predictor = fused.predictor(plan)
     day = fused.day(plan, predictor)
     flags = day["quality"]
-    changed = float(((flags & QUALITY_BITS["large_change"]) > 0).mean())
+    share = {name: ((flags & QUALITY_BITS[name]) > 0).mean() for name in ("large_change", "filled")}
+    share = {name: float(v) for name, v in zip(share, dask.compute(*share.values()))}  # the flags computed once for both
+    changed = share["large_change"]
     coarse_clear = fused.coarse_clear(plan.target)
     warnings = assess(day=plan.target.isoformat(), coarse_clear=coarse_clear, max_gap_days=plan.max_gap_days,
                       changed_fraction=changed, thresholds=fusion.thresholds, strict=fusion.strict)
     quality = {"coarse_clear_fraction": round(coarse_clear, 4), "max_pair_gap_days": plan.max_gap_days,
                "changed_fraction": round(changed, 4), "warnings": warnings, "bits": QUALITY_BITS}
     if plan.fills:
-        quality["filled_fraction"] = round(float(((flags & QUALITY_BITS["filled"]) > 0).mean()), 4)
+        quality["filled_fraction"] = round(share["filled"], 4)
     tags = _day_tags(fused, plan, predictor.name, predictor.calibration(), quality)
     if cog is not None:
         write_prediction_cog(cog, day["mean"].data, day["sigma"].data, band_names=list(bands), crs=out_crs,
