@@ -111,7 +111,7 @@ def kranj(benchmarks: Path) -> tuple[list[str], dict[str, float]]:
     from its nearest pair(s), from them gap-filled by the other date, and from both others at every pixel."""
     import xarray as xr
 
-    from stfuse.fusion.pairs import fill_pair
+    from stfuse.fusion.pairs import fill_pair, plan_day
     from stfuse.fusion.prior import predict
     from stfuse.fusion.prior.calibration import calibration_record
     from stfuse.fusion.radiometry import harmonize
@@ -135,19 +135,16 @@ def kranj(benchmarks: Path) -> tuple[list[str], dict[str, float]]:
     inside: dict[str, list[float]] = {k: [] for k in labels}
     for t, target in enumerate(dates):
         others = [k for k in range(len(dates)) if k != t]
-        before = [k for k in others if dates[k] <= target]
-        after = [k for k in others if dates[k] > target]
-        nearest = ([before[-1]] if before else []) + ([after[0]] if after else [])
+        plan = plan_day(target, [dates[k] for k in others], max_fill=3)  # as catalog mode plans the day
+        nearest = [dates.index(d) for d in plan.pairs]
         c, ct, _ = harmonize(fine[others], coarse[others], coarse[t])  # coarse in the fine units, fitted on the pairs
         fine_o = {k: fine[k] for k in others}
         coarse_o = {k: c[others.index(k)] for k in others}
         runs = {labels[0]: (np.stack([fine_o[k] for k in nearest]), np.stack([coarse_o[k] for k in nearest]))}
         filled_f, filled_c = [], []
-        for k in nearest:
-            side = sorted((j for j in others if j not in nearest and ((dates[j] < dates[k]) if dates[k] <= target else (dates[j] > dates[k]))),
-                          key=lambda j: abs((dates[j] - dates[k]).days))
-            order = [k, *side]
-            stack = lambda arrs: xr.DataArray(np.stack(arrs), dims=("time", "band", "y", "x"))  # noqa: E731
+        stack = lambda arrs: xr.DataArray(np.stack(arrs), dims=("time", "band", "y", "x"))  # noqa: E731
+        for k, fills in zip(nearest, plan.fills or [()] * len(nearest)):
+            order = [k, *(dates.index(d) for d in fills)]
             ff, cc, _ = fill_pair(stack([fine_o[j] for j in order]), stack([coarse_o[j] for j in order]))
             filled_f.append(ff.values)
             filled_c.append(cc.values)
