@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 
@@ -188,3 +189,14 @@ def test_local_mode_runs_with_eight_cloudy_pairs(tmp_path):
     assert len(json.loads(tags["inputs"])["pairs"]) == 8
     assert np.isfinite(pred).all()
     np.testing.assert_allclose(pred, base + 0.1, atol=2e-3)
+
+
+def test_cli_holdout_compare_unfilled_prints_both_rmses_and_writes_the_column(season, tmp_path):
+    out = tmp_path / "holdout"
+    result = CliRunner().invoke(cli, ["evaluate", "--holdout", "--catalog", str(season), "--bands", "red", "--method", "starfm",
+                                      "--compare-unfilled", "--no-predictions", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "gap filling against the pairs as they are" in result.output and " unfilled (" in result.output
+    rows = [r for r in csv.DictReader((out / "holdout.csv").open()) if r["band"] == "all"]
+    filled = [r for r in rows if r["fill_dates"]]
+    assert filled and all(float(r["rmse_unfilled"]) > 0 for r in filled)
