@@ -46,6 +46,7 @@ from stfuse.fusion.prior import method_for_day
 from stfuse.fusion.prior import predict as prior_predict
 from stfuse.fusion.prior.calibration import calibration_record as prior_calibration_record
 from stfuse.fusion.quality import QUALITY_BITS, observed_day, quality_band
+from stfuse.fusion.uncertainty import spread_radius, spread_variance
 from stfuse.output.tiling import predict_tiled
 
 log = logging.getLogger("stfuse")
@@ -76,7 +77,9 @@ class Predictor(Protocol):
 
 @dataclass(frozen=True)
 class PriorPredictor:
-    """A physics prior (:mod:`stfuse.fusion.prior`) for days with ``n_pairs`` pairs."""
+    """A physics prior (:mod:`stfuse.fusion.prior`) for days with ``n_pairs`` pairs; its variance
+    shared over one coarse pixel around each pixel (:func:`stfuse.fusion.uncertainty.spread_variance`),
+    as the factor (:mod:`stfuse.fusion.prior.calibration`) was fitted."""
 
     method: str
     n_pairs: int
@@ -89,7 +92,12 @@ class PriorPredictor:
 
     @property
     def halo(self) -> int:
-        return prior_halo(self.method, **self.options)
+        return prior_halo(self.method, **self.options) + self.spread
+
+    @property
+    def spread(self) -> int:
+        """Radius (fine px) over which the variance is shared (:func:`stfuse.fusion.uncertainty.spread_variance`)."""
+        return spread_radius(self.options.get("coarse_factor", 16))
 
     @property
     def variance_factor(self) -> float:
@@ -99,7 +107,8 @@ class PriorPredictor:
         return prior_calibration_record(self.method, self.n_pairs)
 
     def __call__(self, fine: np.ndarray, coarse: np.ndarray, coarse_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return prior_predict(fine, coarse, coarse_target, method=self.method, device=self.device, **self.options)
+        mean, variance = prior_predict(fine, coarse, coarse_target, method=self.method, device=self.device, **self.options)
+        return mean, spread_variance(variance, self.spread)
 
 
 class HybridPredictor:

@@ -24,6 +24,10 @@ arithmetic on such pairs, all on plain numpy arrays with NaN marking a missing v
 - :func:`fit_variance_scale` / :func:`apply_variance_scale` post-hoc calibration: one
   factor ``s`` with ``v_calibrated = s * v`` chosen on data with a known truth so that the
   standardized residuals ``z = (y - mu) / sqrt(v)`` behave like a standard normal.
+- :func:`spread_variance` shares each pixel's variance with its neighbourhood: a per-pixel
+  spread ranks errors well, but on real scenes large errors also fall where it is small
+  (heavy-tailed ``z``); mixing it with its local mean (``(v + w * mean_window(v)) / (1 + w)``)
+  moves variance to those pixels without changing its overall scale.
 - :func:`gaussian_nll` the mean negative log-likelihood ``0.5 * (log(2 pi v) + (y - mu)^2 / v)``.
 - :func:`leave_one_out_coverage` the coverage a scale fitted on some days gives on another.
 - :func:`coverage_interval` how uncertain a coverage measured over a few scenes is: a
@@ -223,6 +227,43 @@ def apply_variance_scale(variance: ArrayLike, scale: float) -> np.ndarray:
     return (np.asarray(variance, np.float32) * np.float32(scale)).astype(np.float32)
 
 
+SPREAD_WEIGHT = 1.0
+"""``w`` of :func:`spread_variance`: the local mean counts as much as the pixel's own variance
+(docs/methods.md, "Uncertainty on real scenes": chosen with the simulator and the real sets)."""
+
+
+def spread_radius(coarse_factor: int = 16) -> int:
+    """Half window (fine px) of :func:`spread_variance`: one coarse pixel (``coarse_factor`` fine
+    px), so the window (``2 * coarse_factor + 1`` px) spans about two coarse pixels."""
+    return int(coarse_factor)
+
+
+def spread_variance(variance: np.ndarray, radius: int, weight: float = SPREAD_WEIGHT) -> np.ndarray:
+    """``(v + weight * m) / (1 + weight)`` with ``m`` the mean of the finite ``v`` over the
+    ``(2 radius + 1)^2`` window of each pixel (the window clipped at the array's edges).
+
+    ``variance``: (..., H, W) reflectance^2, NaN = missing (stays NaN). Returns float32 of the
+    same shape. The window sums are position-independent (:func:`stfuse.fusion.prior._window.box_sum`
+    on a NaN halo), so a tile grown by ``radius`` px (plus its predictor's own halo) gives the
+    whole image's values exactly. ``radius`` 0 or ``weight`` 0 return the variance unchanged.
+    """
+    v = np.asarray(variance, np.float32)
+    if radius <= 0 or weight == 0 or v.size == 0:
+        return v.copy()
+    import torch
+
+    from stfuse.fusion.prior._window import box_sum, halo_block
+
+    x = torch.from_numpy(np.ascontiguousarray(v.reshape(-1, *v.shape[-2:])))
+    xh = halo_block(x, 0, x.shape[-2], radius)
+    ok = torch.isfinite(xh)
+    total = box_sum(torch.where(ok, xh, 0.0), radius)
+    count = box_sum(ok.to(torch.float32), radius)
+    local = (total / count.clamp_min(1)).to(torch.float32).numpy().reshape(v.shape)
+    with np.errstate(invalid="ignore"):
+        return ((v + np.float32(weight) * local) / np.float32(1 + weight)).astype(np.float32)
+
+
 def gaussian_nll(pred: ArrayLike, variance: ArrayLike, truth: ArrayLike, valid: ArrayLike | None = None) -> float:
     """Mean Gaussian negative log-likelihood ``0.5 * (log(2 pi v) + (y - mu)^2 / v)`` (nats).
 
@@ -333,4 +374,6 @@ __all__ = [
     "leave_one_out_coverage",
     "reliability_curve",
     "spearman_error_sigma",
+    "spread_radius",
+    "spread_variance",
 ]
