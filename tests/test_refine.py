@@ -34,6 +34,7 @@ from stfuse.fusion.refine import (
     train_self_supervised,
     train_supervised,
 )
+from stfuse.fusion.refine.hybrid import REAL_SCENE_FACTOR, output_variance
 from stfuse.fusion.uncertainty import combine_weighted, coverage
 
 
@@ -275,7 +276,7 @@ def test_hybrid_weights_members_by_refined_variance_and_keeps_prior_means():
     np.testing.assert_allclose(var, 1.5 * exp_var, rtol=1e-5)
     assert hybrid_variance_scale(model, 1) == 1.5 and hybrid_variance_scale(model, 3) == 0.8
     record = calibration_record(model, 1)  # what the output tags say was applied
-    assert record["variance_scale"] == 1.5 and record["member_variance_scales"] == {"fitfc": 0.5, "fsdaf": 2.0}
+    assert record["variance_scale"] == 1.5 * REAL_SCENE_FACTOR and record["member_variance_scales"] == {"fitfc": 0.5, "fsdaf": 2.0}
     assert record["members_fitted_on"] == "simulated validation scenes"
     model.meta["self_supervised"] = {"pairs": 2}
     assert calibration_record(model, 2)["members_fitted_on"].startswith("held-out tiles of 2 pairs")
@@ -324,13 +325,13 @@ def test_two_pair_hybrid_variance_follows_the_scene_unless_adapted():
     scene = scene_variance_scale(fine, coarse, model=model, mc_samples=1)
     np.testing.assert_allclose(var, 0.5 * scene * raw, rtol=1e-5)
     record = calibration_record(model, 2, scene_scale=scene)
-    assert record["variance_scale"] == pytest.approx(0.5 * scene) and record["scene_scale"] == round(scene, 4)
+    assert record["variance_scale"] == pytest.approx(0.5 * scene * REAL_SCENE_FACTOR) and record["scene_scale"] == round(scene, 4)
     assert record["scene_factor"] == 0.5 and record["fitted_on"].startswith("this scene's pairs")
     _, one = hybrid_arrays(fine[:1], coarse[:1], ct, model=model, mc_samples=1, variance_scale=1.0)
     np.testing.assert_allclose(hybrid_arrays(fine[:1], coarse[:1], ct, model=model, mc_samples=1)[1], 1.5 * one, rtol=1e-5)
     model.meta["self_supervised"] = {"pairs": 2}
     np.testing.assert_allclose(hybrid_arrays(fine, coarse, ct, model=model, mc_samples=1)[1], 0.8 * raw, rtol=1e-5)
-    assert calibration_record(model, 2, scene_scale=scene)["variance_scale"] == 0.8
+    assert calibration_record(model, 2, scene_scale=scene)["variance_scale"] == 0.8 * REAL_SCENE_FACTOR
     # tiles: HybridFn fits the scale once on the whole area and applies it to every tile
     fn = HybridFn("ensemble", _random_head(Refiner(width=8)), mc_samples=1)
     fn.model.meta = {"hybrid_variance_scales": {"1": 1.5, "2": 0.8}, "hybrid_scene_factor": 0.5}
@@ -341,7 +342,7 @@ def test_two_pair_hybrid_variance_follows_the_scene_unless_adapted():
     _, tile_raw = hybrid_arrays(fine[..., :32, :32], coarse[..., :32, :32], ct[:, :32, :32], model=fn.model, mc_samples=1,
                                 variance_scale=1.0)
     np.testing.assert_allclose(fn(fine[..., :32, :32], coarse[..., :32, :32], ct[:, :32, :32])[1],
-                               0.5 * fn.scene_scale * tile_raw, rtol=1e-5)
+                               output_variance(0.5 * fn.scene_scale * tile_raw), rtol=1e-5)
 
 
 def test_one_pair_variance_follows_the_scene_from_an_evidence_date():
@@ -360,17 +361,17 @@ def test_one_pair_variance_follows_the_scene_from_an_evidence_date():
     scene = fn.fit_scene(evidence, coarse, n_pairs=1, dates=["2023-06-01", "2023-06-17"])
     assert scene == pytest.approx(scene_variance_scale(fine, coarse, model=fn.model, mc_samples=1))
     _, raw = hybrid_arrays(fine[1:], coarse[1:], ct, model=fn.model, mc_samples=1, variance_scale=1.0)
-    np.testing.assert_allclose(fn(fine[1:], coarse[1:], ct)[1], 1.2 * scene * raw, rtol=1e-5)
+    np.testing.assert_allclose(fn(fine[1:], coarse[1:], ct)[1], output_variance(1.2 * scene * raw), rtol=1e-5)
     record = fn.calibration(1)
-    assert record["variance_scale"] == pytest.approx(1.2 * scene) and record["scene_factor"] == 1.2
+    assert record["variance_scale"] == pytest.approx(1.2 * scene * REAL_SCENE_FACTOR) and record["scene_factor"] == 1.2
     assert record["scene_dates"] == ["2023-06-01", "2023-06-17"] and record["fitted_on"].startswith("this day's pair")
     # the arrays of one pair hold no evidence: the fixed scale
     np.testing.assert_allclose(hybrid_arrays(fine[1:], coarse[1:], ct, model=fn.model, mc_samples=1)[1], 1.5 * raw, rtol=1e-5)
-    assert fn.fit_scene(evidence[1:], coarse[1:], n_pairs=1) is None and fn.calibration(1)["variance_scale"] == 1.5
+    assert fn.fit_scene(evidence[1:], coarse[1:], n_pairs=1) is None and fn.calibration(1)["variance_scale"] == 1.5 * REAL_SCENE_FACTOR
     # a model without a one-pair factor (older checkpoints) keeps the fixed scale with one pair
     fn.model.meta = {"hybrid_variance_scales": {"1": 1.5, "2": 0.8}, "hybrid_scene_factor": 0.5}
     assert scene_factor(fn.model, 1) is None and scene_factor(fn.model, 2) == 0.5
-    assert fn.fit_scene(evidence, coarse, n_pairs=1) is None and fn.calibration(1)["variance_scale"] == 1.5
+    assert fn.fit_scene(evidence, coarse, n_pairs=1) is None and fn.calibration(1)["variance_scale"] == 1.5 * REAL_SCENE_FACTOR
 
 
 def test_hybrid_fn_is_a_picklable_tile_function_equal_to_the_whole_image():
@@ -443,7 +444,7 @@ def test_catalog_predict_with_refiner_writes_hybrid_cogs(mini_catalog, tmp_path)
         seen[n_pairs] = calibration
         assert calibration["scene_factor"] == shipped.meta["hybrid_scene_factors"][str(min(n_pairs, 2))]
         assert calibration["scene_scale"] > 0
-        assert calibration["variance_scale"] == pytest.approx(calibration["scene_factor"] * calibration["scene_scale"], rel=1e-3)
+        assert calibration["variance_scale"] == pytest.approx(calibration["scene_factor"] * calibration["scene_scale"] * REAL_SCENE_FACTOR, rel=1e-3)
         assert "simulated" in calibration["fitted_on"] and set(calibration["member_variance_scales"]) == {"fitfc", "fsdaf"}
     assert seen[2]["scene_dates"] == ["2023-06-06", "2023-06-22"] and seen[2]["fitted_on"].startswith("this scene's pairs")
     assert seen[1]["scene_dates"] == ["2023-06-06", "2023-06-22"] and seen[1]["fitted_on"].startswith("this day's pair")
@@ -492,7 +493,7 @@ def test_predict_uses_a_user_checkpoint_and_refuses_one_for_other_bands(tmp_path
         assert result.exit_code == 0, result.output
     (a, tags_a), (b, tags_b), (c, _) = (read(tmp_path / f"{n}.tif") for n in "abc")
     np.testing.assert_array_equal(a, b)
-    assert json.loads(tags_a["calibration"])["variance_scale"] == shipped.meta["hybrid_variance_scales"]["1"]
+    assert json.loads(tags_a["calibration"])["variance_scale"] == shipped.meta["hybrid_variance_scales"]["1"] * REAL_SCENE_FACTOR
     assert tags_b["weights"] == str(same) and np.isfinite(c).all()
     assert np.abs(a - c).max() > 1e-6  # the changed weights are really used
     result = run(tmp_path / "d.tif", "--refine", "shipped", "--weights", wrong)
@@ -538,9 +539,9 @@ def test_predict_refine_scene_adapts_to_two_pairs_and_records_the_calibration(tm
     assert cal_shipped["members_fitted_on"] == "simulated validation scenes"
     assert cal_scene["member_variance_scales"] != cal_shipped["member_variance_scales"]
     shipped_model = load_model(None)
-    assert cal_scene["variance_scale"] == hybrid_variance_scale(shipped_model, 2)  # adapted: the fixed scale
+    assert cal_scene["variance_scale"] == hybrid_variance_scale(shipped_model, 2) * REAL_SCENE_FACTOR  # adapted: the fixed scale
     assert cal_shipped["scene_factor"] == shipped_model.meta["hybrid_scene_factors"]["2"]  # shipped: follows the scene
-    assert cal_shipped["variance_scale"] == pytest.approx(cal_shipped["scene_factor"] * cal_shipped["scene_scale"], rel=1e-3)
+    assert cal_shipped["variance_scale"] == pytest.approx(cal_shipped["scene_factor"] * cal_shipped["scene_scale"] * REAL_SCENE_FACTOR, rel=1e-3)
     truth = images["target"]
     assert np.sqrt(np.mean((scene[:2] - truth) ** 2)) < np.sqrt(np.mean((images["f1"] - truth) ** 2))
 
@@ -564,7 +565,7 @@ def test_fuse_one_pair_scene_evidence_sets_the_variance_scale():
     scened = fuse(f[1:], c[1:], target, scene=(f, c), **common)
     cal_fixed, cal_scene = fixed.tags["calibration"], scened.tags["calibration"]
     shipped = load_model(None)
-    assert cal_fixed["variance_scale"] == hybrid_variance_scale(shipped, 1) and "scene_scale" not in cal_fixed
+    assert cal_fixed["variance_scale"] == hybrid_variance_scale(shipped, 1) * REAL_SCENE_FACTOR and "scene_scale" not in cal_fixed
     assert cal_scene["scene_dates"] == ["2023-06-01", "2023-06-17"]
     assert cal_scene["scene_factor"] == shipped.meta["hybrid_scene_factors"]["1"]
     ratio = cal_scene["variance_scale"] / cal_fixed["variance_scale"]
