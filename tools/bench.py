@@ -466,7 +466,7 @@ def hybrid_benchmark(benchmarks: Path, *, tasks: tuple[str, ...] = REAL_TASKS, m
     from stfuse.evaluate.metrics import score_arrays
     from stfuse.evaluate.tasks import load_task
     from stfuse.fusion.prior import predict as prior_predict
-    from stfuse.fusion.prior.calibration import variance_scale as prior_variance_scale
+    from stfuse.fusion.prior.calibration import calibrated_variance
     from stfuse.fusion.refine import predict_hybrid
     from stfuse.fusion.uncertainty import calibration_report
     from stfuse.output.io import read_reflectance
@@ -491,7 +491,7 @@ def hybrid_benchmark(benchmarks: Path, *, tasks: tuple[str, ...] = REAL_TASKS, m
         for m in priors:
             t0 = time.process_time()
             mean, var = prior_predict(fine, coarse, target, method=m)
-            var = var * np.float32(prior_variance_scale(m, fine.shape[0]))  # as stfuse.fuse outputs it
+            var = calibrated_variance(m, fine.shape[0], var)  # spread and scaled, as stfuse.fuse outputs it
             prior_rows.append(row(m, mean, var, time.process_time() - t0))
         best = min(prior_rows, key=lambda r: r["rmse"])
         rows += prior_rows
@@ -507,18 +507,22 @@ def hybrid_benchmark(benchmarks: Path, *, tasks: tuple[str, ...] = REAL_TASKS, m
     return rows
 
 
+HYBRID_HEADING = "## Hybrid: prior ensemble + CNN refiner (real tasks, in process)"
+PRIORS_HEADING = "## Priors' variance factors (held-out simulated days)"
+
+
 def hybrid_markdown(rows: list[dict[str, Any]], calibration: dict[str, Any] | None = None) -> str:
     """The hybrid section of docs/benchmarks.md from :func:`hybrid_benchmark` rows (and the
     held-out simulated-day check stored with the shipped weights, ``calibration``)."""
-    lines = ["", "## Hybrid: prior ensemble + CNN refiner (real tasks, in process)", "",
+    lines = ["", HYBRID_HEADING, "",
              "`hybrid_benchmark` in tools/bench.py (part of `make bench`): every prior alone, then `predict_hybrid` (Fit-FC + FSDAF",
              "ensemble weighted per pixel by the refiner) with the shipped weights and, with two pairs, adapted to the pairs",
              "(`scene`). Variance scale: shipped with two pairs, the scale the pairs ask for when predicting each other",
              "times a factor fitted on simulated days (`stfuse.fusion.refine.scene_variance_scale`); with one pair, or adapted, a",
              "fixed one fitted on simulated days (a task gives one pair and no other clear date; catalog mode uses one, see",
              "the simulated rows below). Only the pairs and the target's coarse image are used; the",
-             "truth only scores. Priors' variances carry their factor from simulated days (`stfuse.fusion.prior.calibration`), as",
-             "in stfuse's outputs. Coverage = fraction of truth pixels inside the central 68 % / 95 % intervals;",
+             "truth only scores. Variances as in stfuse's outputs: spread over one coarse pixel, priors' times their factor from",
+             "simulated days (`stfuse.fusion.prior.calibration`), both times their real-scene factor. Coverage = fraction of truth pixels inside the central 68 % / 95 % intervals;",
              "rho = Spearman rank correlation of |error| and sigma. Seconds: CPU time of one thread.", "",
              "| task | method | RMSE | SSIM | 68% cov | 95% cov | rho | CPU s | beats best prior? |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -550,19 +554,25 @@ def hybrid_markdown(rows: list[dict[str, Any]], calibration: dict[str, Any] | No
 
 def prior_calibration_markdown(stored: dict[str, Any]) -> str:
     """Table of the priors' variance factors and their check on held-out simulated days
-    (``stfuse/prior/variance_scales.json``, :func:`stfuse.fusion.prior.calibration.fit_scales`)."""
+    (``stfuse/fusion/prior/variance_scales.json``, :func:`stfuse.fusion.prior.calibration.fit_scales`)."""
+    from stfuse.fusion.prior.calibration import REAL_SCENE_FACTOR
+
     if not stored.get("scales"):
         return ""
-    lines = ["", "## Priors' variance factors (held-out simulated days)", "",
+    lines = ["", PRIORS_HEADING, "",
              f"`make calibration` (`stfuse.fusion.prior.calibration`): one factor per method and number of pairs, fitted on "
              f"{stored.get('n_scenes', 0) // 2} simulated scenes", f"(seed {stored.get('seed')}, the hybrid's calibration scenes), "
-             "checked on the other half; coverage of the 68 % / 95 % intervals before and after it.", "",
-             "| method | pairs | factor | check days | RMSE | raw 68% / 95% | calibrated 68% / 95% |", "|---|---|---|---|---|---|---|"]
+             "checked on the other half; coverage of the 68 % / 95 % intervals of the spread variance (one coarse pixel,",
+             "`stfuse.fusion.uncertainty.spread_variance`) before the factor, with it, and with the real-scene factor on top",
+             f"(x {REAL_SCENE_FACTOR:g} in variance, as stfuse outputs it; docs/methods.md, \"Uncertainty on real scenes\").", "",
+             "| method | pairs | factor | check days | RMSE | raw 68% / 95% | calibrated 68% / 95% | as output 68% / 95% |",
+             "|---|---|---|---|---|---|---|---|"]
     for method, by_pairs in sorted(stored["scales"].items()):
         for n_pairs, factor in sorted(by_pairs.items()):
             c = stored["check"][method][n_pairs]
+            output = (f"{c['real_factor_cov68']:.1%} / {c['real_factor_cov95']:.1%}" if "real_factor_cov95" in c else "")
             lines.append(f"| {method} | {n_pairs} | {factor:g} | {c['days']} | {c['rmse']:.5f} | {c['raw_cov68']:.1%} / "
-                         f"{c['raw_cov95']:.1%} | {c['cov68']:.1%} / {c['cov95']:.1%} |")
+                         f"{c['raw_cov95']:.1%} | {c['cov68']:.1%} / {c['cov95']:.1%} | {output} |")
     return "\n".join(lines) + "\n"
 
 
@@ -756,9 +766,30 @@ def _real_set_tables(rows: list[dict[str, Any]], methods: list[str]) -> list[str
     return lines
 
 
+def _real_summary(rows: list[dict[str, Any]], methods: list[str], sets: list[str], label: str,
+                  keep: Any) -> list[str]:
+    """The summary table of mean RMSE per set over the task rows ``keep`` accepts, with each
+    method's ratio to the baseline's mean RMSE on the same tasks and the mean over sets."""
+    baseline = _real_sets().BASELINE
+    summary: dict[str, dict[str, tuple[float, float]]] = {}
+    for name in sets:
+        rmse = {(r["task"], r["method"]): r.get("rmse", float("nan")) for r in rows if r["set"] == name and keep(r)}
+        summary[name] = {}
+        for m in methods:
+            tasks = [t for (t, mm) in rmse if mm == m and np.isfinite(rmse[(t, m)]) and np.isfinite(rmse.get((t, baseline), float("nan")))]
+            mean = _mean([rmse[(t, m)] for t in tasks])
+            summary[name][m] = (mean, mean / _mean([rmse[(t, baseline)] for t in tasks]) if tasks else float("nan"))
+    lines = ["", f"### Summary, {label}: mean RMSE per set (in brackets: ratio to the baseline's mean RMSE on the same tasks)", "",
+             "| set | " + " | ".join("baseline" if m == baseline else m for m in methods) + " |", "|---|" + "---|" * len(methods)]
+    for name in sets:
+        lines.append(f"| {name} | " + " | ".join(f"{summary[name][m][0]:.5f} ({summary[name][m][1]:.2f})" for m in methods) + " |")
+    lines.append("| mean over sets | " + " | ".join(f"{_mean([summary[n][m][0] for n in sets]):.5f} ({_mean([summary[n][m][1] for n in sets]):.2f})"
+                                                  for m in methods) + " |")
+    return [*lines, ""]
+
+
 def real_sets_markdown(result: dict[str, Any], command: str) -> str:
     """The real-set section of docs/benchmarks.md from :func:`real_sets_benchmark`'s result."""
-    baseline = _real_sets().BASELINE
     rows = result["rows"]
     methods = [m for m in [*_real_sets().BASELINES, *REAL_STFUSE] if any(r["method"] == m for r in rows)]
     default_used: dict[str, set[str]] = {}
@@ -784,7 +815,6 @@ def real_sets_markdown(result: dict[str, Any], command: str) -> str:
     if result.get("skipped"):
         lines += ["", f"Skipped (not found): {', '.join(result['skipped'])}."]
     sets = list(dict.fromkeys(r["set"] for r in rows))
-    summary: dict[str, dict[str, tuple[float, float]]] = {}
     for name in sets:
         set_rows = [r for r in rows if r["set"] == name]
         units = result.get("sets", {}).get(name, {}).get("units", "")
@@ -792,20 +822,18 @@ def real_sets_markdown(result: dict[str, Any], command: str) -> str:
         errors = [f"{r['task']} {r['method']}: {r['error']}" for r in set_rows if "error" in r]
         if errors:
             lines += ["", "Errors: " + "; ".join(errors)]
-        rmse = {(r["task"], r["method"]): r.get("rmse", float("nan")) for r in set_rows}
-        summary[name] = {}
-        for m in methods:
-            tasks = [t for (t, mm) in rmse if mm == m and np.isfinite(rmse[(t, m)]) and np.isfinite(rmse.get((t, baseline), float("nan")))]
-            mean = _mean([rmse[(t, m)] for t in tasks])
-            summary[name][m] = (mean, mean / _mean([rmse[(t, baseline)] for t in tasks]) if tasks else float("nan"))
-    lines += ["", "### Summary: mean RMSE per set (in brackets: ratio to the baseline's mean RMSE on the same tasks)", "",
-              "| set | " + " | ".join("baseline" if m == baseline else m for m in methods) + " |", "|---|" + "---|" * len(methods)]
-    for name in sets:
-        lines.append(f"| {name} | " + " | ".join(f"{summary[name][m][0]:.5f} ({summary[name][m][1]:.2f})" for m in methods) + " |")
-    lines.append("| mean over sets | " + " | ".join(f"{_mean([summary[n][m][0] for n in sets]):.5f} ({_mean([summary[n][m][1] for n in sets]):.2f})"
-                                                  for m in methods) + " |")
-    lines += ["", "Mean over sets: the mean of the sets' mean RMSEs (mixed units: realset1 is in DN / 1e4) and the mean of their",
-              "ratios (unit-free; each set counts once). ESTARFM runs on two-pair tasks only: its means and ratios are over those.", ""]
+    lines += _real_summary(rows, methods, sets, "all tasks", lambda r: True)
+    lines += _real_summary(rows, methods, sets, "two-pair tasks", lambda r: len(r["pairs"]) == 2)
+    lines += ["Mean over sets: the mean of the sets' mean RMSEs (mixed units: realset1 is in DN / 1e4) and the mean of their",
+              "ratios (unit-free; each set counts once). ESTARFM runs on two-pair tasks only: compare it on the second table.", ""]
+    stfuse = [m for m in REAL_STFUSE if m in methods]
+    if stfuse:
+        lines += ["### Summary: 95 % interval coverage per set (mean over the set's tasks; target 90-98 %)", "",
+                  "| set | " + " | ".join(stfuse) + " |", "|---|" + "---|" * len(stfuse)]
+        for name in sets:
+            lines.append(f"| {name} | " + " | ".join(
+                f"{_mean([r.get('cov95') for r in rows if r['set'] == name and r['method'] == m]):.1%}" for m in stfuse) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -830,7 +858,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--benchmarks", type=Path, default=DEFAULT_BENCHMARKS)
     parser.add_argument("--sizes", default="1000,2000", help="generated scene sizes (pixels per side)")
     parser.add_argument("--full-scene", default="2000,7000", help="sizes of the tiled end-to-end run (STARFM, COG written); empty to skip")
-    parser.add_argument("--only", choices=["startup", "real", "fill"],
+    parser.add_argument("--only", choices=["startup", "real", "fill", "hybrid", "priors"],
                         help="run only this part and replace its section in --out in place (the rest of the file is kept; "
                              "real: also its key in the .json beside --out)")
     parser.add_argument("--no-hybrid", action="store_true", help="real sets: skip the hybrid (the slowest method)")
@@ -856,6 +884,20 @@ def main(argv: list[str] | None = None) -> None:
         raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
         raw_path.write_text(json.dumps({**raw, "gap_filling": {k: v for k, v in fill.items() if k != "markdown"}}, indent=1))
         print(f"wrote the gap-filling section of {args.out} and the key gap_filling of {raw_path}")
+        return
+    if args.only in ("hybrid", "priors"):
+        text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
+        if args.only == "hybrid":
+            from stfuse.fusion.refine import load_model
+
+            section = hybrid_markdown(hybrid_benchmark(args.benchmarks), getattr(load_model(None), "meta", {}).get("hybrid_calibration"))
+            text = replace_section(text, HYBRID_HEADING, section)
+        else:
+            from stfuse.fusion.prior.calibration import SCALES_PATH
+
+            text = replace_section(text, PRIORS_HEADING, prior_calibration_markdown(json.loads(SCALES_PATH.read_text())))
+        args.out.write_text(text)
+        print(f"wrote the {args.only} section of {args.out}")
         return
     if args.only == "startup":
         startup = startup_benchmark()
