@@ -12,11 +12,11 @@ import xarray as xr
 from stfuse.api import fuse
 from stfuse.fusion.prior import METHODS, predict
 from stfuse.fusion.prior.calibration import (
-    REAL_SCENE_FACTOR,
     SCALES_PATH,
     calibrated_variance,
     calibration_record,
     fit_scales,
+    real_scene_factor,
     simulated_scale,
     variance_scale,
 )
@@ -38,7 +38,7 @@ def test_shipped_factors_move_simulated_coverage_towards_nominal():
             assert miss(c["cov68"], c["cov95"]) < 0.07**2, (method, n_pairs)
             assert 0.85 < c["cov95"] < 0.99 and 0.6 < c["cov68"] < 0.8
             assert simulated_scale(method, int(n_pairs)) == stored["scales"][method][n_pairs]
-            assert variance_scale(method, int(n_pairs)) == stored["scales"][method][n_pairs] * REAL_SCENE_FACTOR > 1
+            assert variance_scale(method, int(n_pairs)) == stored["scales"][method][n_pairs] * real_scene_factor(method) > 1
             assert c["real_factor_cov95"] > c["cov95"]  # the real-scene factor widens every interval
     assert variance_scale("starfm", 3) == variance_scale("starfm", 2)
     assert variance_scale("nope", 1) == 1.0 and calibration_record("nope", 1)["fitted_on"] == "none (scale 1)"

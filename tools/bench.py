@@ -535,7 +535,8 @@ def hybrid_markdown(rows: list[dict[str, Any]], calibration: dict[str, Any] | No
     if calibration:
         lines += ["", f"Held-out simulated days (stored with the shipped weights: {calibration.get('n_scenes')} scenes, seed "
                   f"{calibration.get('seed')}, variance scale fitted on the first half, checked on the other; in brackets the 90 %",
-                  "bootstrap interval over check days, `stfuse.fusion.uncertainty.coverage_interval`):", "",
+                  "bootstrap interval over check days, `stfuse.fusion.uncertainty.coverage_interval`; before the spread and the",
+                  "real-scene factor that stfuse applies on top: docs/methods.md, \"Uncertainty on real scenes\", has them with both):", "",
                   "| pairs | days | 68% cov | 95% cov | rho | hybrid RMSE | members alone (mean RMSE) |", "|---|---|---|---|---|---|---|"]
 
         def cov(c: dict[str, float], name: str) -> str:
@@ -555,7 +556,7 @@ def hybrid_markdown(rows: list[dict[str, Any]], calibration: dict[str, Any] | No
 def prior_calibration_markdown(stored: dict[str, Any]) -> str:
     """Table of the priors' variance factors and their check on held-out simulated days
     (``stfuse/fusion/prior/variance_scales.json``, :func:`stfuse.fusion.prior.calibration.fit_scales`)."""
-    from stfuse.fusion.prior.calibration import REAL_SCENE_FACTOR
+    from stfuse.fusion.prior.calibration import REAL_SCENE_SIGMA_FACTORS
 
     if not stored.get("scales"):
         return ""
@@ -564,7 +565,8 @@ def prior_calibration_markdown(stored: dict[str, Any]) -> str:
              f"{stored.get('n_scenes', 0) // 2} simulated scenes", f"(seed {stored.get('seed')}, the hybrid's calibration scenes), "
              "checked on the other half; coverage of the 68 % / 95 % intervals of the spread variance (one coarse pixel,",
              "`stfuse.fusion.uncertainty.spread_variance`) before the factor, with it, and with the real-scene factor on top",
-             f"(x {REAL_SCENE_FACTOR:g} in variance, as stfuse outputs it; docs/methods.md, \"Uncertainty on real scenes\").", "",
+             "(sigma x " + ", ".join(f"{k:g} {m}" for m, k in REAL_SCENE_SIGMA_FACTORS.items())
+             + ", as stfuse outputs it; docs/methods.md, \"Uncertainty on real scenes\").", "",
              "| method | pairs | factor | check days | RMSE | raw 68% / 95% | calibrated 68% / 95% | as output 68% / 95% |",
              "|---|---|---|---|---|---|---|---|"]
     for method, by_pairs in sorted(stored["scales"].items()):
