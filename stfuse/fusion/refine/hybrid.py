@@ -67,9 +67,10 @@ def uses_scene_calibration(model: Refiner, n_pairs: int) -> bool:
 REAL_SCENE_FACTOR = 1.3806  # = 1.175 ** 2 (sigma x 1.175)
 """Variance factor of the hybrid on top of its simulated-day or scene scale, after the variance is
 spread over one coarse pixel (:func:`output_variance`): on real scenes errors are heavier-tailed
-than on the simulator. Chosen on the simulator and the five real sets together (the factor whose
-worst 95 % coverage over the seven sets lies furthest inside 90-98 %; docs/methods.md,
-"Uncertainty on real scenes"), never on one task's truth."""
+than on the simulator. Chosen on the simulator and the five real sets together (every one of the
+seven sets' 95 % coverages inside 90-98 %, the worst one furthest inside; the rule of
+:data:`stfuse.fusion.prior.calibration.REAL_SCENE_SIGMA_FACTORS`, docs/methods.md, "Uncertainty on
+real scenes"), never on one task's truth."""
 
 
 def output_variance(variance: np.ndarray, coarse_factor: int = 16) -> np.ndarray:
