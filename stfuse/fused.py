@@ -97,7 +97,7 @@ class PriorPredictor:
     @property
     def spread(self) -> int:
         """Radius (fine px) over which the variance is shared (:func:`stfuse.fusion.uncertainty.spread_variance`)."""
-        return spread_radius(self.options.get("coarse_factor", 16))
+        return spread_radius(self.options)
 
     @property
     def variance_factor(self) -> float:

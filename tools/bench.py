@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -769,7 +770,7 @@ def _real_set_tables(rows: list[dict[str, Any]], methods: list[str]) -> list[str
 
 
 def _real_summary(rows: list[dict[str, Any]], methods: list[str], sets: list[str], label: str,
-                  keep: Any) -> list[str]:
+                  keep: Callable[[dict[str, Any]], bool]) -> list[str]:
     """The summary table of mean RMSE per set over the task rows ``keep`` accepts, with each
     method's ratio to the baseline's mean RMSE on the same tasks and the mean over sets."""
     baseline = _real_sets().BASELINE

@@ -36,8 +36,8 @@ arithmetic on such pairs, all on plain numpy arrays with NaN marking a missing v
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -232,10 +232,16 @@ SPREAD_WEIGHT = 1.0
 (docs/methods.md, "Uncertainty on real scenes": chosen with the simulator and the real sets)."""
 
 
-def spread_radius(coarse_factor: int = 16) -> int:
-    """Half window (fine px) of :func:`spread_variance`: one coarse pixel (``coarse_factor`` fine
-    px), so the window (``2 * coarse_factor + 1`` px) spans about two coarse pixels."""
-    return int(coarse_factor)
+def spread_radius(prior_options: Mapping[str, Any] | None = None) -> int:
+    """Half window (fine px) of :func:`spread_variance` for a predictor run with ``prior_options``:
+    one coarse pixel (their ``coarse_factor``, default 16 fine px), so the window
+    (``2 * coarse_factor + 1`` px) spans about two coarse pixels."""
+    return int((prior_options or {}).get("coarse_factor", 16))
+
+
+def spread_record() -> dict[str, float]:
+    """How the variance was spread, for the ``calibration`` output tag."""
+    return {"radius_coarse_pixels": 1, "weight": SPREAD_WEIGHT}
 
 
 def spread_variance(variance: np.ndarray, radius: int, weight: float = SPREAD_WEIGHT) -> np.ndarray:
@@ -375,5 +381,6 @@ __all__ = [
     "reliability_curve",
     "spearman_error_sigma",
     "spread_radius",
+    "spread_record",
     "spread_variance",
 ]

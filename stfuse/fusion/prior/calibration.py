@@ -27,7 +27,7 @@ import numpy as np
 from stfuse import __version__
 from stfuse.fusion.pairs import pairs_key
 from stfuse.fusion.prior import predict
-from stfuse.fusion.uncertainty import SPREAD_WEIGHT, coverage, fit_variance_scale, spread_radius, spread_variance
+from stfuse.fusion.uncertainty import coverage, fit_variance_scale, spread_radius, spread_record, spread_variance
 from stfuse.sim.days import calibration_days
 
 SCALES_PATH = Path(__file__).resolve().with_name("variance_scales.json")
@@ -70,10 +70,11 @@ def variance_scale(method: str, n_pairs: int) -> float:
     return simulated_scale(method, n_pairs) * real_scene_factor(method) if fitted else 1.0
 
 
-def calibrated_variance(method: str, n_pairs: int, variance: np.ndarray, coarse_factor: int = 16) -> np.ndarray:
+def calibrated_variance(method: str, n_pairs: int, variance: np.ndarray, options: dict[str, Any] | None = None) -> np.ndarray:
     """A prior's raw variance (B, H, W) as stfuse outputs it: spread over one coarse pixel
-    (:func:`stfuse.fusion.uncertainty.spread_variance`, the whole array) times :func:`variance_scale`."""
-    return spread_variance(variance, spread_radius(coarse_factor)) * np.float32(variance_scale(method, n_pairs))
+    (:func:`stfuse.fusion.uncertainty.spread_variance`, the whole array; the prior's ``options``
+    give the coarse factor) times :func:`variance_scale`."""
+    return spread_variance(variance, spread_radius(options)) * np.float32(variance_scale(method, n_pairs))
 
 
 def calibration_record(method: str, n_pairs: int) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def calibration_record(method: str, n_pairs: int) -> dict[str, Any]:
                       "chosen on the simulator and five real sets"),
         "simulated_scale": simulated_scale(method, n_pairs),
         "real_scene_factor": real_scene_factor(method),
-        "spread": {"radius_coarse_pixels": 1, "weight": SPREAD_WEIGHT},
+        "spread": spread_record(),
     }
 
 

@@ -19,7 +19,7 @@ from stfuse.fusion.pairs import pairs_key
 from stfuse.fusion.refine.members import CORRECTION_WEIGHT, ENSEMBLE, _prior_name, resolve_members
 from stfuse.fusion.refine.network import Refiner, halo, load_model, refine
 from stfuse.fusion.refine.training import train_self_supervised
-from stfuse.fusion.uncertainty import SPREAD_WEIGHT, combine_inverse_variance, combine_weighted, fit_variance_scale, spread_radius, spread_variance
+from stfuse.fusion.uncertainty import combine_inverse_variance, combine_weighted, fit_variance_scale, spread_radius, spread_record, spread_variance
 
 # ------------------------------------------------------------------------------------------
 # All together
@@ -73,11 +73,11 @@ seven sets' 95 % coverages inside 90-98 %, the worst one furthest inside; the ru
 real scenes"), never on one task's truth."""
 
 
-def output_variance(variance: np.ndarray, coarse_factor: int = 16) -> np.ndarray:
+def output_variance(variance: np.ndarray, prior_options: dict[str, Any] | None = None) -> np.ndarray:
     """The hybrid's scaled variance (B, H, W) as stfuse outputs it: shared over one coarse pixel
-    around each pixel (:func:`stfuse.fusion.uncertainty.spread_variance`, radius ``coarse_factor``
-    fine px) times :data:`REAL_SCENE_FACTOR`."""
-    return spread_variance(variance, spread_radius(coarse_factor)) * np.float32(REAL_SCENE_FACTOR)
+    around each pixel (:func:`stfuse.fusion.uncertainty.spread_variance`, radius from the priors'
+    ``coarse_factor``) times :data:`REAL_SCENE_FACTOR`."""
+    return spread_variance(variance, spread_radius(prior_options)) * np.float32(REAL_SCENE_FACTOR)
 
 
 SCENE_WINDOW = 512
@@ -159,10 +159,9 @@ def calibration_record(model: Refiner, n_pairs: int, members: Sequence[str] | No
         fitted_on = "none (scale 1)"
     return {
         "variance_scale": hybrid_variance_scale(model, n_pairs, scene_scale) * REAL_SCENE_FACTOR,
-        "fitted_on": fitted_on + (", times a real-scene factor chosen on the simulator and five real sets"
-                                  if REAL_SCENE_FACTOR != 1.0 else ""),
+        "fitted_on": fitted_on + ", times a real-scene factor chosen on the simulator and five real sets",
         "real_scene_factor": REAL_SCENE_FACTOR,
-        "spread": {"radius_coarse_pixels": 1, "weight": SPREAD_WEIGHT},
+        "spread": spread_record(),
         **({"scene_scale": round(float(scene_scale), 4), "scene_factor": scene_factor(model, n_pairs)}  # type: ignore[arg-type]
            if follows_scene else {}),
         **({"scene_dates": list(scene_dates)} if follows_scene and scene_dates else {}),
@@ -329,7 +328,7 @@ class HybridFn:
 
     @property
     def halo(self) -> int:
-        return hybrid_halo(self.prior, self.model, **self.prior_options) + spread_radius(self.prior_options.get("coarse_factor", 16))
+        return hybrid_halo(self.prior, self.model, **self.prior_options) + spread_radius(self.prior_options)
 
     def calibration(self, n_pairs: int) -> dict[str, Any]:
         """The variance calibration applied with ``n_pairs`` pairs (:func:`calibration_record`)."""
@@ -343,7 +342,7 @@ class HybridFn:
             prior_options=self.prior_options,
             variance_scale=hybrid_variance_scale(self.model, int(np.asarray(fine).shape[0]), self.scene_scale),
         )
-        return mean, output_variance(variance, self.prior_options.get("coarse_factor", 16))
+        return mean, output_variance(variance, self.prior_options)
 
 
 def hybrid_name(prior: Any) -> str:
@@ -413,4 +412,4 @@ def predict_hybrid(
         fine, coarse, coarse_target, prior_fn=prior_fn, model=mdl, mc_samples=mc_samples, seed=seed, device=device,
         correlation=correlation, correction_weight=correction_weight, prior_options=prior_options,
     )
-    return mean, output_variance(variance, (prior_options or {}).get("coarse_factor", 16))
+    return mean, output_variance(variance, prior_options)
