@@ -31,7 +31,17 @@ import xarray as xr
 from stfuse import __version__
 from stfuse.config import FusionConfig, Query, RunConfig, resolve_configs, split_settings
 from stfuse.errors import CRSError, DataUnavailableError, GridMismatchError, InputError, OutputError
-from stfuse.fused import PriorPredictor, calibration_tag, hybrid_predictor, load_base_model, plan_fused, predict_day, provenance
+from stfuse.fused import (
+    PriorPredictor,
+    calibration_tag,
+    hybrid_predictor,
+    load_base_model,
+    plan_fused,
+    predict_day,
+    provenance,
+    series_predictor,
+    uses_series,
+)
 from stfuse.fusion.prior import METHODS, changed_fraction, choose_method, method_for_day, method_function
 from stfuse.fusion.quality import QUALITY_BITS, quality_band
 from stfuse.fusion.radiometry import fit_units
@@ -91,6 +101,8 @@ def fuse(fine: xr.DataArray, coarse: xr.DataArray, coarse_target: xr.DataArray, 
     Fit-FC + FSDAF ensemble. ``scene``: ``(fine, coarse)`` (pair, band, y,
     x) the hybrid's variance scale is fitted on, in time order; with one pair, the pair and
     another clear date (:func:`stfuse.fusion.pairs.evidence_day`; what catalog mode uses).
+    ``refine="scene"`` with the default method and 3+ pairs: the series model
+    (:mod:`stfuse.fusion.refine.series`), fitted on each pair predicted from the others.
     """
     fusion = _fusion_config(fusion, settings, "fuse")
     n_pairs, method = fine.sizes["pair"], fusion.method
@@ -105,8 +117,10 @@ def fuse(fine: xr.DataArray, coarse: xr.DataArray, coarse_target: xr.DataArray, 
         dates = None
         if scene is not None and "pair" in scene[0].coords and np.issubdtype(scene[0]["pair"].dtype, np.datetime64):
             dates = [str(np.datetime_as_string(t, "D")) for t in scene[0]["pair"].values]
-        predictor = hybrid_predictor(fusion, method_for_day(method, n_pairs, hybrid=True), fine, coarse, base_model=base,
-                                     scene=None if scene is None else (scene[0], scene[1], dates))
+        predictor = series_predictor(fusion, fine, coarse, None, n_pairs, base_model=base) if uses_series(fusion, n_pairs) else None
+        if predictor is None:
+            predictor = hybrid_predictor(fusion, method_for_day(method, n_pairs, hybrid=True), fine, coarse, base_model=base,
+                                         scene=None if scene is None else (scene[0], scene[1], dates))
     mean, sigma = predict_day(fine, coarse, coarse_target, predictor, halo=predictor.halo,
                               variance_factor=predictor.variance_factor * fusion.variance_scale)
     mean, sigma = dask.compute(mean, sigma)

@@ -40,7 +40,7 @@ from stfuse.config import FusionConfig, Query, RunConfig, resolve_configs
 from stfuse.data.cube import Cubes, load_cubes, read_errors
 from stfuse.data.sensors import LANDSAT_SR_NOISE
 from stfuse.errors import DataUnavailableError, InputError
-from stfuse.fusion.pairs import Plan, date_range, fill_pair, plan_days, usable_pair_days
+from stfuse.fusion.pairs import Plan, date_range, fill_pair, plan_day, plan_days, usable_pair_days
 from stfuse.fusion.prior import halo as prior_halo
 from stfuse.fusion.prior import method_for_day
 from stfuse.fusion.prior import predict as prior_predict
@@ -251,14 +251,93 @@ def pair_inputs(fine: xr.DataArray, coarse: xr.DataArray, plan: Plan) -> tuple[x
             concat(filled).any("pair"))
 
 
-def select_days_used(fine: xr.Dataset, coarse: xr.Dataset, plans: Sequence[Plan], *, hybrid: bool) -> tuple[xr.Dataset, xr.Dataset]:
+def select_days_used(fine: xr.Dataset, coarse: xr.Dataset, plans: Sequence[Plan], *, hybrid: bool,
+                     series_days: Sequence[dt.date] = ()) -> tuple[xr.Dataset, xr.Dataset]:
     """The fine and coarse cubes cut to the days ``plans`` read: the pairs' fine images (with the
-    refiner, a one-pair day's evidence date too: the scene's error scale) and the coarse images
-    of the pairs, evidence dates and targets."""
-    fine_days = sorted({d for p in plans for d in (*p.pairs, *p.fill_dates, *((p.evidence,) if p.evidence and hybrid else ()))})
+    refiner, a one-pair day's evidence date too: the scene's error scale; with a series model,
+    every usable date ``series_days``) and the coarse images of those and the targets."""
+    fine_days = sorted({*series_days,
+                        *(d for p in plans for d in (*p.pairs, *p.fill_dates, *((p.evidence,) if p.evidence and hybrid else ())))})
     needed = sorted({*fine_days, *(p.target for p in plans)})
     return (fine.sel(time=[np.datetime64(d, "ns") for d in fine_days]),
             coarse.sel(time=[np.datetime64(d, "ns") for d in needed]))
+
+
+def uses_series(fusion: FusionConfig, n_dates: int) -> bool:
+    """Whether days are predicted with a series model (:mod:`stfuse.fusion.refine.series`):
+    ``--refine scene`` with the default method and at least
+    :data:`~stfuse.fusion.refine.series.MIN_SERIES_DATES` usable dates (local files: pairs)."""
+    from stfuse.fusion.refine.series import MIN_SERIES_DATES
+
+    return fusion.refine == "scene" and fusion.method == "auto" and n_dates >= MIN_SERIES_DATES
+
+
+def series_examples(fine: xr.DataArray, coarse: xr.DataArray, pair_days: Sequence[dt.date] | None, fusion: FusionConfig,
+                    hybrid: Any, *, memo: dict[Any, Any] | None = None) -> list[Any]:
+    """Every usable date predicted from the others on the central
+    :data:`~stfuse.fusion.refine.SCENE_WINDOW` px: a :class:`~stfuse.fusion.refine.series.SeriesExample`
+    list. Catalog mode: ``fine``, ``coarse`` the cubes' reflectance (time, band, y, x), NaN where
+    not clear, ``pair_days`` the usable dates, each planned as a day is
+    (:func:`stfuse.fusion.pairs.plan_day`: nearest pairs, gap filling). Local files
+    (``pair_days`` None): ``fine``, ``coarse`` the pairs (pair, band, y, x), each predicted from
+    all the others (as local mode combines every pair). ``hybrid``: the refiner member
+    (:class:`~stfuse.fusion.refine.HybridFn`). Examples are kept in ``memo`` by date and plan
+    (the holdout refits without each withheld date)."""
+    from stfuse.fusion.refine import central_window
+    from stfuse.fusion.refine.series import SeriesExample, member_predictions
+
+    memo = {} if memo is None else memo
+    rows, cols = central_window(fine.sizes["y"], fine.sizes["x"])
+    fine, coarse = fine.isel(y=rows, x=cols), coarse.isel(y=rows, x=cols)
+    as_array = lambda a, *dims: np.asarray(a.transpose(*dims).values, np.float32)  # noqa: E731
+    examples = []
+    if pair_days is None:
+        f, c = as_array(fine, "pair", "band", "y", "x"), as_array(coarse, "pair", "band", "y", "x")
+        for k in range(f.shape[0]):
+            others = [j for j in range(f.shape[0]) if j != k]
+            members, prior_variance = member_predictions(f[others], c[others], c[k], hybrid=hybrid, device=fusion.device,
+                                                         prior_options=fusion.prior_options)
+            examples.append(SeriesExample(f"pair {k + 1}", members, prior_variance, f[k]))
+        return examples
+    for day in pair_days:
+        plan = plan_day(day, [d for d in pair_days if d != day], max_pairs=fusion.max_pairs,
+                        max_gap_days=fusion.max_gap_days, max_fill=fusion.max_fill)
+        if not plan.pairs:
+            continue
+        key = ("series-example", plan.target, plan.pairs, plan.fills)
+        if key not in memo:
+            pair_fine, pair_coarse, _ = pair_inputs(fine, coarse, plan)
+            target = np.datetime64(day, "ns")
+            members, prior_variance = member_predictions(
+                as_array(pair_fine, "pair", "band", "y", "x"), as_array(pair_coarse, "pair", "band", "y", "x"),
+                as_array(coarse.sel(time=target), "band", "y", "x"), hybrid=hybrid, device=fusion.device,
+                prior_options=fusion.prior_options)
+            memo[key] = SeriesExample(day.isoformat(), members, prior_variance, as_array(fine.sel(time=target), "band", "y", "x"))
+        examples.append(memo[key])
+    return examples
+
+
+def series_predictor(fusion: FusionConfig, fine: xr.DataArray, coarse: xr.DataArray, pair_days: Sequence[dt.date] | None,
+                     n_pairs: int, *, base_model: Any = None, memo: dict[Any, Any] | None = None) -> Any:
+    """The day's :class:`~stfuse.fusion.refine.series.SeriesPredictor`, its model fitted on the
+    examples of :func:`series_examples` (once per set of dates, kept in ``memo``); None when
+    too few dates have enough clear pixels."""
+    from stfuse.fusion.refine import hybrid_fn
+    from stfuse.fusion.refine.series import SeriesPredictor, fit_series
+
+    memo = {} if memo is None else memo
+    hybrid = hybrid_fn("ensemble", base_model, mc_samples=fusion.mc_samples, seed=fusion.seed, device=fusion.device,
+                       prior_options=fusion.prior_options)
+    key = ("series-model", tuple(pair_days) if pair_days is not None else "pairs")
+    if key not in memo:
+        what = f"{len(pair_days)} dates ({pair_days[0]} .. {pair_days[-1]})" if pair_days is not None else f"{fine.sizes['pair']} pairs"
+        log.info("fitting the series model on %s", what)
+        examples = series_examples(fine, coarse, pair_days, fusion, hybrid, memo=memo)
+        memo[key] = fit_series(examples, band_names=[str(b) for b in fine.band.values], prior_options=fusion.prior_options)
+    model = memo[key]
+    if model is None:
+        return None
+    return SeriesPredictor(model, hybrid, n_pairs, device=fusion.device, prior_options=fusion.prior_options)
 
 
 class Fused:
@@ -269,9 +348,10 @@ class Fused:
     """
 
     def __init__(self, query: Query, fusion: FusionConfig, run: RunConfig, cubes: Cubes, fine: xr.Dataset,
-                 coarse: xr.Dataset, plans: list[Plan], base_model: Any = None) -> None:
+                 coarse: xr.Dataset, plans: list[Plan], base_model: Any = None, pair_days: Sequence[dt.date] = ()) -> None:
         self.query, self.fusion, self.run, self.cubes = query, fusion, run, cubes
         self.fine, self.coarse, self.plans, self.base_model = fine, coarse, plans, base_model
+        self.series_days = list(pair_days) if uses_series(fusion, len(pair_days)) else []
         self.bands = [str(b) for b in fine.band.values]
         self.geobox = fine.odc.geobox
         self._memo: dict[Any, Any] = {}
@@ -282,7 +362,8 @@ class Fused:
         """Read the images ``plans`` use (targets, pairs, evidence dates) into memory at once when
         they fit in :data:`IN_MEMORY_BYTES`, so each COG is read once, not once per day; the cube
         then holds only those days."""
-        fine, coarse = select_days_used(self.fine, self.coarse, plans, hybrid=self.fusion.refine != "none")
+        fine, coarse = select_days_used(self.fine, self.coarse, plans, hybrid=self.fusion.refine != "none",
+                                        series_days=self.series_days)
         if fine.reflectance.nbytes + coarse.reflectance.nbytes <= IN_MEMORY_BYTES:
             with read_errors():
                 self.fine, self.coarse = dask.compute(fine, coarse)
@@ -303,6 +384,12 @@ class Fused:
         day_method = self.day_method(plan)
         if self.fusion.refine == "none":
             return PriorPredictor(day_method, len(plan.pairs), self.fusion.device, self.fusion.prior_options)
+        if self.series_days:
+            with self._lock:
+                series = series_predictor(self.fusion, self.fine.reflectance, self.coarse.reflectance, self.series_days,
+                                          len(plan.pairs), base_model=self.base_model, memo=self._memo)
+            if series is not None:
+                return series
         pair_fine, pair_coarse, _ = self.inputs(plan)
         scene_days = tuple(sorted((*plan.pairs, plan.evidence))) if plan.evidence else plan.pairs
         scene_times = [np.datetime64(d) for d in scene_days]
@@ -329,6 +416,10 @@ class Fused:
 
         fn = hybrid_fn(day_method, self.base_model, mc_samples=self.fusion.mc_samples, seed=self.fusion.seed,
                        device=self.fusion.device, prior_options=self.fusion.prior_options)
+        if self.series_days:
+            from stfuse.fusion.refine.series import SeriesPredictor, series_halo
+
+            return SeriesPredictor.name, series_halo(fn, self.fusion.prior_options), 1.0 * self.fusion.variance_scale
         return f"{fn.name}({self.fusion.refine})", fn.halo, 1.0 * self.fusion.variance_scale
 
     def day(self, plan: Plan, predictor: Predictor | None = None) -> xr.Dataset:
@@ -438,8 +529,9 @@ def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConf
         raise DataUnavailableError(f"no coarse (MODIS) image between {first} and {last}; widen the date range")
     plans = plan_days(targets, pair_days, max_pairs=fusion.max_pairs, max_gap_days=fusion.max_gap_days,
                       max_fill=fusion.max_fill)
-    fine, coarse = select_days_used(cubes.fine, cubes.coarse, plans, hybrid=fusion.refine != "none")
-    return Fused(query, fusion, run, cubes, fine, coarse, plans, base_model)
+    fine, coarse = select_days_used(cubes.fine, cubes.coarse, plans, hybrid=fusion.refine != "none",
+                                    series_days=pair_days if uses_series(fusion, len(pair_days)) else ())
+    return Fused(query, fusion, run, cubes, fine, coarse, plans, base_model, pair_days)
 
 
 def open_fused(query: Query | None = None, fusion: FusionConfig | None = None, run: RunConfig | None = None,
@@ -463,4 +555,4 @@ def open_fused(query: Query | None = None, fusion: FusionConfig | None = None, r
 
 
 __all__ = ["Fused", "HybridPredictor", "Predictor", "PriorPredictor", "calibration_tag", "hybrid_predictor", "open_fused",
-           "plan_fused", "predict_day", "provenance"]
+           "plan_fused", "predict_day", "provenance", "series_examples", "series_predictor", "uses_series"]

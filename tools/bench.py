@@ -15,6 +15,8 @@ leave-one-date-out tasks of the real sets (``tools/real_sets.py``). Writes a Mar
         # (tools/real_sets.py: 45 leave-one-date-out tasks), replaced in place in --out and its .json
     .venv/bin/python tools/bench.py --only fill --out docs/benchmarks.md   # only gap filling (tools/fill_study.py,
         # ~5 min), replaced in place in --out and its .json
+    .venv/bin/python tools/bench.py --only series --out docs/benchmarks.md   # only the series model
+        # (tools/series_study.py, ~10 min), replaced in place in --out and its .json
 """
 
 from __future__ import annotations
@@ -627,6 +629,39 @@ def fill_markdown(result: dict[str, Any], machine: str, command: str) -> str:
         result["markdown"], ""])
 
 
+SERIES_HEADING = "## The series model: `--refine scene` learned on the scene's own dates (leave-one-date-out, issue #20)"
+
+
+def series_benchmark() -> dict[str, Any]:
+    """``tools/series_study.py``'s study: ``{"markdown", "results": {set: {method: {rmse, coverage95, seconds}}}, "seconds"}``."""
+    t0 = time.perf_counter()
+    text, results = _sibling("series_study").study(Path(tempfile.mkdtemp(prefix="stfuse-series-")))
+    return {"markdown": text, "results": results, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def series_markdown(result: dict[str, Any], machine: str, command: str) -> str:
+    """The series-model section of docs/benchmarks.md."""
+    return "\n".join([
+        SERIES_HEADING, "",
+        f"Measured {dt.date.today().isoformat()} with `{command}` ({result['seconds'] / 60:.1f} min) on: {machine}.",
+        "Each withheld Landsat date is predicted from the other dates (`stfuse.evaluate.holdout`, bands red and NIR, default",
+        "pairs and gap filling) and scored on its clear pixels. `series (--refine scene)` fits its member weights and sigma's",
+        "scale for each withheld date on the *other* dates only (docs/methods.md, \"The series model\"). Sets: three simulated",
+        "six-date seasons (256 x 256 px, 48 days, Landsat every 8 days, 30 % cloud) and the bundled sample (4 dates).", "",
+        result["markdown"], ""])
+
+
+def _write_section(out: Path, heading: str, markdown: str, key: str, raw_value: dict[str, Any]) -> None:
+    """Replace section ``heading`` of ``out`` with ``markdown`` and key ``key`` of the .json beside it."""
+    text = out.read_text() if out.exists() else "# Benchmarks\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(replace_section(text, heading, markdown))
+    raw_path = out.with_suffix(".json")
+    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    raw_path.write_text(json.dumps({**raw, key: raw_value}, indent=1))
+    print(f"wrote the section {heading!r} of {out} and the key {key} of {raw_path}")
+
+
 def _real_methods(task: dict[str, Any], hybrid: bool) -> list[str]:
     """Methods run on a real-set task: baselines, priors (ESTARFM with two pairs), default, hybrid."""
     priors = [m for m in REAL_PRIORS if m != "estarfm" or len(task["pairs"]) == 2]
@@ -861,7 +896,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--benchmarks", type=Path, default=DEFAULT_BENCHMARKS)
     parser.add_argument("--sizes", default="1000,2000", help="generated scene sizes (pixels per side)")
     parser.add_argument("--full-scene", default="2000,7000", help="sizes of the tiled end-to-end run (STARFM, COG written); empty to skip")
-    parser.add_argument("--only", choices=["startup", "real", "fill", "hybrid", "priors"],
+    parser.add_argument("--only", choices=["startup", "real", "fill", "series", "hybrid", "priors"],
                         help="run only this part and replace its section in --out in place (the rest of the file is kept; "
                              "real: also its key in the .json beside --out)")
     parser.add_argument("--no-hybrid", action="store_true", help="real sets: skip the hybrid (the slowest method)")
@@ -881,12 +916,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.only == "fill":
         fill = fill_benchmark(args.benchmarks)
-        text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
-        args.out.write_text(replace_section(text, FILL_HEADING, fill_markdown(fill, machine_description(), "tools/bench.py --only fill")))
-        raw_path = args.out.with_suffix(".json")
-        raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-        raw_path.write_text(json.dumps({**raw, "gap_filling": {k: v for k, v in fill.items() if k != "markdown"}}, indent=1))
-        print(f"wrote the gap-filling section of {args.out} and the key gap_filling of {raw_path}")
+        _write_section(args.out, FILL_HEADING, fill_markdown(fill, machine_description(), "tools/bench.py --only fill"),
+                       "gap_filling", {k: v for k, v in fill.items() if k != "markdown"})
+        return
+    if args.only == "series":
+        series = series_benchmark()
+        _write_section(args.out, SERIES_HEADING, series_markdown(series, machine_description(), "tools/bench.py --only series"),
+                       "series_model", {k: v for k, v in series.items() if k != "markdown"})
         return
     if args.only in ("hybrid", "priors"):
         text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
@@ -929,6 +965,8 @@ def main(argv: list[str] | None = None) -> None:
     report["real_sets"] = real_sets_benchmark(args.benchmarks, hybrid=not args.no_hybrid, names=real_names)
     fill = fill_benchmark(args.benchmarks)
     report["gap_filling"] = {k: v for k, v in fill.items() if k != "markdown"}
+    series = series_benchmark()
+    report["series_model"] = {k: v for k, v in series.items() if k != "markdown"}
     report["startup"] = startup_benchmark()
     from stfuse.fusion.prior.calibration import SCALES_PATH
     from stfuse.fusion.refine import load_model
@@ -938,6 +976,7 @@ def main(argv: list[str] | None = None) -> None:
                         + prior_calibration_markdown(json.loads(SCALES_PATH.read_text()) if SCALES_PATH.exists() else {})
                         + real_sets_markdown(report["real_sets"], "make bench")
                         + fill_markdown(fill, report["machine"], "make bench")
+                        + series_markdown(series, report["machine"], "make bench")
                         + startup_markdown(report["startup"], report["machine"], "make bench"))
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")

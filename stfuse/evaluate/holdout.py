@@ -28,7 +28,7 @@ from stfuse.data.cube import load_cubes, read_errors
 from stfuse.errors import DataUnavailableError, InputError
 from stfuse.evaluate.files import calibration
 from stfuse.evaluate.metrics import score_arrays, spearman_error_sigma
-from stfuse.fused import pair_inputs
+from stfuse.fused import pair_inputs, predict_day, series_predictor, uses_series
 from stfuse.fusion.pairs import Plan, plan_day, usable_pair_days
 from stfuse.fusion.prior import method_for_day
 from stfuse.fusion.quality import QUALITY_BITS, quality_band
@@ -272,11 +272,16 @@ def holdout(
     if not plans:
         reasons = "; ".join(f"{d}: {why}" for d, why in skipped.items())
         raise DataUnavailableError(f"no Landsat date can be withheld and predicted ({reasons}); widen the dates or lower --min-clear")
-    needed = sorted({d for p in plans for d in (p.target, *p.pairs, *p.fill_dates, *((p.evidence,) if p.evidence else ()))})
+    usable = usable_pair_days(cubes.fine_clear, cubes.coarse_days, min_clear=fusion.min_clear)
+    series_days = {p.target: [d for d in usable if d != p.target] for p in plans}  # never the withheld date
+    series_days = {day: others for day, others in series_days.items() if uses_series(fusion, len(others))}
+    needed = sorted({d for p in plans for d in (p.target, *p.pairs, *p.fill_dates, *((p.evidence,) if p.evidence else ()),
+                                                *series_days.get(p.target, ()))})
     times = [np.datetime64(d, "ns") for d in needed]
     with read_errors():
         fine, coarse = dask.compute(fine.sel(time=times), coarse.sel(time=times))
     days: list[HoldoutDay] = []
+    series_memo: dict[Any, Any] = {}  # the examples' members, shared by the withheld dates' series models
     checked: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per day: (mean, variance, truth) of scored pixels
     for done, plan in enumerate(plans, start=1):
         day, pairs = plan.target, plan.pairs
@@ -287,7 +292,10 @@ def holdout(
         scene_times = sorted(np.datetime64(d, "ns") for d in (*pairs, plan.evidence)) if plan.evidence else None
         scene = None if scene_times is None else (fine.reflectance.sel(time=scene_times).rename(time="pair"),
                                                   coarse.reflectance.sel(time=scene_times).rename(time="pair"))
-        result = fuse(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time), day_fusion, scene=scene)
+        series = (series_predictor(fusion, fine.reflectance, coarse.reflectance, series_days[day], len(pairs), memo=series_memo)
+                  if day in series_days else None)  # --refine scene on the series: fitted on the other dates only
+        result = (series_day(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time), series, fusion.variance_scale)
+                  if series is not None else fuse(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time), day_fusion, scene=scene))
         flags = quality_band(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time),
                              change_threshold=fusion.thresholds.change_threshold, filled=filled).values
         truth = fine.reflectance.sel(time=target_time).transpose("band", "y", "x").values
@@ -316,6 +324,23 @@ def holdout(
     return HoldoutResult(days, skipped, band_names, fusion.method, cubes.catalog, crs_wkt=geobox.crs.to_wkt(),
                          transform=tuple(geobox.transform)[:6], seconds=time.perf_counter() - t0,
                          extra={"calibration": variance_calibration(checked)})
+
+
+@dataclass
+class _SeriesDay:
+    """A day predicted by a series model, shaped as :func:`stfuse.fuse`'s result for the holdout."""
+
+    mean: Any
+    sigma: Any
+    method: str
+
+
+def series_day(pair_fine: Any, pair_coarse: Any, coarse_target: Any, predictor: Any, variance_scale: float) -> _SeriesDay:
+    """One withheld day with a :class:`~stfuse.fusion.refine.series.SeriesPredictor` (whole area, one tile)."""
+    mean, sigma = predict_day(pair_fine, pair_coarse, coarse_target, predictor, halo=predictor.halo,
+                              variance_factor=variance_scale)
+    mean, sigma = dask.compute(mean, sigma)
+    return _SeriesDay(mean, sigma, predictor.name)
 
 
 def variance_calibration(days: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:

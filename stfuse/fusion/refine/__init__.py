@@ -87,7 +87,10 @@ a fixed intra-op thread count :data:`THREADS`, seeded generators).
 - :mod:`.hybrid`: :func:`hybrid_arrays`, the variance scale (fixed or following the scene),
   :class:`HybridFn` for tiles, :func:`predict_hybrid`;
 - :mod:`.shipped`: :func:`make_shipped_weights` with its variance calibration
-  (``make weights``).
+  (``make weights``);
+- :mod:`.series`: ``--refine scene`` on a series: the weights of Fit-FC, FSDAF, ``fine + coarse
+  change`` and the hybrid, and the variance scale, fitted on the scene's own dates
+  (:func:`~stfuse.fusion.refine.series.fit_series`).
 """
 
 from __future__ import annotations
