@@ -62,7 +62,7 @@ refine_opt = click.option(
     "--refine", type=click.Choice(["none", "shipped", "scene"]), default="none", show_default=True,
     help="Hybrid prior + CNN refiner: shipped weights, or learned on the scene (scene). scene with --method auto and "
     "3+ usable Landsat dates (catalog mode): each usable date is predicted from the others and the weights of "
-    "Fit-FC, FSDAF, fine + coarse change and the shipped hybrid, and sigma's scale, are fitted on those dates "
+    "Fit-FC, FSDAF, fine + coarse change, the shipped hybrid and STARFM, and sigma's scale, are fitted on those dates "
     "(kept only if they beat the default blend on dates left out; tag `calibration`: series); otherwise scene "
     "adapts the refiner to 2 pairs. With --method auto the prior is the Fit-FC + FSDAF ensemble. With shipped weights, sigma's "
     "scale is fitted on the pairs predicting each other (one pair, catalog mode: the pair and the nearest other "

@@ -38,7 +38,7 @@ def season(tmp_path_factory):
     return root
 
 
-def _examples(truth_of, n=5, seed=0, noise=(0.02, 0.02, 0.002, 0.02), shape=(2, 40, 40)):
+def _examples(truth_of, n=5, seed=0, noise=(0.02, 0.02, 0.002, 0.02, 0.02), shape=(2, 40, 40)):
     """Synthetic examples: member k = the truth + Gaussian noise of ``noise[k]``."""
     rng = np.random.default_rng(seed)
     out = []
@@ -64,7 +64,7 @@ def test_simplex_least_squares_recovers_known_weights_and_stays_on_the_simplex()
 
 def test_combine_weights_members_renormalises_where_one_is_missing_and_adds_the_spread():
     rng = np.random.default_rng(2)
-    members = rng.uniform(0, 0.5, (4, 2, 5, 5)).astype(np.float32)
+    members = rng.uniform(0, 0.5, (4, 2, 5, 5)).astype(np.float32)  # combine takes any number of members
     weights = np.array([[0.1, 0.4, 0.3, 0.2], [0.0, 0.5, 0.5, 0.0]])
     prior_variance = np.full((2, 5, 5), 1e-4, np.float32)
     members[2, 0, 1, 1] = np.nan
@@ -97,9 +97,9 @@ def test_series_learns_the_member_that_predicts_the_other_dates_and_calibrates_i
 def test_series_keeps_the_blend_when_the_other_dates_do_not_favour_other_weights():
     # the truth is exactly the mean of the first three members: the blend, which the series must keep
     def members_around(truth, k, rng):
-        return truth + (np.array([0.03, -0.01, -0.02, 0.05])[k] * np.sign(truth - 0.2))
+        return truth + (np.array([0.03, -0.01, -0.02, 0.05, -0.04])[k] * np.sign(truth - 0.2))
 
-    examples = _examples(members_around, noise=(0, 0, 0, 0))
+    examples = _examples(members_around, noise=(0, 0, 0, 0, 0))
     model = fit_series(examples)
     assert not model.applied and model.rmse_blend < 1e-6
     np.testing.assert_array_equal(model.weights, np.tile(BLEND_WEIGHTS, (2, 1)))
@@ -111,7 +111,7 @@ def test_series_needs_three_dates_with_clear_pixels():
     cloudy = SeriesExample(examples[2].date, examples[2].members, examples[2].prior_variance,
                            np.full_like(examples[2].truth, np.nan))
     assert fit_series([*examples[:2], cloudy]) is None
-    assert fit_weights(examples).shape == (2, 4)
+    assert fit_weights(examples).shape == (2, len(MEMBERS))
 
 
 def test_holdout_with_refine_scene_fits_each_withheld_date_without_it(season, monkeypatch):
@@ -127,7 +127,7 @@ def test_holdout_with_refine_scene_fits_each_withheld_date_without_it(season, mo
     monkeypatch.setattr(fused, "series_examples", spy)
     scene = holdout(catalog=season, bands=["red", "nir08"], refine="scene")
     blend = holdout(catalog=season, bands=["red", "nir08"])
-    assert [d.method for d in scene.days] == ["series(fitfc+fsdaf+change+refiner)"] * len(scene.days)
+    assert [d.method for d in scene.days] == ["series(fitfc+fsdaf+change+refiner+starfm)"] * len(scene.days)
     assert len(seen) == len(scene.days) >= 4
     for day, days in zip(scene.days, seen):
         assert day.date not in days and len(days) >= 3
@@ -148,7 +148,7 @@ def test_cli_predict_refine_scene_records_the_series_in_tags(season, tmp_path):
     with rasterio.open(cogs[0]) as src:
         tags = src.tags()
         data = src.read()
-    assert tags["method"] == "series(fitfc+fsdaf+change+refiner)"
+    assert tags["method"] == "series(fitfc+fsdaf+change+refiner+starfm)"
     record = json.loads(tags["calibration"])["series"]
     assert record["members"] == list(MEMBERS) and len(record["dates"]) >= 3
     assert set(record["weights"]) == {"red", "nir08"}
@@ -186,7 +186,7 @@ def test_local_mode_with_four_pairs_fits_the_series_on_the_pairs(tmp_path):
         with rasterio.open(out) as src:
             preds[refine] = (src.read([1, 2]).astype(np.float64), src.tags())
     mean, tags = preds["scene"]
-    assert tags["method"] == "series(fitfc+fsdaf+change+refiner)"
+    assert tags["method"] == "series(fitfc+fsdaf+change+refiner+starfm)"
     assert json.loads(tags["calibration"])["series"]["dates"] == ["pair 1", "pair 2", "pair 3", "pair 4"]
     rmse = lambda p: float(np.sqrt(np.nanmean((p - truth) ** 2)))  # noqa: E731
     assert np.isfinite(mean).all()

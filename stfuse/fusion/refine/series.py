@@ -4,12 +4,14 @@ With three or more usable Landsat dates in the query window (catalog mode, ``stf
 --holdout``), every usable date is an example of exactly the task a day poses: predict its fine
 image from the other dates (nearest pairs, gap-filled, as the product plans a day) and its own
 coarse image. On those examples (their clear pixels, the central :data:`SCENE_WINDOW` px) stfuse
-fits, per band, the convex weights of four members (:data:`MEMBERS`):
+fits, per band, the convex weights of five members (:data:`MEMBERS`):
 
 - ``fitfc``, ``fsdaf``: the priors with all of the day's pairs;
 - ``change``: ``fine + coarse change`` (:func:`stfuse.fusion.prior.blend.change_baseline`);
 - ``refiner``: the hybrid with the shipped (or user's) CNN weights (:class:`HybridFn`: Fit-FC
-  and FSDAF per pair, weighted per pixel by the refiner's variances).
+  and FSDAF per pair, weighted per pixel by the refiner's variances);
+- ``starfm``: STARFM with all of the day's pairs (the best single prior on one-pair days of the
+  simulated seasons, docs/benchmarks.md).
 
 Equal weights on the first three are the default ``blend``. The weights are applied only if,
 leaving each example date out in turn (weights fitted on the others), they predict the left-out
@@ -38,9 +40,9 @@ from stfuse.fusion.prior.calibration import calibration_record as prior_calibrat
 from stfuse.fusion.refine.hybrid import HybridFn
 from stfuse.fusion.uncertainty import fit_variance_scale, spread_radius, spread_variance
 
-MEMBERS: tuple[str, ...] = ("fitfc", "fsdaf", "change", "refiner")
+MEMBERS: tuple[str, ...] = ("fitfc", "fsdaf", "change", "refiner", "starfm")
 """The members whose weights the series decides, in the order of a model's weights."""
-BLEND_WEIGHTS = np.array([1 / 3, 1 / 3, 1 / 3, 0.0])
+BLEND_WEIGHTS = np.array([1 / 3, 1 / 3, 1 / 3, 0.0, 0.0])
 """The default ``blend`` as weights of :data:`MEMBERS`."""
 MIN_SERIES_DATES = 3
 """Fewest usable dates (pairs) for a series model: each example needs one or two other dates."""
@@ -89,7 +91,7 @@ class SeriesModel:
 
 def member_predictions(fine: np.ndarray, coarse: np.ndarray, coarse_target: np.ndarray, *, hybrid: HybridFn,
                        device: str = "cpu", prior_options: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The :data:`MEMBERS` for one day: ``(members (K, B, H, W), prior_variance (B, H, W))``.
+    """The :data:`MEMBERS` for one day: ``(members (K, B, H, W), prior_variance (B, H, W))``, K = 5.
 
     ``fine``, ``coarse``: (P, B, H, W) pairs, ``coarse_target`` (B, H, W); the prior variance is
     the mean of Fit-FC's and FSDAF's (NaN-aware), as the blend's."""
@@ -102,7 +104,8 @@ def member_predictions(fine: np.ndarray, coarse: np.ndarray, coarse_target: np.n
     variances = np.stack([fit_var, fsd_var]).astype(np.float32)
     with np.errstate(invalid="ignore"):
         prior_variance = np.nanmean(np.where(np.isfinite(variances), variances, np.nan), axis=0)
-    members = np.stack([fit_mean, fsd_mean, change, refined]).astype(np.float32)
+    star_mean, _ = _prior.predict(fine, coarse, coarse_target, method="starfm", device=device, **options)
+    members = np.stack([fit_mean, fsd_mean, change, refined, star_mean]).astype(np.float32)
     return members, prior_variance.astype(np.float32)
 
 
@@ -129,7 +132,7 @@ def combine(members: np.ndarray, prior_variance: np.ndarray, weights: np.ndarray
 def simplex_least_squares(gram: np.ndarray, cross: np.ndarray) -> np.ndarray:
     """Weights ``w >= 0``, ``sum w = 1`` minimising ``w' G w - 2 c' w`` (the mean squared error
     of ``X w`` against ``y`` with ``G = X'X``, ``c = X'y``): exact, by trying every support
-    (K <= 6). ``gram`` (K, K), ``cross`` (K,)."""
+    (K <= 8). ``gram`` (K, K), ``cross`` (K,)."""
     k = len(cross)
     best, best_value = np.full(k, 1.0 / k), np.inf
     for size in range(1, k + 1):
@@ -228,7 +231,8 @@ def fit_series(examples: Sequence[SeriesExample], *, band_names: Sequence[str] =
 def series_halo(hybrid: HybridFn, prior_options: dict[str, Any] | None = None) -> int:
     """Tile halo (fine px) of a :class:`SeriesPredictor`: the larger of the refiner member's and
     the priors' (each with the variance spread)."""
-    return max(hybrid.halo, _prior.halo("blend", **(prior_options or {})) + spread_radius(prior_options))
+    priors = max(_prior.halo(name, **(prior_options or {})) for name in ("blend", "starfm"))
+    return max(hybrid.halo, priors + spread_radius(prior_options))
 
 
 class SeriesPredictor:
@@ -243,7 +247,7 @@ class SeriesPredictor:
         self.model, self.hybrid, self.n_pairs = model, hybrid, n_pairs
         self.device, self.prior_options = device, dict(prior_options or {})
 
-    name = "series(fitfc+fsdaf+change+refiner)"
+    name = "series(fitfc+fsdaf+change+refiner+starfm)"
 
     @property
     def halo(self) -> int:
