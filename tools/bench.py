@@ -615,18 +615,21 @@ def fill_benchmark(benchmarks: Path) -> dict[str, Any]:
     return {"markdown": text, "ratios": ratios, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def study_markdown(heading: str, intro: list[str], result: dict[str, Any], machine: str, command: str) -> str:
+    """A study's section of docs/benchmarks.md: heading, when/how/where measured, ``intro``, its markdown."""
+    return "\n".join([heading, "", f"Measured {dt.date.today().isoformat()} with `{command}` ({result['seconds'] / 60:.1f} min) on: {machine}.",
+                      *intro, "", result["markdown"], ""])
+
+
 def fill_markdown(result: dict[str, Any], machine: str, command: str) -> str:
     """The gap-filling section of docs/benchmarks.md."""
-    return "\n".join([
-        FILL_HEADING, "",
-        f"Measured {dt.date.today().isoformat()} with `{command}` ({result['seconds'] / 60:.1f} min) on: {machine}.",
+    return study_markdown(FILL_HEADING, [
         "Each withheld Landsat date is predicted from the other dates with the default prior (blend) and scored on its clear",
         "pixels (`stfuse.evaluate.holdout`, bands red and NIR; Kranj: 6 bands on arrays, as catalog mode composes the pairs).",
         "Sets: two simulated cloudy seasons (256 x 256 px, 96 days, Landsat every 8 days, 30-40 % mean cloud; a flood, a",
         "harvest), the bundled sample and the real Kranj series (Landsat clouds as nodata). Settings: `--max-pairs`,",
         "`--fill` (fill days per pair) and `--min-clear`; the default is `2 nearest, filled (min-clear 0.05, fill 3)`",
-        "(docs/methods.md, \"Pairs and gap filling\").", "",
-        result["markdown"], ""])
+        "(docs/methods.md, \"Pairs and gap filling\")."], result, machine, command)
 
 
 SERIES_HEADING = "## The series model: `--refine scene` learned on the scene's own dates (leave-one-date-out, issue #20)"
@@ -641,14 +644,12 @@ def series_benchmark() -> dict[str, Any]:
 
 def series_markdown(result: dict[str, Any], machine: str, command: str) -> str:
     """The series-model section of docs/benchmarks.md."""
-    return "\n".join([
-        SERIES_HEADING, "",
-        f"Measured {dt.date.today().isoformat()} with `{command}` ({result['seconds'] / 60:.1f} min) on: {machine}.",
+    return study_markdown(SERIES_HEADING, [
         "Each withheld Landsat date is predicted from the other dates (`stfuse.evaluate.holdout`, bands red and NIR, default",
         "pairs and gap filling) and scored on its clear pixels. `series (--refine scene)` fits its member weights and sigma's",
         "scale for each withheld date on the *other* dates only (docs/methods.md, \"The series model\"). Sets: three simulated",
-        "six-date seasons (256 x 256 px, 48 days, Landsat every 8 days, 30 % cloud) and the bundled sample (4 dates).", "",
-        result["markdown"], ""])
+        "six-date seasons (256 x 256 px, 48 days, Landsat every 8 days, 30 % cloud) and the bundled sample (4 dates)."],
+        result, machine, command)
 
 
 def _write_section(out: Path, heading: str, markdown: str, key: str, raw_value: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ import datetime as dt
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,26 +55,33 @@ def run_catalog(name: str, catalog: Path) -> tuple[list[str], dict[str, float]]:
         t0 = time.perf_counter()
         results[label] = holdout(catalog=catalog, bands=list(BANDS), keep_arrays=True, **settings)
         print(f"{name}: {label}: {time.perf_counter() - t0:.0f} s", flush=True)
+    lines, per_setting, inside = compare_holdouts(name, results, "setting")
+    lines += _summary_rows(per_setting, inside)
+    return lines, _ratios(per_setting)
+
+
+def compare_holdouts(name: str, results: dict[str, Any], what: str) -> tuple[list[str], dict[str, list[float]], dict[str, list[float]]]:
+    """A markdown table of holdout ``results`` (label -> :class:`~stfuse.evaluate.holdout.HoldoutResult`,
+    arrays kept): RMSE per withheld date on the clear pixels every ``what`` (column) predicts.
+    Returns ``(lines, rmses, inside)``: per label the RMSE and the 95 % coverage per date."""
     common = sorted(set.intersection(*({d.date for d in r.days} for r in results.values())))
     lines = [f"### {name}", "",
-             "RMSE (mean of red and NIR) per withheld date, on its clear pixels that every setting predicts; bold: the lowest.", "",
+             f"RMSE (mean of red and NIR) per withheld date, on its clear pixels that every {what} predicts; bold: the lowest.", "",
              "| withheld date | clear | " + " | ".join(results) + " |", "|---" * (len(results) + 2) + "|"]
-    per_setting: dict[str, list[float]] = {label: [] for label in results}
+    rmses: dict[str, list[float]] = {label: [] for label in results}
     inside: dict[str, list[float]] = {label: [] for label in results}
     for day in common:
         got = {label: next(d for d in r.days if d.date == day) for label, r in results.items()}
         first = next(iter(got.values()))
         ok = np.isfinite(first.truth) & np.all([np.isfinite(d.mean) & np.isfinite(d.sigma) for d in got.values()], axis=0)
-        rmses = {label: _rmse(d.mean, d.truth, ok) for label, d in got.items()}
+        row = {label: _rmse(d.mean, d.truth, ok) for label, d in got.items()}
         for label, d in got.items():
+            rmses[label].append(row[label])
             inside[label].append(float(np.mean(np.abs(d.mean - d.truth)[ok] <= 1.959964 * d.sigma[ok])))
-        best = min(rmses.values())
-        cells = [f"**{v:.5f}**" if v == best else f"{v:.5f}" for v in rmses.values()]
-        lines.append(f"| {day} | {first.clear_fraction:.0%} | " + " | ".join(cells) + " |")
-        for label, v in rmses.items():
-            per_setting[label].append(v)
-    lines += _summary_rows(per_setting, inside)
-    return lines, _ratios(per_setting)
+        best = min(row.values())
+        lines.append(f"| {day} | {first.clear_fraction:.0%} | " + " | ".join(f"**{v:.5f}**" if v == best else f"{v:.5f}"
+                                                                          for v in row.values()) + " |")
+    return lines, rmses, inside
 
 
 def _ratios(per_setting: dict[str, list[float]]) -> dict[str, float]:

@@ -26,7 +26,7 @@ from stfuse.sim.sample import write_sample_catalog
 from stfuse.sim.synth import SceneSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fill_study import _rmse  # noqa: E402
+from fill_study import _summary_rows, compare_holdouts  # noqa: E402
 
 SEASONS: dict[str, SceneSpec] = {
     f"season {seed} ({kind})": SceneSpec(height=256, width=256, n_days=48, seed=seed, landsat_revisit=8, landsat_offset=3,
@@ -54,27 +54,8 @@ def run_catalog(name: str, catalog: Path) -> tuple[list[str], dict[str, dict[str
         results[label] = holdout(catalog=catalog, bands=list(BANDS), keep_arrays=True, **settings)
         seconds[label] = time.perf_counter() - t0
         print(f"{name}: {label}: {seconds[label]:.0f} s", flush=True)
-    common = sorted(set.intersection(*({d.date for d in r.days} for r in results.values())))
-    lines = [f"### {name}", "",
-             "RMSE (mean of red and NIR) per withheld date on its clear pixels that every method predicts; bold: the lowest.", "",
-             "| withheld date | clear | " + " | ".join(results) + " |", "|---" * (len(results) + 2) + "|"]
-    rmses: dict[str, list[float]] = {label: [] for label in results}
-    inside: dict[str, list[float]] = {label: [] for label in results}
-    for day in common:
-        got = {label: next(d for d in r.days if d.date == day) for label, r in results.items()}
-        first = next(iter(got.values()))
-        ok = np.isfinite(first.truth) & np.all([np.isfinite(d.mean) & np.isfinite(d.sigma) for d in got.values()], axis=0)
-        row = {label: _rmse(d.mean, d.truth, ok) for label, d in got.items()}
-        for label, d in got.items():
-            rmses[label].append(row[label])
-            inside[label].append(float(np.mean(np.abs(d.mean - d.truth)[ok] <= 1.959964 * d.sigma[ok])))
-        best = min(row.values())
-        lines.append(f"| {day} | {first.clear_fraction:.0%} | " + " | ".join(f"**{v:.5f}**" if v == best else f"{v:.5f}"
-                                                                          for v in row.values()) + " |")
-    base = np.mean(rmses[next(iter(rmses))])
-    lines += ["| mean | | " + " | ".join(f"{np.mean(v):.5f}" for v in rmses.values()) + " |",
-              "| ratio to the default | | " + " | ".join(f"{np.mean(v) / base:.3f}" for v in rmses.values()) + " |",
-              "| 95 % coverage | | " + " | ".join(f"{np.mean(v):.1%}" for v in inside.values()) + " |",
+    lines, rmses, inside = compare_holdouts(name, results, "method")
+    lines += [*_summary_rows(rmses, inside)[:-1],  # mean, ratio to the default (the first column), coverage
               "| seconds (all dates) | | " + " | ".join(f"{seconds[label]:.0f}" for label in results) + " |", ""]
     return lines, {label: {"rmse": float(np.mean(rmses[label])), "coverage95": float(np.mean(inside[label])),
                            "seconds": seconds[label]} for label in results}
