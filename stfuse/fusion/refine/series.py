@@ -36,9 +36,8 @@ import torch
 
 from stfuse.fusion import prior as _prior
 from stfuse.fusion.prior.blend import change_baseline
-from stfuse.fusion.prior.calibration import calibration_record as prior_calibration_record
 from stfuse.fusion.refine.hybrid import HybridFn
-from stfuse.fusion.uncertainty import fit_variance_scale, spread_radius, spread_variance
+from stfuse.fusion.uncertainty import fit_variance_scale, spread_radius, spread_record, spread_variance
 
 MEMBERS: tuple[str, ...] = ("fitfc", "fsdaf", "change", "refiner", "starfm")
 """The members whose weights the series decides, in the order of a model's weights."""
@@ -255,9 +254,7 @@ class SeriesPredictor:
 
     def calibration(self) -> dict[str, Any]:
         return {"series": self.model.record(), "variance_scale": round(float(self.model.variance_scale), 6),
-                "fitted_on": "left-out dates of the scene's own series",
-                "members": {"prior": prior_calibration_record("blend", self.n_pairs).get("spread"),
-                            "refiner": self.hybrid.calibration(self.n_pairs).get("fitted_on")}}
+                "fitted_on": "left-out dates of the scene's own series", "spread": spread_record()}
 
     def __call__(self, fine: np.ndarray, coarse: np.ndarray, coarse_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         members, prior_variance = member_predictions(fine, coarse, coarse_target, hybrid=self.hybrid, device=self.device,
