@@ -121,6 +121,13 @@ def fuse(fine: xr.DataArray, coarse: xr.DataArray, coarse_target: xr.DataArray, 
         if predictor is None:
             predictor = hybrid_predictor(fusion, method_for_day(method, n_pairs, hybrid=True), fine, coarse, base_model=base,
                                          scene=None if scene is None else (scene[0], scene[1], dates))
+    return fuse_with(predictor, fine, coarse, coarse_target, fusion)
+
+
+def fuse_with(predictor: Any, fine: xr.DataArray, coarse: xr.DataArray, coarse_target: xr.DataArray,
+              fusion: FusionConfig) -> FusionResult:
+    """One day in memory with a prepared :class:`~stfuse.fused.Predictor` (what :func:`fuse`
+    ends in; the holdout's series days too): inputs as :func:`fuse`, the whole image one tile."""
     mean, sigma = predict_day(fine, coarse, coarse_target, predictor, halo=predictor.halo,
                               variance_factor=predictor.variance_factor * fusion.variance_scale)
     mean, sigma = dask.compute(mean, sigma)

@@ -21,14 +21,14 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from stfuse import __version__
-from stfuse.api import fuse
+from stfuse.api import fuse, fuse_with
 from stfuse.config import FusionConfig, Query, resolve_configs
 from stfuse.data.catalog import describe_dates
 from stfuse.data.cube import load_cubes, read_errors
 from stfuse.errors import DataUnavailableError, InputError
 from stfuse.evaluate.files import calibration
 from stfuse.evaluate.metrics import score_arrays, spearman_error_sigma
-from stfuse.fused import pair_inputs, predict_day, series_predictor, uses_series
+from stfuse.fused import pair_inputs, series_predictor, uses_series
 from stfuse.fusion.pairs import Plan, plan_day, usable_pair_days
 from stfuse.fusion.prior import method_for_day
 from stfuse.fusion.quality import QUALITY_BITS, quality_band
@@ -294,7 +294,7 @@ def holdout(
                                                   coarse.reflectance.sel(time=scene_times).rename(time="pair"))
         series = (series_predictor(fusion, fine.reflectance, coarse.reflectance, series_days[day], len(pairs), memo=series_memo)
                   if day in series_days else None)  # --refine scene on the series: fitted on the other dates only
-        result = (series_day(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time), series, fusion.variance_scale)
+        result = (fuse_with(series, pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time), fusion)
                   if series is not None else fuse(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time), day_fusion, scene=scene))
         flags = quality_band(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time),
                              change_threshold=fusion.thresholds.change_threshold, filled=filled).values
@@ -324,23 +324,6 @@ def holdout(
     return HoldoutResult(days, skipped, band_names, fusion.method, cubes.catalog, crs_wkt=geobox.crs.to_wkt(),
                          transform=tuple(geobox.transform)[:6], seconds=time.perf_counter() - t0,
                          extra={"calibration": variance_calibration(checked)})
-
-
-@dataclass
-class _SeriesDay:
-    """A day predicted by a series model, shaped as :func:`stfuse.fuse`'s result for the holdout."""
-
-    mean: Any
-    sigma: Any
-    method: str
-
-
-def series_day(pair_fine: Any, pair_coarse: Any, coarse_target: Any, predictor: Any, variance_scale: float) -> _SeriesDay:
-    """One withheld day with a :class:`~stfuse.fusion.refine.series.SeriesPredictor` (whole area, one tile)."""
-    mean, sigma = predict_day(pair_fine, pair_coarse, coarse_target, predictor, halo=predictor.halo,
-                              variance_factor=variance_scale)
-    mean, sigma = dask.compute(mean, sigma)
-    return _SeriesDay(mean, sigma, predictor.name)
 
 
 def variance_calibration(days: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:

@@ -174,7 +174,11 @@ def _normal_equations(example: SeriesExample) -> tuple[np.ndarray, np.ndarray, n
 def fit_weights(examples: Sequence[SeriesExample]) -> np.ndarray:
     """Per-band convex weights (B, K) of :data:`MEMBERS` minimising the squared error over the
     examples' pixels (:func:`simplex_least_squares`)."""
-    parts = [_normal_equations(e) for e in examples]
+    return _weights_from([_normal_equations(e) for e in examples])
+
+
+def _weights_from(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """:func:`fit_weights` from the examples' :func:`_normal_equations` (summed)."""
     gram = sum(p[0] for p in parts)
     cross = sum(p[1] for p in parts)
     count = sum(p[2] for p in parts)
@@ -207,9 +211,10 @@ def fit_series(examples: Sequence[SeriesExample], *, band_names: Sequence[str] =
     radius = spread_radius(prior_options)
     n_bands = examples[0].truth.shape[0]
     blend_weights = np.tile(BLEND_WEIGHTS, (n_bands, 1))
+    parts = [_normal_equations(e) for e in examples]  # once per example, summed per left-out date
     left_out, blended, rmse_series, rmse_blend = [], [], [], []
     for i, example in enumerate(examples):
-        weights = fit_weights([e for j, e in enumerate(examples) if j != i])
+        weights = _weights_from([p for j, p in enumerate(parts) if j != i])
         left_out.append(combine(example.members, example.prior_variance, weights))
         blended.append(combine(example.members, example.prior_variance, blend_weights))
         rmse_series.append(_rmse(left_out[-1][0], example.truth))
@@ -221,7 +226,7 @@ def fit_series(examples: Sequence[SeriesExample], *, band_names: Sequence[str] =
     truths = np.concatenate([e.truth.ravel() for e in examples])
     ok = np.isfinite(means) & np.isfinite(variances) & np.isfinite(truths) & (variances > 0)
     scale = fit_variance_scale(means[ok], variances[ok], truths[ok])
-    return SeriesModel(fit_weights(examples) if applied else blend_weights, float(scale), applied,
+    return SeriesModel(_weights_from(parts) if applied else blend_weights, float(scale), applied,
                        tuple(e.date for e in examples), float(np.mean(rmse_series)), float(np.mean(rmse_blend)),
                        tuple(band_names), {"left_out_rmse": {e.date: [round(a, 6), round(b, 6)] for e, a, b
                                                              in zip(examples, rmse_series, rmse_blend)}})
