@@ -93,15 +93,18 @@ def progress_reporter(description: str, *, quiet: bool = False, every: float = 0
             yield update
         return
 
-    state = {"done": 0, "total": None, "at": 0.0}
+    # "at": when the last line was shown; None until the first line of a phase, which is always shown
+    # (a clock-based start such as 0.0 hid it for the first `every` seconds of the machine's uptime)
+    state: dict = {"done": 0, "total": None, "at": None}
 
     def log_line(done: float, total: int, label: str) -> None:
         # plain logs: one line per finished unit, not per tile, and not twice when the
         # unit's last tile and the unit itself both report it
         if total != state["total"] or done < state["done"]:  # a new phase
-            state.update(done=0, total=total, at=0.0)
+            state.update(done=0, total=total, at=None)
         now = time.monotonic()
-        if float(done).is_integer() and int(done) > state["done"] and (done >= total or now - state["at"] >= every):
+        due = state["at"] is None or now - state["at"] >= every
+        if float(done).is_integer() and int(done) > state["done"] and (done >= total or due):
             state.update(done=int(done), at=now)
             click.echo(f"[{int(done)}/{total}] {description} {label}".rstrip(), err=True)
 

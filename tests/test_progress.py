@@ -137,6 +137,15 @@ def test_plain_lines_are_throttled_but_the_last_is_always_shown(capsys):
     assert lines == ["[1/5] training step 1", "[5/5] training step 5"]
 
 
+def test_plain_first_line_is_shown_on_a_freshly_booted_machine(capsys, monkeypatch):
+    # time.monotonic() counts from boot on Linux: 5 s of uptime once hid the first line (issue #28)
+    monkeypatch.setattr("stfuse_cli.progress.time.monotonic", lambda: 5.0)
+    with progress_reporter("predicting days", every=30) as progress:
+        for day in range(1, 4):
+            progress(day, 3, f"day {day}")
+    assert capsys.readouterr().err.splitlines() == ["[1/3] predicting days day 1", "[3/3] predicting days day 3"]
+
+
 def test_root_quiet_silences_every_command(tmp_path):
     result = run("-q", "predict", "--start", "2023-06-13", "--end", "2023-06-13", "--bands", "red", "-o", tmp_path / "o")
     assert result.exit_code == 0, result.output
