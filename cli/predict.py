@@ -97,11 +97,13 @@ def predict(ctx: click.Context, output: Path, overwrite: bool, quiet: bool, pair
 
 
 def summary(outputs, output: Path) -> str:
-    """What a catalog run did, truthfully: days written now and days already complete."""
+    """What a catalog run did, truthfully: days written now and days already complete, and the
+    run's first .. last day (from ``outputs.days``, else the COG names)."""
     cogs = [p for p in outputs if p.suffix == ".tif"]
     stores = [str(p) for p in outputs if p.suffix == ".zarr"]
-    days = f"{cogs[0].stem[7:]} .. {cogs[-1].stem[7:]}" if cogs else ""
+    run_days = [d.isoformat() for d in getattr(outputs, "days", ())] or [p.stem[7:] for p in cogs]
+    days = f"{run_days[0]} .. {run_days[-1]}" if run_days else ""
     what = " and ".join(x for x in ("daily COGs with STAC items" if cogs else "", f"Zarr store {', '.join(stores)}" if stores else "") if x)
     skipped = getattr(outputs, "days_skipped", 0)
     done = f"wrote {outputs.days_written} day(s)" if hasattr(outputs, "days_written") else "wrote the days"
-    return (f"{done}{f', skipped {skipped} already complete' if skipped else ''} ({days}): {what} in {output}/")
+    return (f"{done}{f', skipped {skipped} already complete' if skipped else ''}{f' ({days})' if days else ''}: {what} in {output}/")

@@ -557,6 +557,10 @@ def create_zarr_output(
     still gives float reflectance with NaN.
 
     The CRS is stored CF-style in a ``spatial_ref`` coordinate (rioxarray/odc-geo read it).
+    ``quality`` declares no nodata (no ``_FillValue``/``nodata``: 0 means "no flag").
+    ``attrs`` (the run's method and settings) become the store's attributes, strings or JSON;
+    :func:`check_zarr_store` compares them when a run continues the store, and
+    :func:`extend_zarr_days` adds days to it.
     Days and tiles are then filled in any order by :func:`write_zarr_tiles`; a day counts as
     done only once :func:`mark_zarr_day_complete` ran after all of its tiles.
     """
@@ -639,6 +643,195 @@ def zarr_completed_days(path: str | os.PathLike[str]) -> set[dt.date]:
     complete = np.asarray(group["complete"][:])
     times = xr.open_zarr(path)["time"].values
     return {np.datetime64(t, "D").item() for t, done in zip(times, complete) if done}
+
+
+def zarr_days(path: str | os.PathLike[str]) -> list[dt.date]:
+    """The days of a stfuse Zarr store's time axis, in store order (its day indices)."""
+    return [np.datetime64(t, "D").item() for t in xr.open_zarr(path)["time"].values]
+
+
+def _attr_value(text: Any) -> Any:
+    """A store attribute as :func:`_tag_value` wrote it, decoded (JSON when it parses)."""
+    try:
+        return json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return text
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+def check_zarr_store(path: str | os.PathLike[str], *, band_names: Sequence[str], crs: CRS | None, transform: Affine,
+                     shape: tuple[int, int], dtype: str, settings: Mapping[str, Any]) -> None:
+    """Refuse (:class:`~stfuse.errors.OutputError`, exit 2), before anything is written, an
+    existing store that this run cannot continue: not a stfuse store, another grid (CRS,
+    transform, shape), another ``dtype``, other bands, or other ``settings`` (how the values
+    were made: method, refine, options...; compared with the store's attributes of the same
+    names, written by :func:`create_zarr_output`; an attribute the store lacks is not compared).
+    A store keeps one set of bands: a run with other bands (or other settings) must write to
+    another folder, or replace the store (``--overwrite`` without ``--resume``)."""
+    path = Path(path)
+    again = "write to another folder (-o), or replace it with --overwrite (without --resume)"
+    try:
+        ds = xr.open_zarr(path)
+        stored_dtype = str(zarr.open_group(str(path), mode="r")["reflectance"].dtype)
+    except Exception as err:  # zarr/xarray raise several types for "not such a store"
+        raise OutputError(f"{path} is not a Zarr store written by stfuse ({err}); {again}") from None
+    if not {"reflectance", "sigma", "complete"} <= set(ds.variables) or not {"time", "band", "y", "x"} <= set(ds.dims):
+        raise OutputError(f"{path} is not a Zarr store written by stfuse (no reflectance/sigma/complete); {again}")
+    stored_bands = [str(b) for b in ds.band.values]
+    if stored_bands != list(band_names):
+        raise OutputError(f"{path} holds bands {','.join(stored_bands)}, this run asks for {','.join(band_names)}; "
+                          f"a Zarr store keeps one set of bands: {again}")
+    height, width = shape
+    xs = transform.c + transform.a * (np.arange(width) + 0.5)
+    ys = transform.f + transform.e * (np.arange(height) + 0.5)
+    stored_wkt = ds["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in ds.variables else None
+    same_crs = (stored_wkt is None and crs is None) or (stored_wkt is not None and crs is not None and CRS.from_wkt(stored_wkt) == crs)
+    tolerance = 1e-6 * max(abs(transform.a), abs(transform.e), 1e-9)
+    same_grid = (ds.sizes["y"], ds.sizes["x"]) == (height, width) and np.allclose(ds.x.values, xs, rtol=0, atol=tolerance) \
+        and np.allclose(ds.y.values, ys, rtol=0, atol=tolerance)
+    if not (same_crs and same_grid):
+        raise OutputError(f"{path} is on another grid ({ds.sizes['x']} x {ds.sizes['y']} pixels"
+                          f"{'' if same_crs else ', another CRS'}) than this run ({width} x {height}); {again}")
+    if stored_dtype != dtype:
+        raise OutputError(f"{path} holds {stored_dtype} values, this run asks for --dtype {dtype}; {again}")
+    differ = [f"{key} {_shown(_attr_value(ds.attrs[key]))} vs {_shown(_attr_value(_tag_value(value)))}"
+              for key, value in settings.items()
+              if key in ds.attrs and _attr_value(ds.attrs[key]) != _attr_value(_tag_value(value))]
+    if differ:
+        raise OutputError(f"{path} was written with other settings ({'; '.join(differ)}, stored vs asked); "
+                          f"resuming would mix them in one store: {again}")
+
+
+def _zarr_grid(group: Any) -> tuple[CRS | None, Affine]:
+    """The CRS and transform a store was created with (its ``spatial_ref``, else its x/y coordinates)."""
+    ref = group["spatial_ref"].attrs if "spatial_ref" in group else {}
+    crs = CRS.from_wkt(ref["crs_wkt"]) if "crs_wkt" in ref else None
+    if "GeoTransform" in ref:
+        return crs, Affine.from_gdal(*map(float, ref["GeoTransform"].split()))
+    xs, ys = np.asarray(group["x"][:]), np.asarray(group["y"][:])
+    dx = float(xs[1] - xs[0]) if xs.size > 1 else 1.0
+    dy = float(ys[1] - ys[0]) if ys.size > 1 else -1.0
+    return crs, Affine(dx, 0.0, float(xs[0]) - dx / 2, 0.0, dy, float(ys[0]) - dy / 2)
+
+
+def extend_zarr_days(path: str | os.PathLike[str], days: Sequence[dt.date]) -> list[dt.date]:
+    """Add ``days`` the store lacks to its time axis, keeping it ascending; returns the days added
+    (empty slots: NaN, quality 0, ``complete`` False). Metadata only when every new day is later
+    than the store's last day (the arrays grow at the end); otherwise (an earlier or in-between
+    day) the store is rewritten, sorted, into a new store beside it that replaces it only once
+    complete (the complete days copied as they are, the incomplete ones left empty to be
+    recomputed). Call after :func:`check_zarr_store` and before writing any day."""
+    path = Path(path)
+    existing = zarr_days(path)
+    new = sorted(set(days) - set(existing))
+    if not new:
+        return []
+    if existing == sorted(existing) and (not existing or new[0] > existing[-1]):
+        _append_zarr_days(path, new)
+    else:
+        _rewrite_zarr_days(path, sorted({*existing, *new}))
+    return new
+
+
+def _append_zarr_days(path: Path, new: Sequence[dt.date]) -> None:
+    """Grow every time-axis array by the (later) ``new`` days; the time coordinate last, so an
+    interrupted append leaves the old days readable (:func:`repair_zarr_output` trims the rest)."""
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    time = group["time"]
+    n_old = time.shape[0]
+    n = n_old + len(new)
+    values, _, _ = xr.coding.times.encode_cf_datetime(np.array([np.datetime64(d, "ns") for d in new]),
+                                                      time.attrs.get("units"), time.attrs.get("calendar"))
+    values = np.asarray(values)
+    if np.issubdtype(np.dtype(time.dtype), np.integer) and not np.array_equal(values, np.round(values)):
+        raise OutputError(f"cannot add {new[0]} to {path}: its time units {time.attrs.get('units')!r} cannot hold it; "
+                          "write to another folder (-o)")
+    for name in ("reflectance", "sigma", "quality", "complete"):
+        if name in group:
+            group[name].resize((n, *group[name].shape[1:]))
+    time.resize((n,))
+    time[n_old:] = values.astype(time.dtype)
+    zarr.consolidate_metadata(str(path))
+
+
+def _rewrite_zarr_days(path: Path, days: Sequence[dt.date]) -> None:
+    """Rewrite the store with the time axis ``days`` (ascending), copying its complete days."""
+    import shutil
+    import uuid
+
+    old = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    old_days = zarr_days(path)
+    complete = np.asarray(old["complete"][:])
+    crs, transform = _zarr_grid(old)
+    reflectance = old["reflectance"]
+    height, width = reflectance.shape[2:]
+    chunk = max(reflectance.chunks[2], reflectance.chunks[3])
+    for stale in path.parent.glob(f".{path.name}.extend-*"):  # left by a killed earlier rewrite
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.with_name(f".{path.name}.extend-{uuid.uuid4().hex[:8]}")
+    backup = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+    try:
+        create_zarr_output(tmp, days=days, band_names=[str(b) for b in old["band"][:]], crs=crs, transform=transform,
+                           shape=(height, width), chunk=chunk, attrs=dict(old.attrs),
+                           dtype="int16" if np.dtype(reflectance.dtype) == np.int16 else "float32")
+        new = zarr.open_group(str(tmp), mode="r+")
+        new["x"][:], new["y"][:] = old["x"][:], old["y"][:]  # the coordinates exactly as they were
+        index = {d: i for i, d in enumerate(days)}
+        rows = reflectance.chunks[2]
+        for i, day in enumerate(old_days):
+            if i >= complete.size or not complete[i]:
+                continue
+            j = index[day]
+            for r0 in range(0, height, rows):  # one chunk row at a time: a day of a large area never sits in memory
+                r = slice(r0, min(r0 + rows, height))
+                for name in ("reflectance", "sigma"):
+                    new[name][j, :, r] = old[name][i, :, r]
+                if "quality" in old:
+                    new["quality"][j, r] = old["quality"][i, r]
+            new["complete"][j] = True
+        os.replace(path, backup)
+        os.replace(tmp, path)
+    except BaseException as err:
+        if backup.exists() and not path.exists():
+            os.replace(backup, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and not isinstance(err, OutputError):
+            raise OutputError(f"could not extend {path}: {err.strerror or err}") from None
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def repair_zarr_output(path: str | os.PathLike[str]) -> bool:
+    """Undo what a run killed while extending the store (:func:`extend_zarr_days`) left: the
+    old store put back if it was killed between the two renames of a rewrite, arrays trimmed to
+    the time axis if it was killed mid-append. Returns True if anything was repaired."""
+    path = Path(path)
+    repaired = False
+    backups = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if not path.exists() and backups:
+        os.replace(backups.pop(), path)
+        repaired = True
+    if backups:  # killed after the rewritten store was in place: the old one is left over
+        import shutil
+
+        for backup in backups:
+            shutil.rmtree(backup, ignore_errors=True)
+    if not path.is_dir():
+        return repaired
+    try:
+        group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+        n = group["time"].shape[0]
+        grown = [name for name in ("reflectance", "sigma", "quality", "complete") if name in group and group[name].shape[0] != n]
+    except Exception:  # not a stfuse store: check_zarr_store says so
+        return repaired
+    for name in grown:
+        group[name].resize((n, *group[name].shape[1:]))
+    if grown:
+        zarr.consolidate_metadata(str(path))
+    return repaired or bool(grown)
 
 
 def write_run_collection(out_dir: str | os.PathLike[str], item_paths: Sequence[str | os.PathLike[str]], *, description: str,

@@ -8,6 +8,7 @@ tile and write it (COG staged then renamed; a Zarr day marked complete after all
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import threading
@@ -28,14 +29,19 @@ from stfuse.fused import Fused, calibration_tag, provenance
 from stfuse.fusion.pairs import Plan
 from stfuse.fusion.quality import QUALITY_BITS, assess
 from stfuse.output.io import (
+    FLAG_BANDS,
+    check_zarr_store,
     compute_blocks,
     create_zarr_output,
+    extend_zarr_days,
     mark_zarr_day_complete,
+    repair_zarr_output,
     write_prediction_cog,
     write_run_collection,
     write_stac_item,
     write_zarr_tiles,
     zarr_completed_days,
+    zarr_days,
 )
 from stfuse.output.tiling import dask_scheduler
 
@@ -47,8 +53,10 @@ ProgressCallback = Callable[[float, int, str], None]
 
 class Outputs(list):
     """The written paths (COGs in date order, then the Zarr store), with what this run did:
-    ``days_written`` (computed now) and ``days_skipped`` (already complete, with ``resume``)."""
+    ``days`` (the run's days, in date order), ``days_written`` (computed now) and
+    ``days_skipped`` (already complete, with ``resume``)."""
 
+    days: tuple[dt.date, ...] = ()
     days_written: int = 0
     days_skipped: int = 0
 
@@ -87,23 +95,56 @@ def _blocks_of(src: Any, tile: int) -> Iterator[tuple[tuple[slice, slice], np.nd
 
 def write_fused(fused: Fused, *, progress: ProgressCallback | None = None) -> Outputs:
     """Write every planned day of ``fused`` as ``fused.run`` asks; returns the output paths
-    (:class:`Outputs`: COGs in date order, then the Zarr store). See :func:`stfuse.predict`."""
+    (:class:`Outputs`: COGs in date order, then the Zarr store). See :func:`stfuse.predict`.
+
+    With ``run.resume`` a day is skipped only when its outputs exist and match this request:
+    a COG (and its STAC item) whose bands, dtype, method, refine, options, variance scale,
+    pairs, fill days and items (its tags, :func:`_cog_mismatch`) are this run's; any other is
+    recomputed (an INFO line says why), in the Zarr store too. The Zarr store is continued only
+    if its grid, dtype, bands and settings (its attributes, :func:`_zarr_settings`) are this
+    run's, else refused (:class:`~stfuse.errors.OutputError`: a store keeps one set of bands;
+    other bands or settings go to another folder); days it lacks, later or earlier, are added
+    to its time axis, kept ascending (:func:`stfuse.output.io.extend_zarr_days`). All of this
+    is checked before the first day is written."""
     run, fusion, bands, geobox, plans = fused.run, fused.fusion, fused.bands, fused.geobox, fused.plans
     out_dir = Path(run.out_dir)
     cogs = {p.target: cog_path(out_dir, p.target) for p in plans}
     zarr_path = out_dir / "stfuse.zarr"
-    done_cog = {d for d, path in cogs.items() if path.exists() and path.with_suffix(".json").exists()} if run.resume else set()
     check_output_dir(out_dir, run.formats, overwrite=run.overwrite, resume=run.resume)  # stfuse.predict checked before the search
     out_crs = RioCRS.from_wkt(geobox.crs.to_wkt())
+    shape, days = (geobox.height, geobox.width), [p.target for p in plans]
+    if "zarr" in run.formats and run.resume and repair_zarr_output(zarr_path):
+        log.warning("repaired %s: a run was killed while adding days to it", zarr_path)
+    continue_zarr = "zarr" in run.formats and run.resume and zarr_path.exists()
+    if continue_zarr:  # refused here, before anything is written
+        check_zarr_store(zarr_path, band_names=bands, crs=out_crs, transform=geobox.transform, shape=shape, dtype=run.dtype,
+                         settings=_zarr_settings(fusion))
+    done_cog: set[dt.date] = set()
+    stale_cog: set[dt.date] = set()  # written before, but not as this run asks: recomputed in every format
+    if run.resume and "cog" in run.formats:
+        for plan in plans:
+            path = cogs[plan.target]
+            if not (path.exists() and path.with_suffix(".json").exists()):
+                continue
+            why = _cog_mismatch(path, _expected_tags(fused, plan), fused, out_crs)
+            if why:
+                log.info("%s: %s; recomputing", plan.target.isoformat(), why)
+                stale_cog.add(plan.target)
+            else:
+                done_cog.add(plan.target)
     done_zarr: set[dt.date] = set()
+    day_index: dict[dt.date, int] = {}
     if "zarr" in run.formats:
-        if run.resume and zarr_path.exists():
-            done_zarr = zarr_completed_days(zarr_path)
+        if continue_zarr:
+            added = extend_zarr_days(zarr_path, days)
+            if added:
+                log.info("adding %d day(s) to %s (%s .. %s)", len(added), zarr_path, added[0], added[-1])
+            done_zarr = zarr_completed_days(zarr_path) - stale_cog
         else:
-            create_zarr_output(zarr_path, days=[p.target for p in plans], band_names=bands, crs=out_crs, transform=geobox.transform,
-                               shape=(geobox.height, geobox.width), chunk=run.tile, overwrite=run.overwrite, dtype=run.dtype,
-                               attrs={"stfuse_version": __version__, "method": fusion.method})
-    day_index = {p.target: i for i, p in enumerate(plans)}
+            create_zarr_output(zarr_path, days=days, band_names=bands, crs=out_crs, transform=geobox.transform,
+                               shape=shape, chunk=run.tile, overwrite=run.overwrite, dtype=run.dtype,
+                               attrs={"stfuse_version": __version__, **_zarr_settings(fusion)})
+        day_index = {day: i for i, day in enumerate(zarr_days(zarr_path))}
     todo = [p for p in plans if ("cog" in run.formats and p.target not in done_cog)
             or ("zarr" in run.formats and p.target not in done_zarr)]
     if len(todo) < len(plans):
@@ -128,6 +169,7 @@ def write_fused(fused: Fused, *, progress: ProgressCallback | None = None) -> Ou
                     progress(done, len(todo), label)
     outputs = Outputs()
     outputs.days_written, outputs.days_skipped = len(todo), len(plans) - len(todo)
+    outputs.days = tuple(sorted(p.target for p in plans))
     if "cog" in run.formats:
         outputs += [cogs[p.target] for p in plans]
         write_run_collection(out_dir, [cogs[p.target].with_suffix(".json") for p in plans],
@@ -175,6 +217,75 @@ def _write_days_concurrently(plans: list[Plan], write: Callable[[Plan, Any], Non
             for future in futures:
                 future.cancel()
             raise
+
+
+def _zarr_settings(fusion: Any) -> dict[str, Any]:
+    """What made the values of a Zarr store, kept in its attributes (:func:`create_zarr_output`)
+    and compared when a run continues it (:func:`check_zarr_store`): method, refine, prior
+    options, variance scale, Landsat-date pass-through, the pair choice (max pairs, gap filling,
+    min clear, max gap) and, with a refiner, its seed, Monte Carlo samples and weights."""
+    settings = {"method": fusion.method, "refine": fusion.refine, "options": _plain(fusion.prior_options),
+                "variance_scale": float(fusion.variance_scale), "observed": bool(fusion.observed), "max_pairs": fusion.max_pairs,
+                "max_fill": fusion.max_fill, "min_clear": float(fusion.min_clear), "max_gap_days": fusion.max_gap_days}
+    if fusion.refine != "none":
+        settings.update(seed=fusion.seed, mc_samples=fusion.mc_samples, weights=str(fusion.weights) if fusion.weights else None)
+    return settings
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as its JSON tag reads back (tuples as lists, paths as text)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _tag(tags: dict[str, str], key: str, default: Any) -> Any:
+    """A COG tag decoded as :func:`stfuse.output.io.write_prediction_cog` encoded it (JSON unless a string)."""
+    if key not in tags:
+        return default
+    try:
+        return json.loads(tags[key])
+    except ValueError:
+        return tags[key]
+
+
+def _expected_tags(fused: Fused, plan: Plan) -> dict[str, Any]:
+    """What a day's COG written by this run records (compared by :func:`_cog_mismatch`)."""
+    fusion = fused.fusion
+    fine_items, coarse_items = fused.item_ids(plan)
+    expected = {"bands": list(fused.bands), "dtype": fused.run.dtype, "method": fused._unprepared(plan)[0], "refine": fusion.refine,
+                "options": _plain(fusion.prior_options), "variance scale": float(fusion.variance_scale),
+                "pair dates": [d.isoformat() for d in plan.pairs], "fill dates": [d.isoformat() for d in plan.fill_dates],
+                "items": [*fine_items, *coarse_items]}
+    if fusion.refine != "none":
+        expected.update({"seed": fusion.seed, "mc_samples": fusion.mc_samples, "weights": str(fusion.weights) if fusion.weights else None})
+    return expected
+
+
+def _cog_mismatch(path: Path, expected: dict[str, Any], fused: Fused, crs: RioCRS) -> str | None:
+    """Why the existing COG ``path`` is not what this run would write: another grid (CRS,
+    transform, size) than ``fused``'s, or tags other than ``expected`` (:func:`_expected_tags`),
+    e.g. ``"bands differ (red,nir08 vs blue)"``; None when it is."""
+    try:
+        with rasterio.open(path) as src:
+            descriptions, dtype, tags = src.descriptions, src.dtypes[0], src.tags()
+            size, transform, file_crs = (src.width, src.height), src.transform, src.crs
+    except rasterio.errors.RasterioIOError:
+        return "its COG cannot be read"
+    geobox = fused.geobox
+    if size != (geobox.width, geobox.height) or file_crs != crs or not transform.almost_equals(geobox.transform, precision=1e-6):
+        return f"grid differs ({size[0]} x {size[1]} pixels at {transform.c:.1f}, {transform.f:.1f} vs " \
+               f"{geobox.width} x {geobox.height} at {geobox.transform.c:.1f}, {geobox.transform.f:.1f})"
+    calibration = _tag(tags, "calibration", {})
+    found = {"bands": [d for d in descriptions if d and not d.endswith("_sigma") and d not in FLAG_BANDS], "dtype": dtype,
+             "method": _tag(tags, "method", None), "refine": _tag(tags, "refine", "none"), "options": _tag(tags, "options", {}),
+             "variance scale": float(calibration.get("user_variance_scale", 1.0)) if isinstance(calibration, dict) else None,
+             "pair dates": _tag(tags, "pair_dates", None), "fill dates": _tag(tags, "fill_dates", []),
+             "items": [*_tag(tags, "fine_items", []), *_tag(tags, "coarse_items", [])],
+             "seed": _tag(tags, "seed", None), "mc_samples": _tag(tags, "mc_samples", None), "weights": _tag(tags, "weights", None)}
+    shown = lambda v: ",".join(map(str, v)) if isinstance(v, list) else json.dumps(v) if isinstance(v, dict) else str(v)  # noqa: E731
+    differ = [f"{key} {'differ' if key.endswith('s') and key != 'variance scale' else 'differs'}"
+              + ("" if key == "items" else f" ({shown(found[key])} vs {shown(value)})")
+              for key, value in expected.items() if found[key] != value]
+    return ", ".join(differ) or None
 
 
 def _day_tags(fused: Fused, plan: Plan, name: str, record: dict[str, Any], quality: dict[str, Any]) -> dict[str, Any]:
