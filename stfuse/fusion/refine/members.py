@@ -6,6 +6,7 @@ A *member* is one single-pair prior ``fn(fine (1,B,H,W), coarse (1,B,H,W), coars
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,19 @@ def additive_prior(
     if len(means) == 1:
         return means[0].astype(np.float32), variances[0].astype(np.float32)
     return combine_inverse_variance(np.stack(means), np.stack(variances))
+
+
+def options_for(method: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The entries of ``options`` that prior ``method``'s function takes (its keyword-only
+    parameters): one set of options (e.g. ``coarse_factor``, which local-file mode adds for
+    native-grid coarse files) shared by members of which some do not take every option
+    (STARFM has no ``coarse_factor``)."""
+    if not options:
+        return {}
+    params = inspect.signature(_prior.method_function(_prior.choose_method(1) if method == "auto" else method)).parameters
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in params and params[k].kind == inspect.Parameter.KEYWORD_ONLY}
 
 
 def resolve_prior(prior_fn: PriorFn | str | None, **options: Any) -> PriorFn:

@@ -37,6 +37,7 @@ import torch
 from stfuse.fusion import prior as _prior
 from stfuse.fusion.prior.blend import change_baseline
 from stfuse.fusion.refine.hybrid import HybridFn
+from stfuse.fusion.refine.members import options_for
 from stfuse.fusion.uncertainty import fit_variance_scale, spread_radius, spread_record, spread_variance
 
 MEMBERS: tuple[str, ...] = ("fitfc", "fsdaf", "change", "refiner", "starfm")
@@ -93,17 +94,19 @@ def member_predictions(fine: np.ndarray, coarse: np.ndarray, coarse_target: np.n
     """The :data:`MEMBERS` for one day: ``(members (K, B, H, W), prior_variance (B, H, W))``, K = 5.
 
     ``fine``, ``coarse``: (P, B, H, W) pairs, ``coarse_target`` (B, H, W); the prior variance is
-    the mean of Fit-FC's and FSDAF's (NaN-aware), as the blend's."""
+    the mean of Fit-FC's and FSDAF's (NaN-aware), as the blend's. Each prior gets the entries of
+    ``prior_options`` its function takes (:func:`~stfuse.fusion.refine.members.options_for`:
+    STARFM has no ``coarse_factor``)."""
     options = dict(prior_options or {})
     fine, coarse, coarse_target = (np.asarray(a, np.float32) for a in (fine, coarse, coarse_target))
-    fit_mean, fit_var = _prior.predict(fine, coarse, coarse_target, method="fitfc", device=device, **options)
-    fsd_mean, fsd_var = _prior.predict(fine, coarse, coarse_target, method="fsdaf", device=device, **options)
+    fit_mean, fit_var = _prior.predict(fine, coarse, coarse_target, method="fitfc", device=device, **options_for("fitfc", options))
+    fsd_mean, fsd_var = _prior.predict(fine, coarse, coarse_target, method="fsdaf", device=device, **options_for("fsdaf", options))
     change = change_baseline(torch.from_numpy(fine), torch.from_numpy(coarse), torch.from_numpy(coarse_target)).numpy()
     refined, _ = hybrid(fine, coarse, coarse_target)
     variances = np.stack([fit_var, fsd_var]).astype(np.float32)
     with np.errstate(invalid="ignore"):
         prior_variance = np.nanmean(np.where(np.isfinite(variances), variances, np.nan), axis=0)
-    star_mean, _ = _prior.predict(fine, coarse, coarse_target, method="starfm", device=device, **options)
+    star_mean, _ = _prior.predict(fine, coarse, coarse_target, method="starfm", device=device, **options_for("starfm", options))
     members = np.stack([fit_mean, fsd_mean, change, refined, star_mean]).astype(np.float32)
     return members, prior_variance.astype(np.float32)
 
@@ -235,7 +238,7 @@ def fit_series(examples: Sequence[SeriesExample], *, band_names: Sequence[str] =
 def series_halo(hybrid: HybridFn, prior_options: dict[str, Any] | None = None) -> int:
     """Tile halo (fine px) of a :class:`SeriesPredictor`: the larger of the refiner member's and
     the priors' (each with the variance spread)."""
-    priors = max(_prior.halo(name, **(prior_options or {})) for name in ("blend", "starfm"))
+    priors = max(_prior.halo(name, **options_for(name, prior_options)) for name in ("blend", "starfm"))
     return max(hybrid.halo, priors + spread_radius(prior_options))
 
 
