@@ -170,8 +170,9 @@ def command_line(ctx: click.Context) -> str:
 
 
 def _print_scores(result: dict[str, Any], as_json: bool, header: str | None = None) -> None:
-    from stfuse.evaluate.metrics import format_table
+    from stfuse.evaluate.metrics import format_table, without_one_band_sam
 
+    without_one_band_sam(result)  # a spectral angle needs 2+ bands
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return

@@ -20,18 +20,17 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from stfuse import __version__
 from stfuse.api import fuse, fuse_with
 from stfuse.config import FusionConfig, Query, resolve_configs
 from stfuse.data.catalog import describe_dates
 from stfuse.data.cube import load_cubes, read_errors
 from stfuse.errors import DataUnavailableError, InputError
 from stfuse.evaluate.files import calibration
-from stfuse.evaluate.metrics import score_arrays, spearman_error_sigma
-from stfuse.fused import pair_inputs, series_predictor, uses_series
+from stfuse.evaluate.metrics import score_arrays, spearman_error_sigma, without_one_band_sam
+from stfuse.fused import pair_inputs, provenance, series_predictor, uses_series
 from stfuse.fusion.pairs import Plan, plan_day, usable_pair_days
 from stfuse.fusion.prior import method_for_day
-from stfuse.fusion.quality import QUALITY_BITS, quality_band
+from stfuse.fusion.quality import QUALITY_BITS, assess, quality_band
 from stfuse.fusion.uncertainty import coverage, fit_variance_scale, leave_one_out_coverage
 from stfuse.output.io import atomic_path, write_prediction_cog
 
@@ -50,7 +49,7 @@ pixels filled the pairs' cloudy ones (``--fill``), ``;``-separated. ``clear_frac
 ``n_valid``: pixels scored (clear in the withheld image and predicted; for ``all``, in every
 band). ``coverage_68``/``coverage_95``: fraction of truth inside ``mean ± z sigma``.
 ``spearman``: rank correlation of ``|error|`` and ``sigma``. ``ergas``, ``sam_deg``: only on
-``all`` rows (they are multi-band). On ``all`` rows the per-band metrics are band means.
+``all`` rows (they are multi-band); ``sam_deg`` empty with one band (a spectral angle needs 2+). On ``all`` rows the per-band metrics are band means.
 ``rmse_unfilled``: with ``compare_unfilled``, the RMSE of the same date predicted from its pairs
 without gap filling (the two nearest pairs as they are), on the same pixels; empty otherwise.
 """
@@ -123,6 +122,11 @@ class HoldoutDay:
     unfilled: dict[str, Any] | None = None
     """With ``compare_unfilled``: ``rmse`` (band mean) and ``band_rmse`` of the prediction without
     gap filling, on the pixels both predictions and the truth have."""
+    tags: dict[str, Any] = field(default_factory=dict)
+    """The prediction's tags beyond the date, pairs and method, as a ``stfuse predict`` output's
+    (``fine_items``, ``coarse_items``, ``catalog``, ``options``, ``quality``, ``calibration``,
+    with a refiner ``refine``/``seed``/``mc_samples``; ``note`` when the method is not what was
+    asked for, e.g. the series model not applied): :func:`write_holdout` writes them."""
 
 
 @dataclass
@@ -192,7 +196,7 @@ def score_day(mean: np.ndarray, sigma: np.ndarray, truth: np.ndarray, valid: np.
     ok = np.isfinite(mean) & np.isfinite(truth) & np.isfinite(sigma)
     if valid is not None:
         ok &= np.broadcast_to(valid, ok.shape)
-    result = score_arrays(mean, truth, truth_valid=ok, band_names=band_names)
+    result = without_one_band_sam(score_arrays(mean, truth, truth_valid=ok, band_names=band_names))
     for b, entry in enumerate(result["bands"]):
         entry["n_valid"] = int(ok[b].sum())
     result["n_valid"] = int(ok.all(axis=0).sum())
@@ -223,7 +227,7 @@ def holdout_plans(days: Sequence[dt.date], cubes: CatalogCubes, fusion: FusionCo
             if plan.pairs:
                 plans.append(plan if fusion.refine != "none" else replace(plan, evidence=None))
             else:
-                skipped[day] = "no other clear pair" + (f" within {fusion.max_gap_days} days" if fusion.max_gap_days else "")
+                skipped[day] = "no other clear pair" + (f" within --max-gap {fusion.max_gap_days} days" if fusion.max_gap_days is not None else "")
     return plans, skipped
 
 
@@ -314,9 +318,10 @@ def holdout(
                          for b in range(len(band_names))]
             unfilled = {"rmse": _nanmean(band_rmse), "band_rmse": band_rmse}
         checked.append((mean[ok], sigma[ok].astype(np.float64) ** 2, truth[ok]))
-        days.append(HoldoutDay(day, pairs, result.method, cubes.fine_clear[day], scores,
+        method, tags = _day_method_and_tags(result, series, plan, fine, coarse, flags, fusion, cubes.catalog)
+        days.append(HoldoutDay(day, pairs, method, cubes.fine_clear[day], scores,
                                *((truth, mean, sigma, flags) if keep_arrays else (None, None, None, None)),
-                               fill_dates=plan.fill_dates, unfilled=unfilled))
+                               fill_dates=plan.fill_dates, unfilled=unfilled, tags=tags))
         log.info("holdout %s from %s: RMSE %.4f", day, ", ".join(map(str, pairs)), scores["mean"]["rmse"])
         if progress:
             progress(done, len(plans), day.isoformat())
@@ -324,6 +329,52 @@ def holdout(
     return HoldoutResult(days, skipped, band_names, fusion.method, cubes.catalog, crs_wkt=geobox.crs.to_wkt(),
                          transform=tuple(geobox.transform)[:6], seconds=time.perf_counter() - t0,
                          extra={"calibration": variance_calibration(checked)})
+
+
+def _day_method_and_tags(result: Any, series: Any, plan: Plan, fine: Any, coarse: Any, flags: np.ndarray,
+                         fusion: FusionConfig, catalog: str) -> tuple[str, dict[str, Any]]:
+    """A withheld day's method label and the tags of its prediction, as ``stfuse predict`` tags a
+    day (:func:`stfuse.output.writers._day_tags`): items, options, quality, calibration.
+
+    A day whose series model was not applied (its left-out dates did not favour other weights
+    than the blend's, ``calibration`` -> ``series`` -> ``applied`` False) is the blend's mean
+    (Fit-FC + FSDAF + ``fine + coarse change``, equal weights) with the series' variance scale:
+    labelled ``blend``, with a ``note`` saying so."""
+    method, note = result.method, None
+    model = getattr(series, "model", None)
+    if model is not None and not model.applied:
+        method = "blend"
+        note = (f"series model not applied: on its left-out dates its RMSE {model.rmse_series:.5f} was not below the "
+                f"blend's {model.rmse_blend:.5f}, so this is the blend (fitfc+fsdaf+change, equal weights) with the variance "
+                "scale fitted on those dates (calibration -> series)")
+    times = [np.datetime64(d, "ns") for d in sorted({*plan.pairs, *plan.fill_dates})]
+    target = np.datetime64(plan.target, "ns")
+    item = lambda cube, t: str(cube.item_id.sel(time=t).item()) if "item_id" in cube.coords else None  # noqa: E731
+    changed = float(((np.asarray(flags) & QUALITY_BITS["large_change"]) > 0).mean())
+    coarse_clear = float(coarse.clear_fraction.sel(time=target).item()) if "clear_fraction" in coarse else float("nan")
+    quiet = lambda record: record.module != "quality"  # noqa: E731  (the holdout does not log predict's day warnings)
+    log.addFilter(quiet)
+    try:
+        warnings = assess(day=plan.target.isoformat(), coarse_clear=coarse_clear, max_gap_days=plan.max_gap_days,
+                          changed_fraction=changed, thresholds=fusion.thresholds, strict=False)
+    finally:
+        log.removeFilter(quiet)
+    quality = {"coarse_clear_fraction": round(coarse_clear, 4), "max_pair_gap_days": plan.max_gap_days,
+               "changed_fraction": round(changed, 4), "warnings": warnings, "bits": QUALITY_BITS}
+    if plan.fills:
+        quality["filled_fraction"] = round(float(((np.asarray(flags) & QUALITY_BITS["filled"]) > 0).mean()), 4)
+    tags = {
+        "fine_items": [item(fine, t) for t in times],
+        "coarse_items": [item(coarse, t) for t in (*times, target)],
+        "catalog": catalog,
+        "options": fusion.prior_options,
+        "quality": quality,
+        **({"refine": fusion.refine, "seed": fusion.seed, "mc_samples": fusion.mc_samples} if fusion.refine != "none" else {}),
+        "calibration": result.tags.get("calibration", {}),
+        **({"weights": str(fusion.weights)} if fusion.weights else {}),
+        **({"note": note} if note else {}),
+    }
+    return method, tags
 
 
 def variance_calibration(days: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:
@@ -387,10 +438,12 @@ def write_holdout(result: HoldoutResult, out_dir: PathLike, *, predictions: bool
                 raise InputError("the holdout result has no arrays; run holdout(keep_arrays=True) to write predictions")
             path = out_dir / "predictions" / f"holdout_{day.date.isoformat()}.tif"
             flags = getattr(day, "quality", None)
-            tags = {"stfuse_version": __version__, "target_date": day.date.isoformat(),
-                    "pair_dates": [p.isoformat() for p in day.pairs], "fill_dates": [p.isoformat() for p in day.fill_dates],
-                    "method": day.method, "holdout": "withheld Landsat date",
-                    **({"quality": {"bits": QUALITY_BITS}} if flags is not None else {})}
+            extra = dict(getattr(day, "tags", None) or {})
+            if flags is not None:
+                extra["quality"] = {**extra.get("quality", {}), "bits": QUALITY_BITS}
+            tags = provenance(day.method, {"target_date": day.date.isoformat(), "pair_dates": [p.isoformat() for p in day.pairs],
+                                           "fill_dates": [p.isoformat() for p in day.fill_dates],
+                                           "holdout": "withheld Landsat date", **extra})
             paths.append(write_prediction_cog(path, day.mean, day.sigma, band_names=result.band_names, crs=crs,
                                               transform=transform, tags=tags, overwrite=overwrite,
                                               extra_bands={"quality": np.asarray(flags)} if flags is not None else None))
@@ -417,6 +470,7 @@ def format_holdout(result: HoldoutResult) -> str:
         lines.append(line("", band, m))
     dated = ", ".join(f"{d.date} ({d.method} from {' + '.join(p.isoformat() for p in d.pairs)})" for d in result.days)
     lines.append(f"withheld {len(result.days)} Landsat date(s): {dated}")
+    lines += [f"  {d.date}: {d.tags['note']}" for d in result.days if (getattr(d, "tags", None) or {}).get("note")]
     compared = [d for d in result.days if d.unfilled and d.unfilled["rmse"] is not None]
     if compared:
         lines.append("gap filling against the pairs as they are (RMSE, all bands):")

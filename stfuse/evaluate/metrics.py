@@ -28,7 +28,11 @@ Accuracy, over all bands (over pixels valid in every band):
   0 is perfect.
 - **SAM** spectral angle mapper: the angle between the predicted and true
   spectra of a pixel, in degrees, averaged over pixels. Insensitive to
-  brightness scaling; 0 is perfect.
+  brightness scaling; 0 is perfect. Meaningless with one band (a one-band
+  "spectrum" has no angle: it is 0 whatever the error): :func:`score_arrays`
+  keeps ``score.py``'s number for parity, and what stfuse reports
+  (``stfuse evaluate``, the holdout) shows it absent (:func:`without_one_band_sam`:
+  None, printed ``n/a``).
 
 Uncertainty calibration (a prediction ``pred`` with a per-pixel Gaussian
 standard deviation ``sigma``, both in reflectance units):
@@ -279,7 +283,8 @@ def score_arrays(
     Returns ``{"bands": [{"band": 1.., ["name"], "rmse", "mae", "bias", "cc",
     "ssim", "psnr"}, ...], "mean": {metric: mean over bands}, "invalid_pixels":
     pixels invalid in any band, "ergas", "sam_deg"}`` with plain Python numbers
-    (JSON-ready). ``score.py``'s ``prediction``/``truth`` path keys are absent.
+    (JSON-ready; ``sam_deg`` as ``score.py`` gives it, also for one band: see
+    :func:`without_one_band_sam`). ``score.py``'s ``prediction``/``truth`` path keys are absent.
     """
     p, t = _as_cube(pred, "pred"), _as_cube(truth, "truth")
     if p.shape[0] > t.shape[0]:  # extra bands (e.g. uncertainty) follow the reflectance bands
@@ -307,6 +312,15 @@ def score_arrays(
     }
 
 
+def without_one_band_sam(result: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`score_arrays` result as stfuse reports it: ``sam_deg`` None when only one band was
+    scored (a spectral angle needs 2+ bands; with one it is 0 whatever the error), else unchanged.
+    Modifies and returns ``result``."""
+    if len(result.get("bands", ())) < 2:
+        result["sam_deg"] = None
+    return result
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The human-readable table ``score.py`` prints, for a :func:`score_arrays` result.
 
@@ -322,8 +336,9 @@ def format_table(result: dict[str, Any]) -> str:
             f"{lab:>{w}} {m['rmse']:8.5f} {m['mae']:8.5f} {m['bias']:8.5f} "
             f"{m['cc']:7.4f} {m['ssim']:7.4f} {m['psnr']:7.2f}"
         )
+    sam_text = "n/a (one band)" if result.get("sam_deg") is None else f"{result['sam_deg']:.3f} deg"
     lines.append(
-        f"ERGAS {result['ergas']:.4f}  SAM {result['sam_deg']:.3f} deg  "
+        f"ERGAS {result['ergas']:.4f}  SAM {sam_text}  "
         f"invalid pixels {result['invalid_pixels']}"
     )
     return "\n".join(lines)
@@ -448,4 +463,5 @@ __all__ = [
     "score_arrays",
     "spearman_error_sigma",
     "ssim",
+    "without_one_band_sam",
 ]

@@ -42,7 +42,7 @@ from stfuse import __version__
 from stfuse.data import catalog as cat
 from stfuse.data.cube import load_fine, read_errors
 from stfuse.data.sensors import PROVIDERS
-from stfuse.errors import InputError, MissingFileError, OutputError
+from stfuse.errors import CorruptFileError, InputError, MissingFileError, OutputError
 from stfuse.evaluate.files import evaluate_files, read_scored_pair
 from stfuse.evaluate.holdout import HoldoutResult, format_holdout
 from stfuse.evaluate.metrics import reliability_curve
@@ -182,11 +182,14 @@ def _read_display(path: Path, bands: Sequence[str] | None, max_size: int) -> tup
     """Read the display bands of ``path`` (decimated to at most ``max_size`` px) as reflectance."""
     if not path.exists():
         raise MissingFileError(f"input file not found: {path}")
+    from stfuse.output.inspect import check_complete, read_errors_named
+
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioIOError as err:
-        raise InputError(f"cannot read {path} as a raster ({err})") from None
-    with src:
+        raise CorruptFileError(f"cannot read {path} as a raster ({err}); is the file complete?") from None
+    with src, read_errors_named(path):
+        check_complete(src, path)  # a decimated read of a truncated COG may touch only its (complete) overviews
         names = [d or f"b{i + 1}" for i, d in enumerate(src.descriptions)]
         reflectance = [n for n in names if not n.endswith("_sigma") and n != "quality"] or names
         if bands:
@@ -643,7 +646,8 @@ def metrics_table(result: dict[str, Any]) -> str:
         rows.append([label, f"{entry['rmse']:.5f}", f"{entry['mae']:.5f}", f"{entry['bias']:+.5f}", f"{entry['cc']:.4f}",
                      f"{entry['ssim']:.4f}", f"{entry['psnr']:.2f}"])
     body = _html_table(head, rows)
-    extra = f"ERGAS {result['ergas']:.4f}, SAM {result['sam_deg']:.3f}°, invalid pixels {result['invalid_pixels']}"
+    sam = "n/a (one band)" if result.get("sam_deg") is None or len(result["bands"]) < 2 else f"{result['sam_deg']:.3f}°"
+    extra = f"ERGAS {result['ergas']:.4f}, SAM {sam}, invalid pixels {result['invalid_pixels']}"
     coverage = result.get("coverage")
     if coverage:
         extra += "; interval coverage " + ", ".join(f"{float(k):.0%}: {v:.1%}" for k, v in coverage.items())

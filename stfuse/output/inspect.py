@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +111,8 @@ def _describe_raster(path: Path) -> dict[str, Any]:
         src = rasterio.open(path)
     except RasterioIOError as err:
         raise CorruptFileError(f"cannot read {path} as a raster ({err}); give a prediction .tif or a .zarr store") from None
-    with src:
+    with src, read_errors_named(path):
+        check_complete(src, path)
         names = [d if d else f"b{i + 1}" for i, d in enumerate(src.descriptions)]
         info: dict[str, Any] = {"path": str(path), "format": src.driver, **_grid(src.crs, src.transform, src.width, src.height),
                                 "count": src.count, "nodata": _finite(src.nodata) if src.nodata is not None else None,
@@ -127,6 +130,56 @@ def _describe_raster(path: Path) -> dict[str, Any]:
         if sigma:
             info["sigma"] = sigma
     return info
+
+
+MAX_BLOCKS_CHECKED = 4096
+"""Blocks per level (and band) whose extent :func:`check_complete` checks; above it, the last row of blocks."""
+
+
+def check_complete(src: Any, path: PathLike) -> None:
+    """Raise :class:`CorruptFileError` naming ``path`` when an open GeoTIFF (``src``, rasterio)
+    is truncated: a block of the full resolution or of an overview (every block, or the last
+    row of blocks above :data:`MAX_BLOCKS_CHECKED`; the TIFF's own offsets and sizes, nothing
+    decoded) ends beyond the end of the file, as after an interrupted download or copy. Other
+    formats, and files whose blocks GDAL does not report, pass."""
+    size = os.path.getsize(path)
+    end, where = 0, ""
+    levels = [(None, 1)] + [(i, f) for i, f in enumerate(src.overviews(1) if src.count else [])]
+    bands = [1] if src.count and str(getattr(src.interleaving, "value", src.interleaving)).lower() == "pixel" else range(1, src.count + 1)
+    block_h, block_w = src.block_shapes[0] if src.count else (1, 1)
+    for level, factor in levels:
+        rows, cols = math.ceil(math.ceil(src.height / factor) / block_h), math.ceil(math.ceil(src.width / factor) / block_w)
+        first_row = 0 if rows * cols * len(bands) <= MAX_BLOCKS_CHECKED else rows - 1
+        for band in bands:
+            for row in range(first_row, rows):
+                for col in range(cols):
+                    try:
+                        offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band, ovr=level)
+                        count = src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band, ovr=level)
+                    except Exception:  # not a TIFF, or GDAL cannot tell: nothing to check
+                        return
+                    if offset is None or count is None:
+                        if level is None and row == first_row and col == 0:
+                            return  # not a TIFF
+                        continue
+                    if int(offset) and int(offset) + int(count) > end:
+                        end = int(offset) + int(count)
+                        where = "full resolution" if level is None else f"overview 1/{factor}"
+    if end > size:
+        raise CorruptFileError(f"{path} is incomplete or corrupt: it has {size} bytes but its {where} data runs to byte {end} "
+                               "(truncated, e.g. by an interrupted download, copy or write); fetch or write it again")
+
+
+@contextmanager
+def read_errors_named(path: PathLike) -> Iterator[None]:
+    """GDAL read failures inside the block as :class:`CorruptFileError` naming ``path`` (a file
+    that opens but whose data cannot be read is incomplete or corrupt)."""
+    from rasterio.errors import RasterioError
+
+    try:
+        yield
+    except RasterioError as err:
+        raise CorruptFileError(f"{path} is incomplete or corrupt: reading its pixels failed ({err}); fetch or write it again") from None
 
 
 def _masked(src: Any, band: int) -> np.ndarray:
