@@ -39,8 +39,8 @@ from stfuse import __version__
 from stfuse.config import FusionConfig, Query, RunConfig, resolve_configs
 from stfuse.data.cube import Cubes, load_cubes, read_errors
 from stfuse.data.sensors import LANDSAT_SR_NOISE
-from stfuse.errors import DataUnavailableError, InputError
-from stfuse.fusion.pairs import Plan, date_range, fill_pair, plan_day, plan_days, usable_pair_days
+from stfuse.errors import DataUnavailableError, EmptySearchError, InputError, StfuseError
+from stfuse.fusion.pairs import Plan, date_range, fill_pair, max_gap_message, plan_day, plan_days, usable_pair_days
 from stfuse.fusion.prior import halo as prior_halo
 from stfuse.fusion.prior import method_for_day
 from stfuse.fusion.prior import predict as prior_predict
@@ -483,6 +483,8 @@ class Fused:
         ds = ds.assign_coords(time=times, pair_dates=("time", [";".join(p.isoformat() for p in plan.pairs) for plan in self.plans]),
                               fill_dates=("time", [";".join(p.isoformat() for p in plan.fill_dates) for plan in self.plans]),
                               method=("time", names))
+        # one day's coarse item_id/platform (scalars of the inputs' selection) do not describe the cube (#28)
+        ds = ds.drop_vars([name for name, coord in ds.coords.items() if coord.ndim == 0 and name != "spatial_ref"])
         ds["reflectance"].attrs.update(units="1", long_name="surface reflectance")
         ds["sigma"].attrs.update(units="1", long_name="one standard deviation of the predicted reflectance")
         ds["quality"].attrs.update(long_name="quality bit flags", flag_meanings=" ".join(QUALITY_BITS),
@@ -510,9 +512,16 @@ def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConf
     """
     bands = query.band_names
     base_model = load_base_model(fusion, bands)  # refused here, before any search, if its bands differ
-    cubes = load_cubes(catalog=query.catalog, bbox=query.bbox, aoi=query.aoi, start=query.start, end=query.end, bands=bands,
-                       crs=query.crs, margin_days=fusion.max_gap_days or 48, cache=run.cache,
-                       coarse_collection=query.coarse_collection)
+    load = lambda margin, cache=None: load_cubes(catalog=query.catalog, bbox=query.bbox, aoi=query.aoi, start=query.start,  # noqa: E731
+                                                 end=query.end, bands=bands, crs=query.crs, margin_days=margin, cache=cache,
+                                                 coarse_collection=query.coarse_collection)
+    try:
+        cubes = load(fusion.max_gap_days or 48, run.cache)
+    except EmptySearchError as error:  # within --max-gap of the dates: is a pair just beyond it?
+        if not fusion.max_gap_days or fusion.max_gap_days >= 48:
+            raise
+        _refuse_max_gap(load, fusion, error)
+        raise
     fine_clear = cubes.fine_clear()  # reads the fine images once (small: a few scenes)
     coarse_days = cubes.coarse_days()
     pair_days = usable_pair_days(fine_clear, coarse_days, min_clear=fusion.min_clear)
@@ -532,6 +541,22 @@ def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConf
     fine, coarse = select_days_used(cubes.fine, cubes.coarse, plans, hybrid=fusion.refine != "none",
                                     series_days=pair_days if uses_series(fusion, len(pair_days)) else ())
     return Fused(query, fusion, run, cubes, fine, coarse, plans, base_model, pair_days)
+
+
+def _refuse_max_gap(load: Any, fusion: FusionConfig, error: Exception) -> None:
+    """After an empty search within ``--max-gap`` days of the dates: search 48 days around them
+    (``load(48)``, no cache) and, if pairs lie there, raise the :class:`InputError` naming
+    ``--max-gap`` and the nearest pair's distance (:func:`stfuse.fusion.pairs.max_gap_message`);
+    return otherwise (the caller re-raises ``error``)."""
+    try:
+        cubes = load(48)
+        pair_days = usable_pair_days(cubes.fine_clear(), cubes.coarse_days(), min_clear=fusion.min_clear)
+        first, last = cubes.query.start or min(cubes.coarse_days()), cubes.query.end or max(cubes.coarse_days())
+    except StfuseError:
+        return
+    targets = [d for d in date_range(first, last) if d in set(cubes.coarse_days())] or date_range(first, last)
+    if pair_days:
+        raise InputError(max_gap_message(targets, pair_days, fusion.max_gap_days)) from error
 
 
 def open_fused(query: Query | None = None, fusion: FusionConfig | None = None, run: RunConfig | None = None,

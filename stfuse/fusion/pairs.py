@@ -156,12 +156,24 @@ def plan_days(targets: Sequence[dt.date], pair_days: Sequence[dt.date], *, max_p
     plans = [p for p in plans if p.pairs]
     if not plans:
         span = f"{targets[0]}..{targets[-1]}" if targets else "the requested range"
+        if max_gap_days is not None and targets and pair_days:
+            raise InputError(max_gap_message(targets, pair_days, max_gap_days))
         raise InputError(
             f"no clear fine/coarse pair for any day in {span}"
             + (f" within {max_gap_days} days" if max_gap_days else "")
             + "; widen the date range, lower --min-clear, or raise --max-gap"
         )
     return plans
+
+
+def max_gap_message(targets: Sequence[dt.date], pair_days: Sequence[dt.date], max_gap_days: int) -> str:
+    """Why no day of ``targets`` has a pair within ``max_gap_days`` (``--max-gap``): the nearest
+    of ``pair_days`` to any target and its distance, and what to raise ``--max-gap`` to."""
+    gap, target, pair = min((abs((p - t).days), t, p) for t in targets for p in pair_days)
+    span = f"{targets[0]}" if len(targets) == 1 else f"any day in {targets[0]}..{targets[-1]}"
+    return (f"--max-gap {max_gap_days} (Python: max_gap_days={max_gap_days}) leaves no clear fine/coarse pair for {span}: "
+            f"the nearest pair, {pair}, is {gap} days from {target}; raise --max-gap to at least {gap}, "
+            "or leave it out to use pairs at any distance")
 
 
 def date_range(start: dt.date, end: dt.date) -> list[dt.date]:

@@ -165,15 +165,34 @@ def transform_of(array: xr.DataArray) -> Affine:
     return Affine(*array.attrs["transform"])
 
 
-def check_same_grid(arrays: Mapping[str, xr.DataArray]) -> None:
+def check_same_grid(arrays: Mapping[str, xr.DataArray], *, role: str | None = None) -> None:
     """Raise unless all arrays share shape, transform and CRS (all set or all absent).
 
-    ``arrays`` maps a label (e.g. the file name) to the array, for messages.
+    ``arrays`` maps a label (e.g. the file name) to the array, for messages. ``role``: what the
+    arrays are, for the advice in the message: ``"fine"`` (resample them onto one grid),
+    ``"coarse"`` (resample them onto the fine grid) or None: guessed per mismatch from the pixel
+    sizes (the same: fine images on two grids; different: a coarse image beside a fine one).
     """
     labels = list(arrays)
     first = labels[0]
     ref = arrays[first]
     ref_crs = crs_of(ref)
+
+    def advice(label: str, other: xr.DataArray) -> str:
+        """What to do, for fine images on two grids or a coarse image beside a fine one (``role``, else guessed)."""
+        t, r = transform_of(other), transform_of(ref)
+        xres, yres = abs(r.a), abs(r.e)
+        left, bottom, right, top = bounds_of(ref)
+        fine = (f"the fine images must share one grid: resample {label} onto the grid of {first} (e.g. rio warp {label} "
+                f"regridded.tif --like {first}, or gdalwarp -tr {xres:g} {yres:g} -te {left:.10g} {bottom:.10g} {right:.10g} "
+                f"{top:.10g} -r bilinear {label} regridded.tif) and give that file instead")
+        coarse = f"resample the coarse images to the fine grid first (e.g. gdalwarp -tr {xres:g} {yres:g} -r bilinear)"
+        if role in ("fine", "coarse"):
+            return fine if role == "fine" else coarse
+        if np.isclose(abs(t.a), xres, rtol=1e-6) and np.isclose(abs(t.e), yres, rtol=1e-6):  # same pixel size: two fine grids
+            return f"{fine} (if {label} is a coarse image: {coarse})"
+        return f"{coarse} (if both are fine images: {fine})"
+
     for label in labels[1:]:
         other = arrays[label]
         if other.sizes["band"] != ref.sizes["band"]:
@@ -183,13 +202,12 @@ def check_same_grid(arrays: Mapping[str, xr.DataArray]) -> None:
         if (other.sizes["y"], other.sizes["x"]) != (ref.sizes["y"], ref.sizes["x"]):
             raise GridMismatchError(
                 f"{label} is {other.sizes['y']} x {other.sizes['x']} pixels but {first} is "
-                f"{ref.sizes['y']} x {ref.sizes['x']}; resample the coarse images to the fine grid first "
-                "(e.g. gdalwarp -tr 30 30 -r bilinear)"
+                f"{ref.sizes['y']} x {ref.sizes['x']}; {advice(label, other)}"
             )
         if not transform_of(other).almost_equals(transform_of(ref), precision=1e-6):
             raise GridMismatchError(
                 f"{label} and {first} are not on the same grid: transforms {tuple(transform_of(other))[:6]} vs "
-                f"{tuple(transform_of(ref))[:6]}"
+                f"{tuple(transform_of(ref))[:6]}; {advice(label, other)}"
             )
         other_crs = crs_of(other)
         if (other_crs is None) != (ref_crs is None):
