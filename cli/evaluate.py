@@ -47,6 +47,7 @@ _CATALOG_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "min_clear"
 @click.option("--truth-qa", type=click.Path(dir_okay=False, path_type=Path),
               help="PREDICTION TRUTH: Landsat QA_PIXEL raster on the truth's grid; pixels it flags (fill, cloud, "
                    "dilated cloud, cirrus, shadow, snow) are not scored.")
+@click.option("--no-truth-qa", is_flag=True, help="Score every truth pixel, also those the QA_PIXEL file beside the truth flags.")
 @click.option("--force", is_flag=True,
               help="PREDICTION TRUTH: score although only one file has a CRS, and pair unnamed bands in order "
                    "when the prediction has as many reflectance bands as the truth.")
@@ -62,7 +63,7 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
              catalog: str | None, bbox: tuple[float, ...], aoi: Path | None, start: str | None, end: str | None,
              bands: list[str] | None, method: str, max_pairs: int, max_fill: int, compare_unfilled: bool, min_clear: float, max_gap_days: int | None,
              crs: str | None, window: int | None, output: Path | None, report_dir: Path | None, no_predictions: bool,
-             truth_qa: Path | None, force: bool, refine: str, mc_samples: int, seed: int, device: str, overwrite: bool, as_json: bool, quiet: bool) -> None:
+             truth_qa: Path | None, no_truth_qa: bool, force: bool, refine: str, mc_samples: int, seed: int, device: str, overwrite: bool, as_json: bool, quiet: bool) -> None:
     """Accuracy (RMSE, MAE, bias, CC, SSIM, PSNR per band; ERGAS, SAM) and 68/95% interval coverage.
 
     \b
@@ -78,7 +79,8 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
     file name (red.tif, LC08_..._SR_B4.TIF). When either side has no names, bands are paired in
     order only if the prediction has exactly as many reflectance bands as the truth and both
     files are on one grid (as the benchmark tasks). The files must share CRS, transform and
-    size; --force accepts a file without CRS. --truth-qa leaves out cloudy truth pixels.
+    size; --force accepts a file without CRS. Cloudy truth pixels are left out: those flagged by
+    --truth-qa, else by the QA_PIXEL file beside the truth (USGS or sample names; --no-truth-qa: none).
     The prediction's <band>_sigma bands give the interval coverage.
     --holdout writes DIR/holdout.csv (a row per date and band, plus band=all), DIR/holdout.json,
     DIR/predictions/*.tif and a report (PNGs + report.html) to -o DIR. --report DIR writes the figures and report.html.
@@ -94,8 +96,11 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
     modes = [m for m, on in (("PREDICTION TRUTH", bool(files)), ("--task", task is not None), ("--holdout", holdout)) if on]
     if len(modes) > 1:
         raise InputError(f"give one of PREDICTION TRUTH, --task or --holdout, not {' and '.join(modes)}")
-    if not files and (truth_qa is not None or force):
-        raise InputError(f"--{'truth-qa' if truth_qa is not None else 'force'} applies only with PREDICTION TRUTH")
+    if not files and (truth_qa is not None or no_truth_qa or force):
+        flag = "truth-qa" if truth_qa is not None else "no-truth-qa" if no_truth_qa else "force"
+        raise InputError(f"--{flag} applies only with PREDICTION TRUTH")
+    if truth_qa is not None and no_truth_qa:
+        raise InputError("give --truth-qa FILE or --no-truth-qa, not both")
     if not holdout and catalog_given:
         raise InputError(f"{catalog_given[0]} applies only with --holdout")
     if holdout:
@@ -133,7 +138,11 @@ def evaluate(ctx: click.Context, files: tuple[Path, ...], task: str | None, benc
     from stfuse.evaluate.files import evaluate_files
 
     prediction, truth = files
+    from stfuse.evaluate.files import resolve_truth_qa
+
+    truth_qa = resolve_truth_qa(truth, None if no_truth_qa else truth_qa or "auto")
     matching = {k: v for k, v in (("bands", bands), ("truth_qa", truth_qa), ("force", force)) if v}
+    matching.setdefault("truth_qa", None)
     result = evaluate_files(prediction, truth, **matching)
     if report_dir is not None:
         from stfuse.evaluate.report import evaluation_report

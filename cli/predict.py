@@ -24,7 +24,7 @@ from .options import (
 )
 from .progress import progress_reporter
 
-LOCAL_FLAGS = ("pairs", "coarse_target", "target_date")
+LOCAL_FLAGS = ("pairs", "coarse_target", "target_date", "fine_qa", "coarse_qa", "no_qa")
 
 
 @click.command()
@@ -34,6 +34,13 @@ LOCAL_FLAGS = ("pairs", "coarse_target", "target_date")
                    "may be on its native grid (e.g. MODIS 463 m) and is resampled onto the fine grid (bilinear).")
 @click.option("--coarse", "coarse_target", type=click.Path(path_type=Path), help="Local-file mode: coarse image of the target day (on the fine grid, or georeferenced on its own grid).")
 @click.option("--date", "target_date", help="Local-file mode: target date for the STAC item, YYYY-MM-DD.")
+@click.option("--fine-qa", "fine_qa", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="QA",
+              help="Local-file mode: the Landsat QA_PIXEL file of each --pair's fine file, in --pair order (default: the one beside "
+                   "it, ..._QA_PIXEL.TIF or <item>_qa_pixel.tif); its flagged pixels (cloud, shadow, cirrus, snow, fill) are masked.")
+@click.option("--coarse-qa", "coarse_qa", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="QA",
+              help="Local-file mode: a QA file for each coarse file, pairs' coarse files then --coarse, on that file's grid "
+                   "(MCD43A4 mandatory quality, 0-1 good; or MOD09GA state_1km; default: the one beside a MODIS-named file).")
+@click.option("--no-qa", "no_qa", is_flag=True, help="Local-file mode: use no QA file (by default the QA file beside each input masks it).")
 @click.option("-o", "--output", "output", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
               help="Output folder (catalog mode) or .tif file (local-file mode).")
 @method_options
@@ -44,7 +51,8 @@ LOCAL_FLAGS = ("pairs", "coarse_target", "target_date")
 @overwrite_opt
 @quiet_opt
 @click.pass_context
-def predict(ctx: click.Context, output: Path, overwrite: bool, quiet: bool, pairs, coarse_target, target_date, **params) -> None:
+def predict(ctx: click.Context, output: Path, overwrite: bool, quiet: bool, pairs, coarse_target, target_date, fine_qa, coarse_qa,
+            no_qa: bool, **params) -> None:
     """Predict daily 30 m reflectance with a per-pixel uncertainty band.
 
     \b
@@ -79,14 +87,18 @@ def predict(ctx: click.Context, output: Path, overwrite: bool, quiet: bool, pair
         output_format = {k: params.pop(k) for k in OUTPUT_FLAGS}
         for key in (*QUERY_FLAGS, *PAIR_FLAGS, *RUN_FLAGS, "strict"):
             params.pop(key, None)
+        if no_qa and (fine_qa or coarse_qa):
+            raise InputError("--no-qa uses no QA file; drop it or drop --fine-qa/--coarse-qa")
         out = predict_files(list(pairs), coarse_target, output, pop_fusion(params), bands=bands, overwrite=overwrite,
-                            date=parse_date(target_date, name="--date") if target_date else None, **output_format)
+                            date=parse_date(target_date, name="--date") if target_date else None, qa=not no_qa,
+                            fine_qa=list(fine_qa) or None, coarse_qa=list(coarse_qa) or None, **output_format)
         if not quiet:
             click.echo(f"wrote {out} (+ {out.with_suffix('.json').name})")
         return
-    wrong = given_flags(ctx, ("target_date",))
+    wrong = given_flags(ctx, ("target_date", "fine_qa", "coarse_qa", "no_qa"))
     if wrong:
-        raise InputError(f"{wrong[0]} applies to local-file mode (--pair/--coarse) only; catalog mode dates each day itself")
+        raise InputError(f"{wrong[0]} applies to local-file mode (--pair/--coarse) only; catalog mode dates each day itself "
+                         "and masks clouds with each item's QA asset")
     query = pop_query(params)
     fusion = pop_fusion(params, strict=params.pop("strict"))
     run = pop_run(params, out_dir=output, overwrite=overwrite)

@@ -30,7 +30,9 @@ import xarray as xr
 
 from stfuse import __version__
 from stfuse.config import FusionConfig, Query, RunConfig, resolve_configs, split_settings
-from stfuse.errors import CRSError, DataUnavailableError, GridMismatchError, InputError, OutputError
+from stfuse.data.bands import band_name
+from stfuse.data.local import QAFile, qa_file_beside, qa_rule_for
+from stfuse.errors import CRSError, DataUnavailableError, GridMismatchError, InputError, MissingFileError, OutputError
 from stfuse.fused import (
     PriorPredictor,
     calibration_tag,
@@ -44,7 +46,7 @@ from stfuse.fused import (
 )
 from stfuse.fusion.prior import METHODS, changed_fraction, choose_method, method_for_day, method_function
 from stfuse.fusion.quality import QUALITY_BITS, quality_band
-from stfuse.fusion.radiometry import fit_units
+from stfuse.fusion.radiometry import fit_units, same_quantity
 from stfuse.output.io import (
     bounds_in,
     bounds_of,
@@ -143,19 +145,109 @@ def _undescribed(names: Sequence[str]) -> bool:
     return all(re.fullmatch(r"b\d+", n) for n in names)
 
 
-def _read_local(path: PathLike, bands: Sequence[str] | None) -> xr.DataArray:
-    """A local input's reflectance; ``bands`` select bands by description, or name the bands of
-    a file without descriptions (then one name per band, in order)."""
-    array = read_reflectance(path)
-    names = [str(b) for b in array.band.values]
-    if bands is None:
-        return array
-    if _undescribed(names):  # no descriptions: --bands names them
-        if len(bands) != len(names):
-            raise InputError(f"{path} has {len(names)} undescribed bands but {len(bands)} --bands names were given; "
-                             f"give one name per band ({len(names)}), in file order")
-        return array.assign_coords(band=list(bands))
-    return select_bands(array, bands)
+def _qa_for(path: PathLike, explicit: PathLike | None, use_qa: bool, resolution: str) -> QAFile | None:
+    """The QA file that masks ``path``: ``explicit`` if given, else (``use_qa``) the one beside it."""
+    if explicit is not None:
+        if not Path(explicit).exists():
+            raise MissingFileError(f"QA file not found: {explicit}")
+        return QAFile(Path(explicit), qa_rule_for(explicit, resolution=resolution))
+    return qa_file_beside(path) if use_qa else None
+
+
+def _name_bands(arrays: dict[str, xr.DataArray], fine_labels: Sequence[str], bands: Sequence[str] | None) -> dict[str, xr.DataArray]:
+    """Give every input the same band names, then select ``bands``.
+
+    Files whose bands have no names (``b1, b2, ...``: e.g. a MODIS file warped by hand) take the
+    names of the first named fine file (else of any named file) when they have as many bands,
+    else the ``bands`` requested, in file order. Named files are put in the reference's band order.
+    :class:`InputError` when the counts or the names do not agree."""
+    named = {label: [str(b) for b in a.band.values] for label, a in arrays.items() if not _undescribed([str(b) for b in a.band.values])}
+    ref_label = next((label for label in fine_labels if label in named), next(iter(named), None))
+    ref = named.get(ref_label) if ref_label is not None else None
+    out: dict[str, xr.DataArray] = {}
+    for label, array in arrays.items():
+        names = [str(b) for b in array.band.values]
+        if label not in named:
+            if ref is not None and len(ref) == len(names):
+                array = array.assign_coords(band=list(ref))
+                log.info("%s has no band names; named its bands %s after %s", label, ",".join(ref), ref_label)
+            elif bands is not None and len(bands) == len(names):
+                array = array.assign_coords(band=[band_name(b) or b for b in bands])
+            elif bands is not None:
+                raise InputError(f"{label} has {len(names)} undescribed bands but {len(bands)} --bands names were given; "
+                                 f"give one name per band ({len(names)}), in file order")
+            elif ref is not None:
+                raise InputError(f"{label} has {len(names)} band(s) without names but {ref_label} has {len(ref)} ({', '.join(ref)}); "
+                                 "give files with the same bands, or name them with --bands")
+        elif ref is not None and bands is None and names != ref:
+            if sorted(names) != sorted(ref):
+                raise InputError(f"{label} holds bands {', '.join(names)} but {ref_label} holds {', '.join(ref)}; give files of the same "
+                                 "bands, or choose the common ones with --bands")
+            array = array.sel(band=list(ref))
+        out[label] = array if bands is None else select_bands(array, bands)
+    return out
+
+
+def read_local_inputs(fine: Sequence[PathLike], coarse: Sequence[PathLike], *, bands: Sequence[str] | None = None,
+                      qa: bool = True, fine_qa: Sequence[PathLike] | None = None,
+                      coarse_qa: Sequence[PathLike] | None = None) -> tuple[dict[str, xr.DataArray], dict[str, float]]:
+    """Read local-file inputs as (band, y, x) float32 reflectance, keyed by path, all on the
+    grid of ``fine[0]`` with the same band names; returns them and the coarse/fine pixel-size
+    ratio of every coarse file that was resampled onto the fine grid.
+
+    Each file is read by :func:`stfuse.output.io.read_reflectance` (scale/offset from its tags,
+    USGS/MODIS name or MTL file). Its cloudy pixels are masked (NaN) with its QA file before any
+    resampling: ``fine_qa``/``coarse_qa`` (one per fine/coarse file, in order) if given, else,
+    with ``qa``, the QA file beside it as the provider ships it
+    (:func:`stfuse.data.local.qa_file_beside`: ``..._QA_PIXEL.TIF``, ``<item>_qa_pixel.tif``,
+    MCD43A4 mandatory quality). Band names: :func:`_name_bands`.
+    """
+    for given, files, what in ((fine_qa, fine, "fine"), (coarse_qa, coarse, "coarse")):
+        if given and len(given) != len(files):
+            raise InputError(f"give one --{what}-qa per {what} file: {len(given)} QA file(s) for {len(files)} {what} file(s)")
+    arrays: dict[str, xr.DataArray] = {}
+    for files, explicit, resolution in ((fine, fine_qa, "fine"), (coarse, coarse_qa, "coarse")):
+        for i, path in enumerate(files):
+            if str(path) in arrays:
+                continue
+            mask = _qa_for(path, explicit[i] if explicit else None, qa, resolution)
+            array = read_reflectance(path, qa=mask)
+            if mask is not None:
+                share = float(np.isnan(array.values).mean())
+                log.info("%s: masked with %s (%.1f %% of pixels missing or flagged)", path, mask.path.name, 100 * share)
+            arrays[str(path)] = array
+    fine_labels = [str(f) for f in fine]
+    arrays = _name_bands(arrays, fine_labels, bands)
+    if all(_undescribed([str(b) for b in a.band.values]) for a in arrays.values()):  # no names anywhere
+        arrays = {label: a.assign_coords(band=[f"band{i + 1}" for i in range(a.sizes["band"])]) for label, a in arrays.items()}
+    check_same_grid({label: arrays[label] for label in dict.fromkeys(fine_labels)}, role="fine")
+    ratios = _coarse_onto_fine_grid(arrays, fine_labels[0], [str(c) for c in coarse])
+    check_same_grid(arrays, role="coarse")
+    for label, array in arrays.items():
+        if not np.isfinite(array.values).any():
+            raise DataUnavailableError(f"{label} has no valid pixels (all nodata or flagged by its QA file); check the file")
+    return arrays, ratios
+
+
+REFLECTANCE_RANGE = (-0.05, 1.2)
+"""Output reflectance outside this range on more than :data:`OUT_OF_RANGE_SHARE` of the pixels
+means the inputs' units were probably misread (a warning says so)."""
+OUT_OF_RANGE_SHARE = 0.01
+
+
+def check_reflectance_range(values: np.ndarray, what: str) -> float:
+    """Warn (naming ``what``) when more than 1 % of the finite ``values`` leave
+    :data:`REFLECTANCE_RANGE`; returns that share."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0
+    lo, hi = REFLECTANCE_RANGE
+    share = float(((finite < lo) | (finite > hi)).mean())
+    if share > OUT_OF_RANGE_SHARE:
+        log.warning("%s: %.1f %% of the reflectance values are outside %g..%g (median %.4g): the inputs' scale or units are "
+                    "probably misread; check each file's scale/offset (stfuse info FILE) or set them (gdal_edit.py -scale S -offset O)",
+                    what, 100 * share, lo, hi, float(np.median(finite)))
+    return share
 
 
 def _coarse_onto_fine_grid(arrays: dict[str, xr.DataArray], fine_label: str, coarse_labels: Sequence[str]) -> dict[str, float]:
@@ -218,9 +310,36 @@ def _native_coarse_factor(fusion: FusionConfig, ratios: dict[str, float], target
     return replace(fusion, options={**fusion.options, "coarse_factor": factor})
 
 
+def _nearest_fine(fine: xr.DataArray, coarse: xr.DataArray, coarse_target: xr.DataArray, fusion: FusionConfig,
+                  relative_offset: Sequence[float]) -> tuple[FusionResult, dict[str, Any]]:
+    """The default's choice for inputs that are not the same quantity
+    (:func:`stfuse.fusion.radiometry.same_quantity`): the nearest fine image as is
+    (:func:`stfuse.fusion.prior.blend.nearest_fine`), sigma from the coarse change; and the
+    ``choice`` tag saying what was chosen and why."""
+    import torch
+
+    from stfuse.fusion.prior.blend import nearest_fine
+
+    as_tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a.values, dtype=np.float32))  # noqa: E731
+    with torch.no_grad():
+        mean, variance = nearest_fine(as_tensor(fine), as_tensor(coarse), as_tensor(coarse_target))
+    sigma = np.sqrt(variance.numpy() * fusion.variance_scale).astype(np.float32)
+    why = (f"the fine and coarse files are not the same quantity (units differ and the fine images carry a large dark offset: "
+           f"median offset {float(np.median(relative_offset)):.2f} of the mean coarse value, below -0.5; e.g. digital numbers "
+           "beside surface reflectance), so coarse changes do not carry over; the nearest fine image is returned as is")
+    log.warning("%s (give --method to predict with a prior anyway)", why)
+    template = coarse_target.transpose("band", "y", "x")
+    record = {"variance_scale": 1.0, "method": "mean squared coarse change since the chosen pair, per band"}
+    tags = {"method": "nearest-fine", "options": {}, "refine": "none", "seed": fusion.seed,
+            "calibration": calibration_tag(record, fusion.variance_scale)}
+    result = FusionResult(template.copy(data=mean.numpy()), template.copy(data=sigma), "nearest-fine", tags)
+    return result, {"method": "nearest-fine", "instead_of": "blend", "why": why}
+
+
 def predict_files(pairs: Sequence[tuple[PathLike, PathLike]], coarse: PathLike, out: PathLike, fusion: FusionConfig | None = None,
                   *, bands: Sequence[str] | None = None, date: dt.date | None = None, overwrite: bool = False,
-                  dtype: str = "float32", compress: str = "zstd", **settings: Any) -> Path:
+                  dtype: str = "float32", compress: str = "zstd", qa: bool = True, fine_qa: Sequence[PathLike] | None = None,
+                  coarse_qa: Sequence[PathLike] | None = None, **settings: Any) -> Path:
     """Local-file mode: predict ``coarse``'s day from (fine, coarse) pair files; write ``out``.
 
     The fine files must share one grid (same shape and transform; all with the same CRS or all
@@ -229,12 +348,21 @@ def predict_files(pairs: Sequence[tuple[PathLike, PathLike]], coarse: PathLike, 
     it is resampled onto the fine grid (bilinear; NaN where it does not reach), and methods that
     take ``coarse_factor`` (fitfc, fsdaf, blend, auto) get ``round(coarse pixel / fine pixel)``
     unless ``options`` sets it (recorded in the ``options`` tag). Without a CRS on both it must
-    already be on the fine grid. Integer inputs without a band scale are read as reflectance
-    x 10000. Writes the layout of catalog mode: a COG with the reflectance bands, then ``<band>_sigma`` bands, then
+    already be on the fine grid. Scale and offset: the file's tags, else its USGS Landsat C2 or
+    MODIS name (and the MTL file beside it), else reflectance x 10000 with a warning
+    (:mod:`stfuse.data.local`). Cloudy pixels: each file's QA file beside it as the provider
+    ships it (``..._QA_PIXEL.TIF``, ``<item>_qa_pixel.tif``, MCD43A4 mandatory quality) masks it
+    before anything else; ``fine_qa``/``coarse_qa`` give them explicitly (one per ``pairs`` fine
+    file / per coarse file: the pairs' coarse files, then ``coarse``), ``qa=False`` uses none
+    (:func:`read_local_inputs`). Coarse files in other units (digital numbers, x 10000) are mapped
+    into the fine units by a per-band fit on the pairs' clear pixels
+    (:func:`stfuse.fusion.radiometry.fit_units`; the ``units`` tag). Writes the layout of catalog mode: a COG with the reflectance bands, then ``<band>_sigma`` bands, then
     ``quality`` (bit flags, :func:`stfuse.fusion.quality.quality_band` of the inputs), tags
     with the ``stfuse_version``, and a STAC item beside it (``out`` with suffix ``.json``).
-    Bands are named by the inputs' descriptions; ``bands`` selects among them, or names the
-    bands of files without descriptions (otherwise ``band1, band2, ...``). ``dtype``
+    Bands are named by the inputs' descriptions or file names (``..._SR_B4.TIF`` = ``red``,
+    ``..._Nadir_Reflectance_Band2.tif`` = ``nir08``); files without names take the fine files'
+    names; ``bands`` selects among them, or names the bands of files without any (otherwise
+    ``band1, band2, ...``). ``dtype``
     (``float32`` or ``int16``) and ``compress`` (``zstd``, ``deflate``, ``lzw``, ``none``): as
     :class:`~stfuse.config.RunConfig`. Returns the COG path. ``fusion`` and keywords as :func:`fuse`.
     """
@@ -247,33 +375,35 @@ def predict_files(pairs: Sequence[tuple[PathLike, PathLike]], coarse: PathLike, 
         raise InputError(f"output {out} must be a GeoTIFF path ending in .tif")
     if out.exists() and not overwrite:
         raise OutputError(f"{out} already exists; pass --overwrite (Python: overwrite=True) to replace it")
-    arrays = {str(path): _read_local(path, bands) for pair in pairs for path in pair}
-    arrays[str(coarse)] = _read_local(coarse, bands)
-    check_same_grid({str(f): arrays[str(f)] for f, _ in pairs})
-    ratios = _coarse_onto_fine_grid(arrays, str(pairs[0][0]), [*(str(c) for _, c in pairs), str(coarse)])
-    check_same_grid(arrays)
+    arrays, ratios = read_local_inputs([f for f, _ in pairs], [*(c for _, c in pairs), coarse], bands=bands, qa=qa,
+                                       fine_qa=fine_qa, coarse_qa=coarse_qa)
     fusion = _native_coarse_factor(fusion, ratios, str(coarse))
-    for label, array in arrays.items():
-        if not np.isfinite(array.values).any():
-            raise DataUnavailableError(f"{label} has no valid pixels (all nodata); check the file")
     fine = xr.concat([arrays[str(f)] for f, _ in pairs], dim="pair")
     coarse_pairs = xr.concat([arrays[str(c)] for _, c in pairs], dim="pair")
     target = arrays[str(coarse)]
     units = fit_units(fine.values, coarse_pairs.values)  # e.g. Landsat x 1e4 or digital numbers beside MODIS 0-1
+    units.report(log)
+    same, relative_offset = same_quantity(units, coarse_pairs.values)
     if units.applied:
-        log.info("coarse and fine files are in different units; coarse mapped into the fine units with gains %s", units.record()["gain"])
         coarse_pairs, target = coarse_pairs.copy(data=units.to_fine_units(coarse_pairs.values)), target.copy(data=units.to_fine_units(target.values))
     band_names = [str(b) for b in target.band.values]
-    if _undescribed(band_names):
-        band_names = [f"band{i + 1}" for i in range(len(band_names))]
-    result = fuse(fine, coarse_pairs, target, fusion)
+    choice: dict[str, Any] = {}
+    if not same and fusion.method == "auto" and fusion.refine == "none":
+        result, choice = _nearest_fine(fine, coarse_pairs, target, fusion, relative_offset)
+    else:
+        result = fuse(fine, coarse_pairs, target, fusion)
+    if all(arrays[str(f)].attrs.get("unit", "reflectance") == "reflectance" for f, _ in pairs):
+        check_reflectance_range(result.mean.values, f"prediction {out}")
     flags = quality_band(fine, coarse_pairs, target, change_threshold=fusion.thresholds.change_threshold).values
     ref = arrays[str(pairs[0][0])]
     crs, transform = crs_of(ref), transform_of(ref)
     tags = provenance(result.method, {"inputs": {"pairs": [[str(f), str(c)] for f, c in pairs], "coarse_target": str(coarse)},
                                       "options": fusion.prior_options, "refine": fusion.refine, "seed": fusion.seed,
                                       "mc_samples": fusion.mc_samples, **({"weights": str(fusion.weights)} if fusion.weights else {}),
-                                      "calibration": result.tags["calibration"], "quality": {"bits": QUALITY_BITS}, "units": units.record()})
+                                      "calibration": result.tags["calibration"], "quality": {"bits": QUALITY_BITS},
+                                      "units": {**units.record(), "relative_offset": [round(r, 4) for r in relative_offset],
+                                                "same_quantity": same},
+                                      **({"choice": choice} if choice else {})})
     write_prediction_cog(out, result.mean.values, result.sigma.values, band_names=band_names, crs=crs, transform=transform, tags=tags,
                          extra_bands={"quality": flags}, dtype=dtype, compress=compress, overwrite=overwrite)
     write_stac_item(out.with_suffix(".json"), item_id=out.stem, asset_path=out,
@@ -309,7 +439,8 @@ def predict(query: Query | None = None, fusion: FusionConfig | None = None, run:
 
 def train_files(pairs: Sequence[tuple[PathLike, PathLike]], out: PathLike, *, method: str = "ensemble",
                 init: PathLike | None = None, seed: int = 0, steps: int | None = None, overwrite: bool = False,
-                progress: ProgressCallback | None = None) -> Path:
+                progress: ProgressCallback | None = None, bands: Sequence[str] | None = None, qa: bool = True,
+                fine_qa: Sequence[PathLike] | None = None, coarse_qa: Sequence[PathLike] | None = None) -> Path:
     """Adapt the CNN refiner to your own pairs (GeoTIFFs on one grid, 2 or more) and write a
     checkpoint ``out`` (.pt, with a .json beside it) for ``--weights``/``weights=``.
 
@@ -318,7 +449,10 @@ def train_files(pairs: Sequence[tuple[PathLike, PathLike]], out: PathLike, *, me
     (:func:`stfuse.fusion.refine.adapt_model`), starting from ``init`` (default: the shipped
     weights). The checkpoint records the bands and refuses others later. ``progress(done, total,
     label)``: examples, steps with the training and validation loss, variance scale; it does not
-    change the result.
+    change the result. The files are read as :func:`predict_files` reads them (scale, QA masks,
+    band names, coarse files on their native grid, units: ``bands``, ``qa``, ``fine_qa``,
+    ``coarse_qa`` alike), so the checkpoint's bands are the names ``predict_files`` gives the
+    same files.
     """
     from stfuse.fusion.refine import adapt_model, save_checkpoint
 
@@ -327,10 +461,13 @@ def train_files(pairs: Sequence[tuple[PathLike, PathLike]], out: PathLike, *, me
         raise OutputError(f"{out} already exists; pass --overwrite (Python: overwrite=True) to replace it")
     if len(pairs) < 2:
         raise InputError("self-supervised training needs at least two pairs (it predicts one pair from another)")
-    arrays = {str(path): read_reflectance(path) for pair in pairs for path in pair}
-    check_same_grid(arrays)
+    arrays, _ = read_local_inputs([f for f, _ in pairs], [c for _, c in pairs], bands=bands, qa=qa, fine_qa=fine_qa,
+                                  coarse_qa=coarse_qa)
     fine = np.stack([arrays[str(f)].values for f, _ in pairs])
     coarse = np.stack([arrays[str(c)].values for _, c in pairs])
+    units = fit_units(fine, coarse)
+    units.report(log)
+    coarse = units.to_fine_units(coarse)
     bands = [str(b) for b in arrays[str(pairs[0][0])].band.values]
     model = adapt_model(fine, coarse, prior_fn=method, init=init, seed=seed, bands=bands, progress=progress,
                         **({"steps": steps} if steps else {}))

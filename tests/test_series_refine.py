@@ -127,7 +127,9 @@ def test_holdout_with_refine_scene_fits_each_withheld_date_without_it(season, mo
     monkeypatch.setattr(fused, "series_examples", spy)
     scene = holdout(catalog=season, bands=["red", "nir08"], refine="scene")
     blend = holdout(catalog=season, bands=["red", "nir08"])
-    assert [d.method for d in scene.days] == ["series(fitfc+fsdaf+change+refiner+starfm)"] * len(scene.days)
+    for d in scene.days:  # a day whose series model fell back to the blend says so (issue #28)
+        assert d.method == ("series(fitfc+fsdaf+change+refiner+starfm)" if d.tags["calibration"]["series"]["applied"] else "blend")
+    assert any(d.method.startswith("series(") for d in scene.days)
     assert len(seen) == len(scene.days) >= 4
     for day, days in zip(scene.days, seen):
         assert day.date not in days and len(days) >= 3

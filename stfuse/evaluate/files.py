@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from stfuse.data.local import band_name_of_file  # noqa: F401 (re-exported: the band a file's name says)
 from stfuse.errors import InputError, MissingFileError
 
 log = logging.getLogger("stfuse")
@@ -68,8 +69,6 @@ class _Raster:
 _GENERIC_NAME = re.compile(r"^(b|band)?[ _]?\d+$", re.IGNORECASE)
 """Band descriptions that name no band (``b1``, ``band2``, ``Band 3``, ``4``)."""
 
-_LANDSAT_SR_ASSET = re.compile(r"^L[COTEM]0(\d)_L2S[PR]_\w*_SR_(B\d+)$", re.IGNORECASE)
-"""USGS Landsat C2 L2 surface-reflectance asset file names (``LC08_L2SP_..._SR_B4.TIF``)."""
 
 
 def _open_raster(path: PathLike) -> tuple[Path, Any]:
@@ -90,32 +89,22 @@ def _open_raster(path: PathLike) -> tuple[Path, Any]:
 def _read_raster(path: PathLike) -> _Raster:
     """(B, H, W) float64 reflectance of a GeoTIFF, NaN where nodata, with its descriptions and grid.
 
-    The rules of :func:`stfuse.output.io.read_reflectance` (integer data x band scale + offset, else
-    x 1e-4), in float64 as the benchmarks' ``score.py`` reads files, so that scores agree with
-    it to rounding (float32 would differ by ~1e-8 reflectance). One exception: an integer USGS
-    Landsat C2 L2 surface-reflectance asset (``L?0?_L2SP_..._SR_B<n>.TIF``) without a band scale
-    gets the Collection 2 scale and offset (:data:`stfuse.data.sensors.LANDSAT_C2_L2`), nodata 0.
+    The scale/offset rules of :func:`stfuse.output.io.read_reflectance`
+    (:func:`stfuse.data.local.file_scaling`: tags, USGS Landsat C2 / MODIS names and the MTL file,
+    else x 1e-4), in float64 as the benchmarks' ``score.py`` reads files, so that scores agree
+    with it to rounding (float32 would differ by ~1e-8 reflectance).
     """
-    from stfuse.data.sensors import LANDSAT_C2_L2
-    from stfuse.output.io import DEFAULT_INTEGER_SCALE
+    from stfuse.data.local import file_scaling
 
     path, src = _open_raster(path)
     with src:
         raw = src.read()
-        integer = np.issubdtype(np.dtype(src.dtypes[0]), np.integer)
-        nodata = src.nodata
-        unscaled = all(s in (None, 1.0) for s in src.scales) and not any(src.offsets)
-        if integer and unscaled and _LANDSAT_SR_ASSET.match(path.stem):
-            scales = np.full(src.count, LANDSAT_C2_L2.scale)
-            offsets = np.full(src.count, LANDSAT_C2_L2.offset)
-            nodata = LANDSAT_C2_L2.nodata if nodata is None else nodata
-        else:
-            scales = np.asarray([s if s not in (None, 1.0) else (DEFAULT_INTEGER_SCALE if integer else 1.0) for s in src.scales])
-            offsets = np.asarray([o or 0.0 for o in src.offsets], np.float64)
+        scaling = file_scaling(path, dtype=src.dtypes[0], scales=src.scales, offsets=src.offsets,
+                               descriptions=src.descriptions, nodata=src.nodata)
         descriptions, crs, transform = tuple(src.descriptions), src.crs, src.transform
-    data = raw.astype(np.float64) * scales[:, None, None] + offsets[:, None, None]
-    if nodata is not None and not np.isnan(nodata):
-        data[raw == nodata] = np.nan
+    data = raw.astype(np.float64) * scaling.scales[:, None, None] + scaling.offsets[:, None, None]
+    if scaling.nodata is not None and not np.isnan(scaling.nodata):
+        data[raw == scaling.nodata] = np.nan
     data[~np.isfinite(data)] = np.nan
     return _Raster(path, data, descriptions, crs, transform)
 
@@ -124,25 +113,6 @@ def _read_float64(path: PathLike) -> tuple[np.ndarray, list[str]]:
     """(B, H, W) float64 reflectance and band names of a GeoTIFF, NaN where nodata (:func:`_read_raster`)."""
     raster = _read_raster(path)
     return raster.data, raster.names
-
-
-def band_name_of_file(path: PathLike) -> str | None:
-    """The band a single-band file's name says it holds, else None.
-
-    A USGS Landsat C2 L2 asset name gives the band by its number for that platform
-    (``LC08_..._SR_B4.TIF`` -> ``red``, ``LE07_..._SR_B4.TIF`` -> ``nir08``); otherwise the last
-    ``_``/``-``-separated word of the name, when it is a band or an alias (``red.tif``,
-    ``scene_nir.tif`` -> ``nir08``).
-    """
-    from stfuse.data.sensors import LANDSAT_C2_L2, band_name
-
-    stem = Path(path).stem
-    asset = _LANDSAT_SR_ASSET.match(stem)
-    if asset:
-        sensor = LANDSAT_C2_L2.sensor_by_platform.get(f"landsat-{asset.group(1)}")
-        numbers = LANDSAT_C2_L2.band_numbers.get(sensor or "", {})
-        return next((band for band, number in numbers.items() if number == asset.group(2).upper()), None)
-    return band_name(re.split(r"[_\-.\s]+", stem)[-1])
 
 
 def _kind(description: str | None) -> str:
@@ -225,8 +195,25 @@ def _truth_qa_mask(path: PathLike, truth: _Raster, *, force: bool) -> np.ndarray
     return LANDSAT_QA.bad_mask(qa.data[0])
 
 
+def resolve_truth_qa(truth: PathLike, truth_qa: PathLike | str | None) -> Path | None:
+    """The truth's QA file: ``truth_qa`` itself, or with ``"auto"`` the Landsat QA_PIXEL file
+    beside the truth (:func:`stfuse.data.local.qa_file_beside`; a log line names it), or None."""
+    from stfuse.data.local import qa_file_beside
+
+    if truth_qa is None:
+        return None
+    if str(truth_qa) != "auto":
+        return Path(truth_qa)
+    beside = qa_file_beside(truth)
+    if beside is None or "qa_pixel" not in beside.path.name.lower():
+        return None
+    log.info("truth %s: masking its cloudy pixels with %s found beside it (--no-truth-qa to score every pixel)",
+             Path(truth).name, beside.path.name)
+    return beside.path
+
+
 def read_scored_pair(prediction: PathLike, truth: PathLike, *, bands: Sequence[str] | None = None,
-                     truth_qa: PathLike | None = None, force: bool = False) -> ScoredArrays:
+                     truth_qa: PathLike | str | None = "auto", force: bool = False) -> ScoredArrays:
     """Read a prediction GeoTIFF and its truth for scoring, as float64 reflectance, matching bands.
 
     Both files must lie on one grid (:func:`_check_grid`). The prediction's bands are
@@ -243,10 +230,12 @@ def read_scored_pair(prediction: PathLike, truth: PathLike, *, bands: Sequence[s
     grid). Anything else raises :class:`InputError` saying what to pass.
 
     ``truth_qa``: a Landsat QA_PIXEL raster on the truth grid; flagged truth pixels become NaN.
-    The prediction's ``<band>_sigma`` bands of the scored bands, when all present, are ``sigma``.
+    ``"auto"`` (the default): the QA_PIXEL file beside the truth when there is one
+    (:func:`resolve_truth_qa`); None: every truth pixel is scored. The prediction's ``<band>_sigma`` bands of the scored bands, when all present, are ``sigma``.
     """
     from stfuse.data.sensors import check_bands, did_you_mean
 
+    truth_qa = resolve_truth_qa(truth, truth_qa)
     pred, true = _read_raster(prediction), _read_raster(truth)
     checked = _check_grid(pred, true, force=force)
     n_truth = true.data.shape[0]
@@ -328,18 +317,20 @@ def calibration(mean: np.ndarray, sigma: np.ndarray, truth: np.ndarray, valid: n
 
 
 def evaluate_files(prediction: PathLike, truth: PathLike, *, bands: Sequence[str] | None = None,
-                   truth_qa: PathLike | None = None, force: bool = False) -> dict[str, Any]:
+                   truth_qa: PathLike | str | None = "auto", force: bool = False) -> dict[str, Any]:
     """Metrics of a prediction GeoTIFF against a truth GeoTIFF on the same grid.
 
     Bands are matched by name, or in order when names are missing and the counts and grid
     agree (the rule of :func:`read_scored_pair`, which also explains ``bands``, ``truth_qa`` and
     ``force``). Units: reflectance; integer files are read as x 1e-4 unless a scale is set. Each
     band entry gets ``prediction_band`` (the prediction's band number scored), the result
-    ``matched_by`` (``"name"``/``"position"``); with ``truth_qa``, ``qa_masked_pixels``. If the
+    ``matched_by`` (``"name"``/``"position"``); with a truth QA file (given, or found beside the
+    truth with ``"auto"``), ``truth_qa`` and ``qa_masked_pixels``. If the
     prediction carries ``<band>_sigma`` bands, 68/95% interval coverage is added under ``coverage``.
     """
     from stfuse.evaluate.metrics import score_arrays
 
+    truth_qa = resolve_truth_qa(truth, truth_qa)
     arrays = read_scored_pair(prediction, truth, bands=bands, truth_qa=truth_qa, force=force)
     result = score_arrays(arrays.mean, arrays.truth, band_names=arrays.band_names)
     for entry, number in zip(result["bands"], arrays.prediction_bands):

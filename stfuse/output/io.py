@@ -36,6 +36,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.warp import reproject, transform_bounds, transform_geom
 from rasterio.warp import transform as warp_transform
 
+from stfuse.data.local import DEFAULT_INTEGER_SCALE, QAFile  # noqa: F401 (re-exported: files without scale or known name)
 from stfuse.errors import (
     CorruptFileError,
     CRSError,
@@ -45,9 +46,6 @@ from stfuse.errors import (
     OutputError,
 )
 from stfuse.fusion.quality import QUALITY_BITS
-
-DEFAULT_INTEGER_SCALE = 1e-4
-"""Integer rasters without a band scale are read as reflectance x 10000."""
 
 OUTPUT_DTYPES: tuple[str, ...] = ("float32", "int16")
 """Data types of prediction outputs. ``float32``: reflectance and sigma as is, nodata NaN.
@@ -94,53 +92,68 @@ def decode_int16(counts: np.ndarray) -> np.ndarray:
     return values
 
 
-def read_reflectance(path: str | os.PathLike[str], *, bands: Sequence[str] | None = None) -> xr.DataArray:
+def read_reflectance(path: str | os.PathLike[str], *, bands: Sequence[str] | None = None,
+                     qa: QAFile | None = None) -> xr.DataArray:
     """Read a GeoTIFF as float32 reflectance, dims ``(band, y, x)``, NaN where nodata.
 
-    Integer data are multiplied by the band scale (and offset) if the file sets one,
-    else by 1e-4. ``bands`` selects bands by description (e.g. ``["red", "nir08"]``);
-    files without descriptions name their bands ``b1, b2, ...``. A ``quality`` band (bit
-    flags, :data:`FLAG_BANDS`) keeps its integer values, unscaled and never NaN.
+    Scale and offset follow :func:`stfuse.data.local.file_scaling`: the file's band scale/offset
+    tags, else a USGS Landsat C2 or MODIS file name (with the MTL file beside it), else x 1e-4
+    with a warning. Bands are named by :func:`stfuse.data.local.band_names` (descriptions, known
+    file names, else ``b1, b2, ...``); ``bands`` selects bands by name (aliases count: ``nir`` =
+    ``nir08``). A ``quality`` band (bit flags, :data:`FLAG_BANDS`) keeps its integer values,
+    unscaled and never NaN. ``qa``: a QA raster on the file's grid (:class:`stfuse.data.local.QAFile`)
+    whose flagged pixels become NaN (per band for per-band QA such as MCD43A4's). The attrs
+    record ``source``, ``tags``, ``scaling`` (the rule used) and ``qa`` (the QA file, if any).
 
     Raises :class:`MissingFileError`, :class:`CorruptFileError`, :class:`InputError`.
     """
+    from stfuse.data.local import band_names as local_band_names
+    from stfuse.data.local import file_scaling, qa_bad_mask
+
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"input file not found: {path}")
     try:
         with rasterio.open(path) as src:
             raw = src.read()
-            nodata = src.nodata
-            integer = np.issubdtype(np.dtype(src.dtypes[0]), np.integer)
-            scales = np.asarray([s if s not in (None, 1.0) else (DEFAULT_INTEGER_SCALE if integer else 1.0) for s in src.scales])
-            offsets = np.asarray([o or 0.0 for o in src.offsets])
-            names = [d if d else f"b{i + 1}" for i, d in enumerate(src.descriptions)]
+            scaling = file_scaling(path, dtype=src.dtypes[0], scales=src.scales, offsets=src.offsets,
+                                   descriptions=src.descriptions, nodata=src.nodata)
+            names = local_band_names(path, src.descriptions)
             crs = src.crs
             transform = src.transform
             tags = src.tags()
     except RasterioIOError as err:
         raise CorruptFileError(f"cannot read {path} as a raster ({err}); is the file complete?") from None
+    nodata, scales, offsets = scaling.nodata, scaling.scales.copy(), scaling.offsets.copy()
     flags = np.array([n in FLAG_BANDS for n in names], dtype=bool)
     scales[flags], offsets[flags] = 1.0, 0.0
     data = raw.astype(np.float32) * scales[:, None, None].astype(np.float32) + offsets[:, None, None].astype(np.float32)
     missing = ~np.isfinite(data)
     if nodata is not None and not np.isnan(nodata):
         missing |= raw == nodata
+    if qa is not None:
+        for b in range(raw.shape[0]):
+            missing[b] |= qa_bad_mask(qa, raw.shape[1:], band_index=b if qa.rule.per_band else 0)
     missing[flags] = False
     data[missing] = np.nan
     array = _to_dataarray(data, names, crs, transform, name=path.stem)
-    array.attrs.update(source=str(path), tags=tags)
+    array.attrs.update(source=str(path), tags=tags, scaling=scaling.source, unit=scaling.unit,
+                       qa=str(qa.path) if qa is not None else None)
     return array if bands is None else select_bands(array, bands)
 
 
 def select_bands(array: xr.DataArray, bands: Sequence[str]) -> xr.DataArray:
     """The ``bands`` (by name) of a :func:`read_reflectance` array; :class:`InputError` naming
     the file and the bands it has when one is absent."""
+    from stfuse.data.bands import band_name, did_you_mean
+
     names = [str(b) for b in array.band.values]
-    unknown = [b for b in bands if b not in names]
+    wanted = [b if b in names else (band_name(b) or b) for b in bands]  # aliases: nir = nir08
+    unknown = [b for b, w in zip(bands, wanted) if w not in names]
     if unknown:
-        raise InputError(f"band {unknown[0]!r} not in {array.attrs.get('source')} (it has {', '.join(names)})")
-    return array.sel(band=list(bands))
+        raise InputError(f"band {unknown[0]!r} not in {array.attrs.get('source')} (it has {', '.join(names)})"
+                         f"{did_you_mean(unknown[0], names)}")
+    return array.sel(band=wanted)
 
 
 def _to_dataarray(data: np.ndarray, band_names: Sequence[str], crs: CRS | None, transform: Affine, *, name: str) -> xr.DataArray:
