@@ -48,6 +48,31 @@ def change_baseline(fine: torch.Tensor, coarse: torch.Tensor, coarse_target: tor
     return torch.where(total > 0, value, float("nan"))
 
 
+def nearest_fine(fine: torch.Tensor, coarse: torch.Tensor, coarse_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The nearest fine image as is, the second trivial baseline: the fine image of the pair whose
+    coarse image is closest to the target's (mean over bands of the mean squared difference relative
+    to the band's mean square; one pair for all bands, as a date is one image), other pairs filling
+    its missing pixels in that order. Variance per band: the mean squared
+    coarse change from that pair to the target, the error a no-change prediction makes as the
+    coarse sensor sees it. (mean, variance) (B, H, W) float32. Used by the default for inputs that
+    are not the same quantity (:func:`stfuse.fusion.radiometry.same_quantity`); the choice is
+    global, so call it on the whole image, not on tiles."""
+    fine, coarse, coarse_target = co.check_inputs(fine, coarse, coarse_target)
+    change = coarse_target.unsqueeze(0) - coarse  # (P, B, H, W)
+    ok = torch.isfinite(change)
+    mse = torch.where(ok, change ** 2, 0.0).sum((2, 3)) / ok.sum((2, 3)).clamp_min(1)  # (P, B)
+    mse = torch.where(ok.any((2, 3)), mse, float("inf"))
+    target_ok = torch.isfinite(coarse_target)
+    power = torch.where(target_ok, coarse_target ** 2, 0.0).sum((1, 2)) / target_ok.sum((1, 2)).clamp_min(1)  # (B,)
+    distance = (mse / power.clamp_min(1e-12)).mean(1)  # (P,)
+    mean = torch.full_like(coarse_target, float("nan"))
+    for p in torch.argsort(distance).tolist():
+        mean = torch.where(torch.isfinite(mean), mean, fine[p])
+    best = int(torch.argmin(distance))
+    variance = torch.where(torch.isfinite(mean), mse[best][:, None, None].expand_as(mean), float("nan"))
+    return mean.contiguous(), variance.contiguous()
+
+
 def blend(
     fine: torch.Tensor,
     coarse: torch.Tensor,
