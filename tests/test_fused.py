@@ -39,6 +39,8 @@ def test_open_fused_is_lazy_and_one_day_computes_one_day(counted):
     assert dict(ds.sizes) == {"time": 3, "band": 2, "y": 400, "x": 400}
     assert ds.reflectance.dtype == np.float32 and ds.sigma.dtype == np.float32 and ds.quality.dtype == np.uint8
     assert ds.quality.dims == ("time", "y", "x")
+    assert "nodata" not in ds.quality.attrs and "_FillValue" not in ds.quality.attrs  # flags: 0 = no flag (#28)
+    assert "nodata" not in ds.reflectance.attrs  # the inputs' MODIS fill does not describe the output
     assert [str(t)[:10] for t in ds.time.values] == ["2023-06-10", "2023-06-11", "2023-06-12"]
     assert ds.pair_dates.values.tolist() == ["2023-06-06;2023-06-22"] * 3 and set(ds.method.values) == {"blend"}  # the default
     assert ds.odc.geobox.crs.epsg == 32614
