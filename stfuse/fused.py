@@ -485,9 +485,10 @@ class Fused:
                               method=("time", names))
         # one day's coarse item_id/platform (scalars of the inputs' selection) do not describe the cube (#28)
         ds = ds.drop_vars([name for name, coord in ds.coords.items() if coord.ndim == 0 and name != "spatial_ref"])
-        ds["reflectance"].attrs.update(units="1", long_name="surface reflectance")
-        ds["sigma"].attrs.update(units="1", long_name="one standard deviation of the predicted reflectance")
-        ds["quality"].attrs.update(long_name="quality bit flags", flag_meanings=" ".join(QUALITY_BITS),
+        # attrs replaced, not updated: the inputs' (e.g. MODIS nodata 32767) do not describe the outputs (#28)
+        ds["reflectance"].attrs = dict(units="1", long_name="surface reflectance")
+        ds["sigma"].attrs = dict(units="1", long_name="one standard deviation of the predicted reflectance")
+        ds["quality"].attrs = dict(long_name="quality bit flags", flag_meanings=" ".join(QUALITY_BITS),
                                    flag_masks=list(QUALITY_BITS.values()))
         ds.attrs.update(stfuse_version=__version__, catalog=self.query.source,
                         query=json.dumps(_jsonable(asdict(self.query))), fusion=json.dumps(_jsonable(asdict(self.fusion))))
