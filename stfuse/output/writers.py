@@ -281,6 +281,9 @@ def _cog_mismatch(path: Path, expected: dict[str, Any], fused: Fused, crs: RioCR
              "pair dates": _tag(tags, "pair_dates", None), "fill dates": _tag(tags, "fill_dates", []),
              "items": [*_tag(tags, "fine_items", []), *_tag(tags, "coarse_items", [])],
              "seed": _tag(tags, "seed", None), "mc_samples": _tag(tags, "mc_samples", None), "weights": _tag(tags, "weights", None)}
+    series = calibration.get("series") if isinstance(calibration, dict) else None
+    if isinstance(series, dict) and series.get("applied") is False and str(expected["method"]).startswith("series("):
+        found["method"] = expected["method"]  # a series day that fell back is tagged blend: the same request
     shown = lambda v: ",".join(map(str, v)) if isinstance(v, list) else json.dumps(v) if isinstance(v, dict) else str(v)  # noqa: E731
     differ = [f"{key} {'differ' if key.endswith('s') and key != 'variance scale' else 'differs'}"
               + ("" if key == "items" else f" ({shown(found[key])} vs {shown(value)})")

@@ -242,6 +242,10 @@ def series_halo(hybrid: HybridFn, prior_options: dict[str, Any] | None = None) -
     return max(hybrid.halo, priors + spread_radius(prior_options))
 
 
+FALLBACK_NAME = "blend"
+"""Method tag of a day whose series model was not applied (the blend's weights)."""
+
+
 class SeriesPredictor:
     """The day's predictor with a :class:`SeriesModel` (:class:`stfuse.fused.Predictor`): the
     members on each tile, combined with the model's weights, the variance spread over one coarse
@@ -253,8 +257,12 @@ class SeriesPredictor:
                  prior_options: dict[str, Any] | None = None) -> None:
         self.model, self.hybrid, self.n_pairs = model, hybrid, n_pairs
         self.device, self.prior_options = device, dict(prior_options or {})
+        if not model.applied:  # the blend's weights: say what produced the numbers (#28)
+            self.name = FALLBACK_NAME
 
     name = "series(fitfc+fsdaf+change+refiner+starfm)"
+    """The method tag of days the series model predicts; days where it fell back (its weights did
+    not beat the blend on left-out dates) are tagged :data:`FALLBACK_NAME`."""
 
     @property
     def halo(self) -> int:
@@ -272,5 +280,5 @@ class SeriesPredictor:
         return mean, variance
 
 
-__all__ = ["BLEND_WEIGHTS", "MEMBERS", "MIN_SERIES_DATES", "SeriesExample", "SeriesModel", "SeriesPredictor", "combine",
+__all__ = ["BLEND_WEIGHTS", "FALLBACK_NAME", "MEMBERS", "MIN_SERIES_DATES", "SeriesExample", "SeriesModel", "SeriesPredictor", "combine",
            "fit_series", "fit_weights", "member_predictions", "series_halo", "simplex_least_squares"]
