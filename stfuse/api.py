@@ -291,16 +291,45 @@ def _coarse_onto_fine_grid(arrays: dict[str, xr.DataArray], fine_label: str, coa
     return ratios
 
 
-def _native_coarse_factor(fusion: FusionConfig, ratios: dict[str, float], target_label: str) -> FusionConfig:
-    """``fusion`` with ``options["coarse_factor"]`` = max(1, round(coarse/fine pixel size)) when
-    coarse inputs were resampled (``ratios``, from :func:`_coarse_onto_fine_grid`), the method's
-    function takes ``coarse_factor`` and the user did not set it; the target's ratio if it was
-    resampled, else the first pair's."""
-    if not ratios or "coarse_factor" in fusion.options:
+NOMINAL_COARSE_PIXEL_M = 480.0
+"""Coarse pixel (m) assumed for coarse files already resampled onto a fine grid in metres:
+MODIS/VIIRS 500 m products' effective pixel. Chosen on the real sets: on the 30 m sets
+(estarfm-real, Kranj) coarse_factor 16 (480 m) beat 15 (463 m) and 17 (500 m) by 0.3-0.7 % mean
+RMSE; applied without retuning to CIA's 50 m grid (factor 10 instead of 16) it kept the RMSE
+(0.883 vs 0.886 of the better trivial baseline) and raised 95 % coverage from 90.9 to 92.5 %."""
+
+
+def _grid_coarse_factor(fine: xr.DataArray) -> int | None:
+    """``round(NOMINAL_COARSE_PIXEL_M / fine pixel size)`` for a fine grid in a projected CRS in
+    metres; None when the pixel size is not known in metres (no CRS, degrees)."""
+    crs = crs_of(fine)
+    if crs is None or not crs.is_projected or (crs.linear_units or "").lower() not in ("metre", "meter", "m"):
+        return None
+    transform = transform_of(fine)
+    pixel = (abs(transform.a) * abs(transform.e)) ** 0.5
+    return max(1, round(NOMINAL_COARSE_PIXEL_M / pixel)) if pixel > 0 else None
+
+
+def _native_coarse_factor(fusion: FusionConfig, ratios: dict[str, float], target_label: str,
+                          fine: xr.DataArray | None = None) -> FusionConfig:
+    """``fusion`` with ``options["coarse_factor"]`` from the pixel sizes when the method's function
+    takes ``coarse_factor`` and the user did not set it: max(1, round(coarse/fine pixel size)) when
+    coarse inputs were resampled (``ratios``, from :func:`_coarse_onto_fine_grid`; the target's
+    ratio if it was resampled, else the first pair's); else, for coarse files already on a fine
+    grid in metres, ``round(480 m / fine pixel)`` (:func:`_grid_coarse_factor`: 16 at 30 m, 10 at
+    50 m, 19 at 25 m, 7 at 70 m); else unchanged (the methods' 16)."""
+    if "coarse_factor" in fusion.options:
         return fusion
     name = choose_method(1) if fusion.method == "auto" else fusion.method  # as check_method_options
     if name not in METHODS or "coarse_factor" not in inspect.signature(method_function(name)).parameters:
         return fusion
+    if not ratios:
+        factor = _grid_coarse_factor(fine) if fine is not None else None
+        if factor is None:
+            return fusion
+        log.info("coarse_factor %d (a %g m coarse pixel on this %g m fine grid) for method %s", factor, NOMINAL_COARSE_PIXEL_M,
+                 abs(transform_of(fine).a), fusion.method)
+        return replace(fusion, options={**fusion.options, "coarse_factor": factor})
     factors = {label: max(1, round(ratio)) for label, ratio in ratios.items()}
     factor = factors.get(target_label, next(iter(factors.values())))
     if len(set(factors.values())) > 1:
@@ -377,7 +406,7 @@ def predict_files(pairs: Sequence[tuple[PathLike, PathLike]], coarse: PathLike, 
         raise OutputError(f"{out} already exists; pass --overwrite (Python: overwrite=True) to replace it")
     arrays, ratios = read_local_inputs([f for f, _ in pairs], [*(c for _, c in pairs), coarse], bands=bands, qa=qa,
                                        fine_qa=fine_qa, coarse_qa=coarse_qa)
-    fusion = _native_coarse_factor(fusion, ratios, str(coarse))
+    fusion = _native_coarse_factor(fusion, ratios, str(coarse), arrays[str(pairs[0][0])])
     fine = xr.concat([arrays[str(f)] for f, _ in pairs], dim="pair")
     coarse_pairs = xr.concat([arrays[str(c)] for _, c in pairs], dim="pair")
     target = arrays[str(coarse)]

@@ -91,7 +91,25 @@ def test_native_coarse_is_resampled_and_matches_the_on_grid_run(scene, tmp_path,
     rmse_native, rmse_grid = _rmse(native, truth), _rmse(on_grid, truth)
     assert rmse_native <= 1.1 * rmse_grid, (rmse_native, rmse_grid)
     assert json.loads(tags["options"])["coarse_factor"] == 16
-    assert "coarse_factor" not in json.loads(grid_tags["options"])  # on-grid inputs: the method's default, as before
+    assert json.loads(grid_tags["options"])["coarse_factor"] == 16  # on-grid inputs at 30 m: 480 m / 30 m (#32)
+
+
+@pytest.mark.parametrize("pixel, crs, factor", [(50.0, "EPSG:32614", 10), (25.0, "EPSG:32614", 19), (70.0, "EPSG:32614", 7),
+                                                (30.0, None, None)])
+def test_on_grid_coarse_factor_follows_the_fine_pixel_size(tmp_path, pixel, crs, factor):
+    """Coarse files already on the fine grid: coarse_factor = round(480 m / fine pixel) in a metric
+    CRS (1:10 at 50 m, 1:19 at 25 m, 1:7 for 70 m HLS-like grids), the methods' 16 without a CRS (#32)."""
+    from conftest import write_tif
+
+    rng = np.random.default_rng(0)
+    fields = np.repeat(np.repeat((0.1 + 0.2 * rng.random((2, 8, 8))).astype(np.float32), 8, axis=1), 8, axis=2)
+    transform = Affine(pixel, 0, 500000, 0, -pixel, 4000000)
+    files = [write_tif(tmp_path / f"{name}.tif", np.round((fields + shift) * 1e4).astype(np.int16), crs=crs, transform=transform)
+             for name, shift in (("fine", 0.0), ("c1", 0.0), ("c2", 0.02))]
+    out = stfuse.predict_files([(files[0], files[1])], files[2], tmp_path / "p.tif")
+    with rasterio.open(out) as src:
+        options = json.loads(src.tags()["options"])
+    assert options.get("coarse_factor") == factor
 
 
 def test_user_coarse_factor_wins(scene, tmp_path):
