@@ -11,7 +11,10 @@ reflectance, each an ``xarray.Dataset`` with
 The fine grid is the Landsat native 30 m grid (pixel edges aligned with the items' own
 ``proj:transform``, so no half-pixel resample happens) in the items' UTM CRS, unless the
 user gives ``crs``. Coarse data are reprojected to the same grid with **bilinear**
-resampling for reflectance (coarse -> fine) and **nearest** for quality flags. Items of the
+resampling for reflectance (coarse -> fine) and **nearest** for quality flags. Before any
+resampling, reflectance DNs equal to the collection's fill or outside its valid range
+(:class:`stfuse.data.sensors.Collection`) become the fill in the pixels read, whatever the item
+or the file declares (:func:`_read_masked`), so no fill is ever mixed into a valid pixel. Items of the
 same solar day are mosaicked (``groupby="solar_day"``). Everything stays lazy (dask) until
 computed.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -32,6 +36,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +138,9 @@ def _load(items: Sequence[pystac.Item], meta: Collection, bands: Sequence[str], 
         raise InputError(f"item {item_id} of {meta.id} has no asset {asset!r}; it cannot be loaded as {meta.id}")
     resample = {a: resampling for a in band_assets} | {a: "nearest" for a in qa_assets}
     odc.stac.configure_rio(**GDAL_HTTP_OPTIONS)
-    names = {i.assets[a].href: (i.id, a) for i in items for a in assets}
+    names = {href: (i.id, a) for i in items for a in assets  # odc reads a local catalog's relative hrefs made absolute
+             for href in {i.assets[a].href, i.assets[a].get_absolute_href() or i.assets[a].href}}
+    fills = {a: (meta.nodata, *(meta.valid_range or (None, None))) for a in band_assets}
     return odc.stac.load(
         items,
         bands=assets,
@@ -142,13 +149,13 @@ def _load(items: Sequence[pystac.Item], meta: Collection, bands: Sequence[str], 
         chunks=chunks if chunks is not None else DEFAULT_CHUNKS,
         resampling=resample,
         fail_on_error=True,
-        driver=_driver(names, resign),
+        driver=_driver(names, resign, fills),
         stac_cfg=meta.load_config(),  # fill values for items that do not declare them
     )
 
 
-def _driver(names: dict[str, tuple[str, str]], resign: Any) -> "_Driver":
-    return _Driver(names, resign)
+def _driver(names: dict[str, tuple[str, str]], resign: Any, fills: dict[str, tuple[Any, Any, Any]] | None = None) -> "_Driver":
+    return _Driver(names, resign, fills)
 
 
 class _Driver:
@@ -156,15 +163,17 @@ class _Driver:
     re-sign a refused (HTTP 403) signed URL once with ``resign`` before giving up.
 
     Delegates everything but :meth:`open` to ``odc.loader``'s ``RioDriver``; module-level and
-    picklable, so the graphs run on a distributed cluster too.
+    picklable, so the graphs run on a distributed cluster too. ``fills``: asset key ->
+    (fill, valid min, valid max) of the sensor table, applied to each source read before it is
+    reprojected (:func:`_read_masked`).
     """
 
-    def __init__(self, names: dict[str, tuple[str, str]], resign: Any) -> None:
+    def __init__(self, names: dict[str, tuple[str, str]], resign: Any, fills: dict[str, tuple[Any, Any, Any]] | None = None) -> None:
         from odc.loader._rio import RioDriver
         from odc.stac._mdtools import StacAuxReader
 
         self._rio = RioDriver(aux_reader=StacAuxReader())
-        self.names, self.resign = names, resign
+        self.names, self.resign, self.fills = names, resign, fills or {}
 
     def new_load(self, geobox, *, chunks=None):
         return self._rio.new_load(geobox, chunks=chunks)
@@ -179,7 +188,7 @@ class _Driver:
         return self._rio.restore_env(env, load_state)
 
     def open(self, src, ctx) -> "_Reader":
-        return _Reader(src, self.names, self.resign)
+        return _Reader(src, self.names, self.resign, self.fills)
 
     @property
     def md_parser(self):
@@ -205,10 +214,12 @@ def _refused(text: str) -> bool:
 class _Reader:
     """Reads one band like odc-loader's ``RioReader``; failures become :mod:`stfuse.errors`
     types naming the item and asset; a 403 is answered by re-signing once, another failed
-    HTTP read (e.g. a download cut short) by reading once more without GDAL's cache."""
+    HTTP read (e.g. a download cut short) by reading once more without GDAL's cache. A
+    reflectance asset (one with ``fills``) is read by :func:`_read_masked`: the sensor table's
+    fill and valid range apply to the source pixels before they are warped."""
 
-    def __init__(self, src: Any, names: dict[str, tuple[str, str]], resign: Any) -> None:
-        self._src, self._names, self._resign = src, names, resign
+    def __init__(self, src: Any, names: dict[str, tuple[str, str]], resign: Any, fills: dict[str, tuple[Any, Any, Any]] | None = None) -> None:
+        self._src, self._names, self._resign, self._fills = src, names, resign, fills or {}
 
     def read(self, cfg, dst_geobox, *, dst=None, selection=None):
         from odc.loader._rio import rio_read
@@ -217,6 +228,8 @@ class _Reader:
         original = src.uri
         item_id, asset = self._names.get(original, ("?", "?"))
         where = f"item {item_id} asset {asset!r} ({redact(original)})"
+        fills = self._fills.get(asset)
+        read_once = rio_read if fills is None else functools.partial(_read_masked, fills=fills, where=where, key=original)
         if self._resign is not None and original in _FRESH:
             src = src.patch(uri=_FRESH[original])
         resigned = retried = False
@@ -224,8 +237,8 @@ class _Reader:
             try:
                 if retried:  # GDAL keeps what it read of the failed download: read this file again without its cache
                     with rasterio.Env(CPL_VSIL_CURL_NON_CACHED="/vsicurl/" + src.uri):
-                        return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
-                return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
+                        return read_once(src, cfg, dst_geobox, dst=dst, selection=selection)
+                return read_once(src, cfg, dst_geobox, dst=dst, selection=selection)
             except RasterioError as err:
                 text = str(err)
             if _refused(text) and self._resign is not None and not resigned:  # an expired signed URL: sign again, once
@@ -246,6 +259,104 @@ class _Reader:
 
 READ_RETRY_DELAY_S = 1.0
 """Wait before the one retry of a remote read that failed for a reason other than 403/404."""
+
+READ_PAD_PX = 8
+"""Source pixels :func:`_read_masked` reads beyond odc-geo's region of interest, so that the warp
+of its in-memory copy sees every pixel the warp of the file would (bilinear needs 1, cubic 2)."""
+
+_NODATA_WARNED: set[str] = set()
+"""Files (and what declared it) already warned about a nodata other than the table's, per process."""
+_NODATA_LOCK = threading.Lock()
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    a, b = float(a), float(b)
+    return a == b or (np.isnan(a) and np.isnan(b))
+
+
+def _warn_nodata(key: str, where: str, what: str, declared: Any, fill: Any) -> None:
+    """Warn once per file (per process, not per block read) that ``what`` (the file's GeoTIFF tag,
+    the item's ``raster:bands``) declares a nodata other than the sensor table's ``fill``."""
+    if declared is None or _same_value(declared, fill):
+        return
+    key = f"{strip_query(key)} {what}"
+    with _NODATA_LOCK:
+        if key in _NODATA_WARNED:
+            return
+        _NODATA_WARNED.add(key)
+    log.warning("%s: %s declares nodata %s but the sensor table's fill is %s; the table's fill and valid range "
+                "apply (and %s is masked too)", where, what, declared, fill, declared)
+
+
+def _window_pixels(rdr: Any, band: int, rr: Any) -> tuple[np.ndarray, Any] | None:
+    """The pixels of ``band`` in odc-geo's region of interest ``rr.roi_src`` plus :data:`READ_PAD_PX`
+    (clipped to the file), and their transform; None when the file does not reach the block."""
+    from odc.geo.roi import roi_is_empty
+    from rasterio.windows import Window
+
+    if roi_is_empty(rr.roi_src) or roi_is_empty(rr.roi_dst):
+        return None
+    rows, cols = rr.roi_src
+    window = Window.from_slices((max((rows.start or 0) - READ_PAD_PX, 0), min(rows.stop + READ_PAD_PX, rdr.height)),
+                                (max((cols.start or 0) - READ_PAD_PX, 0), min(cols.stop + READ_PAD_PX, rdr.width)))
+    return rdr.read(band, window=window), rdr.window_transform(window)
+
+
+def _read_masked(src: Any, cfg: Any, dst_geobox: Any, dst: Any = None, selection: Any = None, *,
+                 fills: tuple[Any, Any, Any], where: str, key: str) -> Any:
+    """odc-loader's ``rio_read`` of one reflectance band, with the sensor table's fill applied to
+    the source pixels before any reprojection or resampling.
+
+    ``fills``: (fill, valid min, valid max) of :class:`stfuse.data.sensors.Collection`. The source
+    pixels the warp needs (odc-geo's region of interest plus :data:`READ_PAD_PX`, from the overview
+    odc-loader would pick) are read once; the fill, DNs outside the valid range and the nodata that
+    the file or the item declares all become the table's fill; odc-loader's read (paste or warp)
+    then runs on that in-memory copy with the fill as its source nodata. So bilinear/cubic never
+    mix a fill into a valid pixel, whether or not the file carries a nodata tag: an untagged file
+    reads as a tagged one, bit for bit. A file or item whose nodata differs from the table is
+    named in a warning, once.
+    """
+    from odc.loader._reader import pick_overview
+    from odc.loader._rio import _do_read, _reproject_info_from_rio, rio_read
+
+    fill, low, high = fills
+    declared_by_item = cfg.fill_value
+    cfg = cfg.patch(src_nodata_override=fill)
+    if selection is not None or not isinstance(src.band, int) or (dst is not None and dst.ndim != 2):  # not one 2-D band: the fill only
+        return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
+    ttol = 0.9 if cfg.nearest else 0.05  # as odc-loader's reader
+    with rasterio.open(src.uri, "r", sharing=False) as rdr:
+        declared = rdr.nodatavals[src.band - 1]
+        rr = _reproject_info_from_rio(rdr, dst_geobox, ttol=ttol)
+        level = pick_overview(rr.read_shrink, rdr.overviews(src.band)) if cfg.use_overviews and rr.read_shrink > 1 else None
+        part = _window_pixels(rdr, src.band, rr) if level is None else None
+        crs = rdr.crs
+    if level is not None:
+        with rasterio.open(src.uri, "r", sharing=False, overview_level=level) as ovr:
+            part = _window_pixels(ovr, src.band, _reproject_info_from_rio(ovr, dst_geobox, ttol=ttol))
+    _warn_nodata(key, where, "the file", declared, fill)
+    _warn_nodata(key, where, "the item's raster:bands", declared_by_item, fill)
+    if part is None:  # the file does not reach this block of the grid: nothing to mask
+        return rio_read(src, cfg, dst_geobox, dst=dst)
+    data, transform = part
+    bad = np.isnan(data) if data.dtype.kind == "f" else np.zeros(data.shape, bool)
+    for other in {fill, declared, declared_by_item} - {None}:
+        if not np.isnan(float(other)):
+            bad |= data == other
+    if low is not None:
+        bad |= data < low
+    if high is not None:
+        bad |= data > high
+    with np.errstate(invalid="ignore", over="ignore"):
+        if not _same_value(np.array(fill).astype(data.dtype), fill):  # the file's type cannot hold the fill
+            data = data.astype("float64")
+    data = np.where(bad, np.array(fill).astype(data.dtype), data)
+    # an in-memory (GDAL MEM) dataset: what odc-loader's read does to a file, it does to this copy
+    with rasterio.open("stfuse-masked", "w+", driver="MEM", width=data.shape[1], height=data.shape[0], count=1,
+                       dtype=data.dtype.name, crs=crs, transform=transform, nodata=fill) as copy:
+        copy.write(data, 1)
+        rr = _reproject_info_from_rio(copy, dst_geobox, ttol=ttol)
+        return _do_read(rasterio.band(copy, 1), cfg, dst_geobox, rr, dst=dst)
 
 
 def _transient(text: str, uri: str) -> bool:
@@ -304,7 +415,10 @@ def _harmonise(raw: xr.Dataset, items: Sequence[pystac.Item], meta: Collection, 
     bad_any = None
     for band in bands:
         dn = raw[meta.asset_for(band)]
-        refl = (dn.astype("float32") * np.float32(meta.scale) + np.float32(meta.offset)).where(dn != meta.nodata)
+        missing = meta.invalid(dn)  # the table's fill, outside the valid range (e.g. a cubic overshoot)
+        if dn.attrs.get("nodata") is not None and not _same_value(dn.attrs["nodata"], meta.nodata):
+            missing = missing | (dn == dn.attrs["nodata"])  # the fill an item declared: what pixels no item covers hold
+        refl = (dn.astype("float32") * np.float32(meta.scale) + np.float32(meta.offset)).where(~missing)
         if meta.qa is not None:
             qa_name = meta.qa_assets[band] if meta.qa_assets else meta.qa.asset
             bad = xr.apply_ufunc(meta.qa.bad_mask, raw[qa_name], dask="parallelized", output_dtypes=[bool])
@@ -515,8 +629,9 @@ def load_cubes(
 
 # --------------------------------------------------------------------------- cache
 
-CACHE_VERSION = 2
-"""Bumped when the cached layout or the loading changes, so old entries are not reused."""
+CACHE_VERSION = 3
+"""Bumped when the cached layout or the loading changes, so old entries are not reused
+(3: fills and out-of-range DNs masked before resampling, #31)."""
 
 COMPLETE = "complete.json"
 """Written last in a cache entry: an entry without it is never read."""

@@ -8,13 +8,14 @@ Planetary Computer and Earth Search: ``blue, green, red, nir08, swir16, swir22``
 
 Facts (USGS Landsat C2 L2 Science Product Guide; MODIS MCD43A4/MOD09GA v061 user guides):
 
-- Landsat C2 L2 surface reflectance: ``reflectance = DN * 0.0000275 - 0.2``, uint16, nodata 0.
+- Landsat C2 L2 surface reflectance: ``reflectance = DN * 0.0000275 - 0.2``, uint16, nodata 0,
+  valid range 7273..43636.
   QA_PIXEL bits: 0 fill, 1 dilated cloud, 2 cirrus, 3 cloud, 4 cloud shadow, 5 snow, 6 clear, 7 water.
   TM/ETM+ bands B1-B5, B7; OLI/OLI-2 bands B2-B7 for blue..swir22.
-- MCD43A4 v061 NBAR: int16, scale 1e-4, fill 32767, per-band mandatory quality
+- MCD43A4 v061 NBAR: int16, scale 1e-4, fill 32767, valid range 0..32766, per-band mandatory quality
   (0 full inversion, 1 magnitude inversion, 255 fill). Band 1 red, 2 nir, 3 blue, 4 green,
   6 swir16, 7 swir22 (band 5, 1240 nm, has no Landsat equivalent).
-- MOD09GA v061: int16, scale 1e-4, fill -28672, ``state_1km`` bits 0-1 cloud state,
+- MOD09GA v061: int16, scale 1e-4, fill -28672, valid range -100..16000, ``state_1km`` bits 0-1 cloud state,
   2 shadow, 8-9 cirrus, 10 internal cloud flag, 12 snow/ice.
 """
 
@@ -49,9 +50,11 @@ class QARule:
     per_band: bool = False
 
     def bad_mask(self, qa: np.ndarray) -> np.ndarray:
-        """Boolean array, True where ``qa`` marks the pixel unusable. Shape as ``qa``."""
-        qa = np.asarray(qa).astype(np.int64)
-        bad = np.zeros(qa.shape, bool)
+        """Boolean array, True where ``qa`` marks the pixel unusable (or is NaN: no item covers it,
+        when the QA loads as float). Shape as ``qa``."""
+        qa = np.asarray(qa)
+        bad = np.isnan(qa) if qa.dtype.kind == "f" else np.zeros(qa.shape, bool)
+        qa = np.where(bad, 0, qa).astype(np.int64)
         for bit in self.bad_bits:
             bad |= ((qa >> bit) & 1).astype(bool)
         for value in self.bad_values:
@@ -71,7 +74,7 @@ class Collection:
 
     ``assets`` maps common band name -> asset key; ``qa_assets`` maps common band name ->
     QA asset key for per-band quality (MCD43A4), else the single ``qa.asset`` applies.
-    Reflectance = DN * ``scale`` + ``offset``; DN == ``nodata`` is missing.
+    Reflectance = DN * ``scale`` + ``offset``; DN == ``nodata`` or outside ``valid_range`` is missing.
     """
 
     id: str
@@ -89,6 +92,18 @@ class Collection:
     qa_nodata: int | None = None
     """Fill value of the QA asset(s) (``qa_dtype``): what a pixel no item covers must read as."""
     qa_dtype: str | None = None
+    valid_range: tuple[float, float] | None = None
+    """Smallest and largest valid DN of the reflectance assets (the product guide's valid range).
+    DNs outside it, and the fill ``nodata``, are missing: :mod:`stfuse.data.cube` replaces them by
+    the fill before any reprojection or resampling, whatever the item or the file declares."""
+
+    def invalid(self, dn: Any) -> Any:
+        """True where reflectance DN ``dn`` (numpy or xarray) is the fill or outside :attr:`valid_range`."""
+        bad = dn == self.nodata
+        if self.valid_range is not None:
+            low, high = self.valid_range
+            bad = bad | (dn < low) | (dn > high)
+        return bad
 
     def load_config(self) -> dict[str, Any]:
         """odc-stac ``stac_cfg`` with this collection's data types and fill values, for items that
@@ -157,6 +172,7 @@ LANDSAT_C2_L2 = Collection(
     pixel_size=30.0,
     qa_nodata=1,  # QA_PIXEL bit 0 alone: fill
     qa_dtype="uint16",
+    valid_range=(7273, 43636),  # reflectance -0.0000..1.0 (C2 L2 Science Product Guide)
 )
 
 _MCD43_BAND = {"red": 1, "nir08": 2, "blue": 3, "green": 4, "swir16": 6, "swir22": 7}
@@ -175,6 +191,7 @@ MODIS_43A4 = Collection(
     pixel_size=463.312716528,
     qa_nodata=255,
     qa_dtype="uint8",
+    valid_range=(0, 32766),
 )
 
 MODIS_09GA = Collection(
@@ -190,6 +207,7 @@ MODIS_09GA = Collection(
     qa=QARule(asset="state_1km", bad_bits=(2, 10, 12), field_bits=((0, 2, (1, 2)), (8, 2, (2, 3)))),
     sensor_by_platform={"terra": "MODIS", "aqua": "MODIS"},
     pixel_size=463.312716528,
+    valid_range=(-100, 16000),
 )
 
 COLLECTIONS: dict[str, Collection] = {c.id: c for c in (LANDSAT_C2_L2, MODIS_43A4, MODIS_09GA)}
