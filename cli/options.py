@@ -55,8 +55,16 @@ cache_opt = click.option(
 )
 coarse_collection_opt = click.option(
     "--coarse-collection",
-    type=click.Choice(["modis-43A4-061", "modis-09GA-061"]),
-    help="Coarse (MODIS) collection: modis-43A4-061 (MCD43A4 NBAR, default) or modis-09GA-061 (MOD09GA daily).",
+    type=click.Choice(["modis-43A4-061", "modis-09GA-061", "VNP43IA4", "VJ143IA4", "VNP43MA4", "VJ143MA4"]),
+    help="Coarse collection: modis-43A4-061 (MCD43A4 NBAR; the default for dates up to 2026-08-31, the end of MODIS), "
+    "modis-09GA-061 (MOD09GA daily), or VIIRS NBAR: VNP43IA4/VJ143IA4 (500 m: red, nir08, swir16), VNP43MA4/VJ143MA4 "
+    "(1 km, six bands); after 2026-08-31 the default is VNP43IA4 when it has every band asked for, else VNP43MA4.",
+)
+fine_collection_opt = click.option(
+    "--fine-collection",
+    type=click.Choice(["landsat-c2-l2", "hls2-l30", "hls2-s30", "sentinel-2-l2a", "sentinel-2-c1-l2a"]),
+    help="Fine collection: landsat-c2-l2 (default), HLS v2 hls2-l30/hls2-s30, or Sentinel-2 L2A sentinel-2-l2a/sentinel-2-c1-l2a "
+    "(30 m grid; Sentinel-2 averaged from 10/20 m, its baseline 04.00 offset taken from each item).",
 )
 refine_opt = click.option(
     "--refine", type=click.Choice(["none", "shipped", "scene"]), default="none", show_default=True,

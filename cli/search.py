@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import coarse_collection_opt, json_opt
+from .options import coarse_collection_opt, fine_collection_opt, json_opt
 
 
 @click.command()
@@ -18,9 +18,10 @@ from .options import coarse_collection_opt, json_opt
 @click.option("--end", help="Last day, YYYY-MM-DD.")
 @click.option("--max-cloud", type=click.FloatRange(0, 100), help="Only Landsat items with eo:cloud_cover at most this (%).")
 @coarse_collection_opt
+@fine_collection_opt
 @json_opt
-def search(catalog, bbox, aoi, start, end, max_cloud, coarse_collection, as_json) -> None:
-    """List the fine (Landsat) and coarse (MODIS) items a query finds: date, sensor, platform,
+def search(catalog, bbox, aoi, start, end, max_cloud, coarse_collection, fine_collection, as_json) -> None:
+    """List the fine (Landsat, HLS, Sentinel-2) and coarse (MODIS, VIIRS) items a query finds: date, sensor, platform,
     cloud cover and item id (``--json`` for machines)."""
     from stfuse.data import catalog as cat
 
@@ -31,7 +32,7 @@ def search(catalog, bbox, aoi, start, end, max_cloud, coarse_collection, as_json
         aoi=cat.read_aoi(aoi) if aoi else None,
         max_cloud=max_cloud,
     )
-    collections = cat.query_collections(catalog, coarse_collection)
+    collections = cat.query_collections(catalog, coarse_collection, fine_collection, start=query.start, end=query.end)
     found = cat.search(catalog, query, collections)
     rows = cat.item_rows(found)
     if not rows:

@@ -27,9 +27,16 @@ GUIDE = {  # collection -> (fill, valid min, valid max) DNs, from the product gu
     "landsat-c2-l2": (0, 7273, 43636),  # USGS Landsat 8-9 C2 L2 Science Product Guide
     "modis-43A4-061": (32767, 0, 32766),  # MCD43A4 v061 user guide
     "modis-09GA-061": (-28672, -100, 16000),  # MOD09GA v061 user guide
+    **{v: (32767, 0, 32766) for v in ("VNP43IA4", "VJ143IA4", "VNP43MA4", "VJ143MA4")},  # VIIRS VNP43 user guide (#30)
+    "hls2-l30": (-9999, -100, 16000), "hls2-s30": (-9999, -100, 16000),  # HLS v2.0 user guide
+    "sentinel-2-l2a": (0, 1, 32767), "sentinel-2-c1-l2a": (0, 1, 32767),  # S2 L2A: 0 no data, DN 1..2^15-1
 }
-QA_GOOD = {"landsat-c2-l2": 1 << 6, "modis-43A4-061": 0, "modis-09GA-061": 0}  # clear / full inversion / clear
-OTHER = {"landsat-c2-l2": 65535, "modis-43A4-061": 0, "modis-09GA-061": 0}  # a nodata an item may declare instead
+QA_GOOD = {"landsat-c2-l2": 1 << 6, "modis-43A4-061": 0, "modis-09GA-061": 0,  # clear / full inversion / clear
+           **{v: 0 for v in ("VNP43IA4", "VJ143IA4", "VNP43MA4", "VJ143MA4", "hls2-l30", "hls2-s30")},
+           "sentinel-2-l2a": 4, "sentinel-2-c1-l2a": 4}  # full inversion / Fmask clear / SCL vegetation
+OTHER = {"landsat-c2-l2": 65535, "modis-43A4-061": 0, "modis-09GA-061": 0,  # a nodata an item may declare instead
+         **{v: 0 for v in ("VNP43IA4", "VJ143IA4", "VNP43MA4", "VJ143MA4", "hls2-l30", "hls2-s30")},
+         "sentinel-2-l2a": 65535, "sentinel-2-c1-l2a": 65535}
 BANDS = ("red", "nir08")
 X0, Y0 = 500040.0, 4300080.0
 GRID = 96  # 30 m output pixels a side; the sources cover 3840 m a side from (X0, Y0)

@@ -37,7 +37,7 @@ from shapely.geometry import box, mapping, shape
 from shapely.ops import unary_union
 from urllib3.util.retry import Retry
 
-from stfuse.data.sensors import PROVIDERS
+from stfuse.data.sensors import ALIASES, PROVIDERS, provider_id
 from stfuse.errors import EmptySearchError, InputError, MissingFileError, RemoteServiceError
 from stfuse.sim.sample import ensure_sample_catalog
 
@@ -177,9 +177,17 @@ def _in_query(item: pystac.Item, query: SearchQuery, geometry) -> bool:
     if geometry is not None and item.geometry is not None and not shape(item.geometry).intersects(geometry):
         return False
     cloud = item.properties.get("eo:cloud_cover")
-    if query.max_cloud is not None and cloud is not None and cloud > query.max_cloud and item.collection_id and "landsat" in item.collection_id:
+    if query.max_cloud is not None and cloud is not None and cloud > query.max_cloud and item.collection_id and _is_fine(item.collection_id):
         return False
     return True
+
+
+def _is_fine(collection_id: str) -> bool:
+    """True for a fine collection of the sensor table (any provider's id): ``--max-cloud`` applies to it."""
+    from stfuse.data.sensors import COLLECTIONS
+
+    meta = COLLECTIONS.get(ALIASES.get(collection_id, collection_id))
+    return meta.resolution == "fine" if meta else "landsat" in collection_id
 
 
 def search_static(catalog: pystac.Catalog, query: SearchQuery, collections: Iterable[str]) -> dict[str, list[pystac.Item]]:
@@ -188,8 +196,9 @@ def search_static(catalog: pystac.Catalog, query: SearchQuery, collections: Iter
     geometry = _query_geometry(query)
     found: dict[str, list[pystac.Item]] = {c: [] for c in wanted}
     for item in catalog.get_items(recursive=True):
-        if item.collection_id in wanted and _in_query(item, query, geometry):
-            found[item.collection_id].append(item)
+        cid = item.collection_id if item.collection_id in wanted else ALIASES.get(str(item.collection_id))
+        if cid in wanted and _in_query(item, query, geometry):
+            found[cid].append(item)
     for items in found.values():
         items.sort(key=lambda i: (item_time(i), i.id))
     return found
@@ -244,7 +253,7 @@ def search_api(client, query: SearchQuery, collections: Iterable[str], *, max_it
             params["intersects"] = query.aoi
         elif query.bbox is not None:
             params["bbox"] = list(query.bbox)
-        if query.max_cloud is not None and "landsat" in collection_id:
+        if query.max_cloud is not None and _is_fine(collection_id):
             params["query"] = {"eo:cloud_cover": {"lte": query.max_cloud}}
         try:
             items = list(client.search(**params).items())
@@ -291,7 +300,14 @@ def search(source: str | Path | None, query: SearchQuery, collections: Iterable[
     """Search a local catalog or STAC API; items per collection, sorted by time."""
     collections = list(collections)
     if is_remote(source):
-        return search_api(open_api(str(source)), query, collections)
+        if str(source) in PROVIDERS:  # the provider's own ids (CMR-STAC: HLSL30_2.0)
+            ids = {c: [provider_id(source, c)] for c in collections}
+        else:  # any STAC API: stfuse's id, then the product's other known ids (stactools-viirs: viirs-43ia4-001)
+            ids = {c: [c, *(v for v, k in ALIASES.items() if k == c)] for c in collections}
+        client = open_api(str(source))
+        found = search_api(client, query, [i for c in collections for i in ids[c]])
+        merged = {c: sorted((it for i in ids[c] for it in found.get(i, [])), key=lambda it: (item_time(it), it.id)) for c in collections}
+        return merged
     return search_static(open_static_catalog(source), query, collections)
 
 
@@ -406,7 +422,53 @@ def planetary_computer_signer(href: str, *, fresh: bool = False) -> str:
     return planetary_computer.sign_url(href)
 
 
-SIGNERS: dict[str, Signer] = {"planetary_computer": planetary_computer_signer}
+EARTHDATA_HOST = "urs.earthdata.nasa.gov"
+"""The ``~/.netrc`` machine whose login NASA Earthdata (LP DAAC) downloads accept."""
+EARTHDATA_DATA_HOSTS = ("earthdata.nasa.gov", "earthdatacloud.nasa.gov")
+"""Hosts of assets that need Earthdata credentials (``data.lpdaac.earthdatacloud.nasa.gov``)."""
+
+
+def earthdata_credentials() -> dict[str, str]:
+    """GDAL settings that authenticate reads of NASA Earthdata assets: a bearer token from
+    ``$EARTHDATA_TOKEN``, else ``~/.netrc`` (``$NETRC``) with machine ``urs.earthdata.nasa.gov``
+    (GDAL follows the login redirect with it, keeping cookies in a temporary file).
+    :class:`InputError` (exit 2) when neither is there. The token never appears in a message."""
+    import netrc
+    import os
+    import tempfile
+
+    token = os.environ.get("EARTHDATA_TOKEN", "").strip()
+    if token:
+        return {"GDAL_HTTP_HEADERS": f"Authorization: Bearer {token}"}
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    try:
+        entry = netrc.netrc(str(path)).authenticators(EARTHDATA_HOST) if path.exists() else None
+    except (netrc.NetrcParseError, OSError):
+        entry = None
+    if entry:
+        cookies = str(Path(tempfile.gettempdir()) / "stfuse-earthdata-cookies.txt")
+        return {"GDAL_HTTP_NETRC": "YES", "GDAL_HTTP_NETRC_FILE": str(path), "GDAL_HTTP_COOKIEFILE": cookies,
+                "GDAL_HTTP_COOKIEJAR": cookies}
+    raise InputError(
+        "NASA Earthdata assets (LP DAAC: HLS, VIIRS) need a login: set EARTHDATA_TOKEN to a token from "
+        f"https://urs.earthdata.nasa.gov (Generate Token), or add 'machine {EARTHDATA_HOST} login USER password PASS' "
+        f"to {path}"
+    )
+
+
+def earthdata_signer(href: str, *, fresh: bool = False) -> str:
+    """Earthdata assets are read with credentials in GDAL's settings, not in the URL: checks they
+    exist (:func:`earthdata_credentials`) and returns ``href`` unchanged."""
+    earthdata_credentials()
+    return href
+
+
+def needs_earthdata(hrefs: Iterable[str]) -> bool:
+    """True if any of ``hrefs`` is a NASA Earthdata (LP DAAC) asset."""
+    return any(re.match(r"https?://[^/]*(" + "|".join(map(re.escape, EARTHDATA_DATA_HOSTS)) + r")(/|$)", h) for h in hrefs)
+
+
+SIGNERS: dict[str, Signer] = {"planetary_computer": planetary_computer_signer, "earthdata": earthdata_signer}
 """Signers by the name a provider gives in ``PROVIDERS[...]["sign"]``; tests add fakes here."""
 
 
@@ -459,12 +521,20 @@ def redact(text: str) -> str:
     return re.sub(r"(https?://[^\s?'\"]+)\?[^\s'\"]*", r"\1?<redacted>", text)
 
 
-def query_collections(catalog: str | Path | None, coarse_collection: str | None = None) -> list[str]:
-    """The fine and coarse collection ids a query of ``catalog`` searches (the provider's, or
-    ``landsat-c2-l2`` + ``coarse_collection``/``modis-43A4-061``)."""
+def query_collections(catalog: str | Path | None, coarse_collection: str | None = None, fine_collection: str | None = None, *,
+                      start: dt.date | None = None, end: dt.date | None = None, bands: Sequence[str] | None = None) -> list[str]:
+    """The fine and coarse collection ids a query of ``catalog`` searches: ``fine_collection``, else
+    the provider's fine one, else ``landsat-c2-l2``; ``coarse_collection``, else by date
+    (:func:`stfuse.data.sensors.default_coarse`: MCD43A4 up to the end of MODIS, VIIRS NBAR after; a
+    provider's own coarse default before that)."""
+    from stfuse.data.sensors import BANDS, MODIS_END, default_coarse
+
     provider = PROVIDERS.get(str(catalog)) if catalog else None
-    coarse = coarse_collection or (provider or {}).get("coarse", "modis-43A4-061")
-    return [str(c) for c in ((provider or {}).get("fine", "landsat-c2-l2"), coarse) if c]
+    fine = fine_collection or (provider or {}).get("fine", "landsat-c2-l2")
+    by_date = default_coarse(start, end, bands or BANDS)
+    after_modis = (end or start) is not None and (end or start) > MODIS_END
+    coarse = coarse_collection or (by_date if after_modis or not provider else (provider or {}).get("coarse"))
+    return [str(c) for c in (fine, coarse) if c]
 
 
 def item_rows(found: dict[str, list[pystac.Item]]) -> list[dict[str, Any]]:
@@ -474,7 +544,7 @@ def item_rows(found: dict[str, list[pystac.Item]]) -> list[dict[str, Any]]:
 
     rows = []
     for collection_id, items in found.items():
-        meta = COLLECTIONS.get(collection_id)
+        meta = COLLECTIONS.get(ALIASES.get(collection_id, collection_id))
         for item in items:
             platform = str(item.properties.get("platform", ""))
             rows.append({

@@ -52,7 +52,7 @@ from shapely.ops import unary_union
 
 from stfuse.data import catalog as cat
 from stfuse.data.catalog import DEFAULT_SAMPLE, is_remote, item_time, redact, strip_query
-from stfuse.data.sensors import BANDS, COARSE_COLLECTIONS, PROVIDERS, Collection, check_bands, collection
+from stfuse.data.sensors import BANDS, COARSE_COLLECTIONS, FINE_COLLECTIONS, MODIS_END, PROVIDERS, Collection, check_bands, collection, default_coarse
 from stfuse.errors import CorruptFileError, CRSError, DataUnavailableError, InputError, OutputError, RemoteServiceError, StfuseError
 
 DEFAULT_CHUNKS = {"x": 1024, "y": 1024}
@@ -135,9 +135,17 @@ def _load(items: Sequence[pystac.Item], meta: Collection, bands: Sequence[str], 
     missing = [(i.id, a) for i in items for a in assets if a not in i.assets]
     if missing:
         item_id, asset = missing[0]
+        item = next(i for i in items if i.id == item_id)
+        if meta.hdf5_only and any("hdf5" in str(a.media_type or "") or str(a.href).split("?")[0].endswith(".h5")
+                                  for a in item.assets.values()):
+            raise InputError(
+                f"item {item_id} of {meta.id} holds its bands in one HDF5 file (as LP DAAC ships {meta.id}), not in "
+                f"one GeoTIFF per band; stfuse does not read VIIRS HDF5 yet: use a catalog of COGs (e.g. made with "
+                f"stactools-viirs, assets {asset!r} ...) or --coarse-collection modis-43A4-061 before {MODIS_END}")
         raise InputError(f"item {item_id} of {meta.id} has no asset {asset!r}; it cannot be loaded as {meta.id}")
     resample = {a: resampling for a in band_assets} | {a: "nearest" for a in qa_assets}
-    odc.stac.configure_rio(**GDAL_HTTP_OPTIONS)
+    hrefs = [i.assets[a].href for i in items for a in assets]
+    odc.stac.configure_rio(**GDAL_HTTP_OPTIONS, **(cat.earthdata_credentials() if cat.needs_earthdata(hrefs) else {}))
     names = {href: (i.id, a) for i in items for a in assets  # odc reads a local catalog's relative hrefs made absolute
              for href in {i.assets[a].href, i.assets[a].get_absolute_href() or i.assets[a].href}}
     fills = {a: (meta.nodata, *(meta.valid_range or (None, None))) for a in band_assets}
@@ -403,6 +411,30 @@ def _geobox_lon(geobox: Any) -> float:
     return float(geobox.extent.centroid.to_crs("EPSG:4326").coords[0][0])
 
 
+def _day_scaling(raw: xr.Dataset, items: Sequence[pystac.Item], meta: Collection, bands: Sequence[str],
+                 lon: float | None) -> dict[str, tuple[xr.DataArray, xr.DataArray]]:
+    """Each band's (scale, offset) along ``raw.time`` from the items of each day
+    (:meth:`Collection.scale_offset`: Sentinel-2 baseline 04.00 items carry a -1000 DN offset, older
+    ones none). Items of one day that disagree are named in a warning; the first one's apply."""
+    days = raw.time.values.astype("datetime64[D]")
+    by_day: dict[Any, list[pystac.Item]] = {}
+    for item in items:
+        by_day.setdefault(solar_day(np.datetime64(item_time(item).replace(tzinfo=None), "ns"), lon)[()], []).append(item)
+    out = {}
+    for band in bands:
+        pairs = []
+        for day in days:
+            found = [meta.scale_offset(i, band) for i in by_day.get(day, [])] or [(meta.scale, meta.offset)]
+            if len(set(found)) > 1:
+                log.warning("%s items of %s declare different scale/offset for %s (%s); the first one's applies to the day",
+                            meta.id, day, band, sorted(set(found)))
+            pairs.append(found[0])
+        arr = np.array(pairs, dtype="float32").reshape(len(days), 2)
+        out[band] = (xr.DataArray(arr[:, 0], dims="time", coords={"time": raw.time}),
+                     xr.DataArray(arr[:, 1], dims="time", coords={"time": raw.time}))
+    return out
+
+
 def _harmonise(raw: xr.Dataset, items: Sequence[pystac.Item], meta: Collection, bands: Sequence[str],
                lon: float | None = None) -> xr.Dataset:
     """DNs + QA -> float32 reflectance (NaN masked), valid mask and clear fraction.
@@ -413,12 +445,14 @@ def _harmonise(raw: xr.Dataset, items: Sequence[pystac.Item], meta: Collection, 
     raw = raw.assign_coords(time=solar_day(raw.time.values, lon).astype("datetime64[ns]"))
     layers = []
     bad_any = None
+    per_day = _day_scaling(raw, items, meta, bands, lon) if meta.item_offsets else {}
     for band in bands:
         dn = raw[meta.asset_for(band)]
         missing = meta.invalid(dn)  # the table's fill, outside the valid range (e.g. a cubic overshoot)
         if dn.attrs.get("nodata") is not None and not _same_value(dn.attrs["nodata"], meta.nodata):
             missing = missing | (dn == dn.attrs["nodata"])  # the fill an item declared: what pixels no item covers hold
-        refl = (dn.astype("float32") * np.float32(meta.scale) + np.float32(meta.offset)).where(~missing)
+        scale, offset = per_day.get(band, (np.float32(meta.scale), np.float32(meta.offset)))
+        refl = (dn.astype("float32") * scale + offset).where(~missing)
         if meta.qa is not None:
             qa_name = meta.qa_assets[band] if meta.qa_assets else meta.qa.asset
             bad = xr.apply_ufunc(meta.qa.bad_mask, raw[qa_name], dask="parallelized", output_dtypes=[bool])
@@ -458,9 +492,10 @@ def load_fine(items: Sequence[pystac.Item], *, bands: Sequence[str] = BANDS, geo
     if not items:
         raise DataUnavailableError("no fine (Landsat) items to load")
     meta = collection(items[0].collection_id or "landsat-c2-l2")
+    items = [meta.normalise(i) for i in items]  # another provider's asset keys (Earth Search "red" for "B04")
     if geobox is None:
         geobox = fine_geobox(items, bbox=bbox, aoi=aoi, crs=crs)
-    raw = _load(items, meta, bands, geobox, chunks=chunks, resampling="nearest", resign=resign)
+    raw = _load(items, meta, bands, geobox, chunks=chunks, resampling=meta.fine_resampling, resign=resign)
     return _harmonise(raw, items, meta, bands, lon=_geobox_lon(geobox))  # dated by the local solar day
 
 
@@ -472,6 +507,7 @@ def load_coarse(items: Sequence[pystac.Item], *, geobox, bands: Sequence[str] = 
     if resampling not in ("bilinear", "cubic", "average", "nearest"):
         raise InputError(f"unknown resampling {resampling!r}; use bilinear, cubic, average or nearest")
     meta = collection(items[0].collection_id or "modis-43A4-061")
+    items = [meta.normalise(i) for i in items]
     raw = _load(items, meta, bands, geobox, chunks=chunks, resampling=resampling, resign=resign)
     return _harmonise(raw, items, meta, bands)
 
@@ -548,6 +584,10 @@ class Cubes:
     coarse_items: list[pystac.Item]
     cache_path: Path | None = None
     from_cache: bool = False
+    fine_collection: str = ""
+    """The fine collection searched (stfuse's id, :mod:`stfuse.data.sensors`)."""
+    coarse_collection: str = ""
+    """The coarse collection searched: the one asked for, else MCD43A4 up to the end of MODIS, VIIRS NBAR after."""
 
     def fine_clear(self) -> dict[Any, float]:
         """Clear fraction (0..1) of each fine day, ``datetime.date`` -> float; reads the fine images."""
@@ -573,6 +613,7 @@ def load_cubes(
     cache: str | os.PathLike[str] | None = None,
     chunks: dict[str, int] | None = None,
     coarse_collection: str | None = None,
+    fine_collection: str | None = None,
 ) -> Cubes:
     """Query -> search -> lazy fine + coarse cubes on the fine grid: the one path every command uses.
 
@@ -593,10 +634,17 @@ def load_cubes(
     aoi_geom = cat.read_aoi(aoi) if isinstance(aoi, (str, os.PathLike)) else aoi
     query = cat.SearchQuery(start=start_date, end=end_date, bbox=cat.check_bbox(bbox) if bbox is not None else None, aoi=aoi_geom)
     provider = PROVIDERS.get(str(catalog)) if catalog is not None else None
-    fine_id = str(provider["fine"]) if provider else "landsat-c2-l2"
-    coarse_id = coarse_collection or (str(provider["coarse"]) if provider and provider["coarse"] else COARSE_COLLECTIONS[0])
+    fine_id = fine_collection or (str(provider["fine"]) if provider else "landsat-c2-l2")
+    if fine_id not in FINE_COLLECTIONS:
+        raise InputError(f"{fine_id!r} is not a fine collection stfuse can use; use one of {', '.join(FINE_COLLECTIONS)}")
+    by_date = default_coarse(start_date, end_date, bands)
+    after_modis = (end_date or start_date) is not None and (end_date or start_date) > MODIS_END
+    coarse_id = coarse_collection or (by_date if after_modis or not (provider and provider["coarse"]) else str(provider["coarse"]))
     if coarse_id not in COARSE_COLLECTIONS:
         raise InputError(f"{coarse_id!r} is not a coarse collection stfuse can use; use one of {', '.join(COARSE_COLLECTIONS)}")
+    if coarse_collection is None and after_modis:
+        log.info("coarse collection %s: the query reaches %s, after the end of MODIS NBAR (%s); VIIRS NBAR instead of "
+                 "MCD43A4 (--coarse-collection to choose)", coarse_id, end_date or start_date, MODIS_END)
     margin = dt.timedelta(days=margin_days)
     wide = cat.SearchQuery(start=start_date - margin if start_date else None, end=end_date + margin if end_date else None,
                      bbox=query.bbox, aoi=query.aoi)
@@ -613,7 +661,7 @@ def load_cubes(
         if (entry / COMPLETE).exists():
             fine, coarse = open_cache(entry)
             log.info("read the cubes from the cache %s", entry)
-            return Cubes(fine, coarse, query, wide, source, fine_items, coarse_items, entry, True)
+            return Cubes(fine, coarse, query, wide, source, fine_items, coarse_items, entry, True, fine_id, coarse_id)
 
     resign = cat.signer_for(catalog)
     fine = load_fine(fine_items, bands=bands, bbox=query.bbox, aoi=query.aoi, crs=crs, chunks=chunks, resign=resign)
@@ -624,7 +672,7 @@ def load_cubes(
         write_cache(entry, fine, coarse, about={"source": cat.redact(source), "fine": fine_id, "coarse": coarse_id,
                                                 "bands": list(bands), "crs": crs, "query": _query_dict(wide)})
         fine, coarse = open_cache(entry)
-    return Cubes(fine, coarse, query, wide, source, fine_items, coarse_items, entry, False)
+    return Cubes(fine, coarse, query, wide, source, fine_items, coarse_items, entry, False, fine_id, coarse_id)
 
 
 # --------------------------------------------------------------------------- cache

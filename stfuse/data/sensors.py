@@ -96,6 +96,67 @@ class Collection:
     """Smallest and largest valid DN of the reflectance assets (the product guide's valid range).
     DNs outside it, and the fill ``nodata``, are missing: :mod:`stfuse.data.cube` replaces them by
     the fill before any reprojection or resampling, whatever the item or the file declares."""
+    band_pixel_size: dict[str, float] = field(default_factory=dict)
+    """Pixel size (m) of a band whose pixels differ from :attr:`pixel_size` (``pixel_of``)."""
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Other asset keys of an asset (band or QA) at other providers, tried in order when an item
+    lacks the key of :attr:`assets` (Earth Search ``red`` for Planetary Computer ``B04``)."""
+    ids: tuple[str, ...] = ()
+    """Other STAC collection ids of the same product (another provider's name for it)."""
+    item_offsets: bool = False
+    """Scale/offset differ per item: take them from each item (:meth:`scale_offset`)."""
+    fine_resampling: str = "nearest"
+    """Resampling of the reflectance onto the 30 m grid when this is the fine collection."""
+    hdf5_only: bool = False
+    """Some providers ship this product only as HDF5 (LP DAAC ``.h5``): not readable by stfuse yet."""
+
+    def pixel_of(self, band: str) -> float:
+        """Pixel size (m) of common band ``band``."""
+        return float(self.band_pixel_size.get(band, self.pixel_size))
+
+    def asset_key(self, item: Any, key: str) -> str | None:
+        """The key under which ``item`` holds asset ``key`` (``key`` itself or an alias), or None."""
+        for candidate in (key, *self.aliases.get(key, ())):
+            if candidate in item.assets:
+                return candidate
+        return None
+
+    def normalise(self, item: Any) -> Any:
+        """``item``, or a copy whose assets known by an alias are also under this table's keys."""
+        keys = [*self.assets.values(), *self.qa_assets.values(), *([self.qa.asset] if self.qa else [])]
+        renames = {k: self.asset_key(item, k) for k in keys if k not in item.assets}
+        renames = {k: v for k, v in renames.items() if v is not None}
+        if not renames:
+            return item
+        item = item.clone()
+        for key, alias in renames.items():
+            item.assets[key] = item.assets[alias].clone()
+        return item
+
+    def scale_offset(self, item: Any, band: str) -> tuple[float, float]:
+        """(scale, offset) of common band ``band`` in ``item``: reflectance = DN * scale + offset.
+
+        Without :attr:`item_offsets`, the table's. With it (Sentinel-2 L2A), in this order:
+        ``earthsearch:boa_offset_applied`` true: the COG already holds DN + 1000 removed, offset 0
+        (Earth Search says the flag, not its raster:bands, is the truth); ``s2:processing_baseline``
+        before 04.00: offset 0; else the asset's ``raster:bands`` scale/offset; else baseline 04.00
+        or later: -1000 DN (-0.1); else the table's."""
+        if not self.item_offsets:
+            return self.scale, self.offset
+        props = item.properties
+        key = self.asset_key(item, self.assets[band])
+        declared = ((item.assets[key].extra_fields.get("raster:bands") or [{}])[0] if key else {}) or {}
+        scale = float(declared.get("scale", self.scale))
+        if props.get("earthsearch:boa_offset_applied") is True:
+            return scale, 0.0
+        baseline = _baseline(props.get("s2:processing_baseline"))
+        if baseline is not None and baseline < (4, 0):
+            return scale, 0.0
+        if "offset" in declared:
+            return scale, float(declared["offset"])
+        if baseline is not None:
+            return scale, S2_BOA_ADD_OFFSET * scale
+        return scale, self.offset
 
     def invalid(self, dn: Any) -> Any:
         """True where reflectance DN ``dn`` (numpy or xarray) is the fill or outside :attr:`valid_range`."""
@@ -210,9 +271,150 @@ MODIS_09GA = Collection(
     valid_range=(-100, 16000),
 )
 
-COLLECTIONS: dict[str, Collection] = {c.id: c for c in (LANDSAT_C2_L2, MODIS_43A4, MODIS_09GA)}
-COARSE_COLLECTIONS = (MODIS_43A4.id, MODIS_09GA.id)
-"""Collections usable as the coarse (daily MODIS) input; the first is the default."""
+S2_BOA_ADD_OFFSET = -1000
+"""Sentinel-2 L2A BOA_ADD_OFFSET (DN) from processing baseline 04.00 (items from 2022-01-25):
+reflectance = (DN + BOA_ADD_OFFSET) / 10000 (ESA Sentinel-2 L2A product notice)."""
+
+
+def _baseline(text: Any) -> tuple[int, int] | None:
+    """``s2:processing_baseline`` ("04.00") as (4, 0); None if absent or unreadable."""
+    try:
+        major, minor = str(text).split(".")
+        return int(major), int(minor)
+    except (ValueError, AttributeError):
+        return None
+
+
+def _viirs_nbar(cid: str, bands: dict[str, str], pixel: float, ids: tuple[str, ...], platforms: dict[str, str]) -> Collection:
+    """A VIIRS NBAR (VNP43IA4/VJ143IA4 500 m, VNP43MA4/VJ143MA4 1 km) collection: int16, scale 1e-4,
+    fill 32767, valid 0..32766, per-band BRDF mandatory quality (0 full, 1 magnitude inversion, 255 fill),
+    asset keys as stactools-packages/viirs COG items (``Nadir_Reflectance_I1``,
+    ``BRDF_Albedo_Band_Mandatory_Quality_I1``)."""
+    return Collection(
+        id=cid,
+        resolution="coarse",
+        assets={b: f"Nadir_Reflectance_{n}" for b, n in bands.items()},
+        scale=1e-4,
+        offset=0.0,
+        nodata=32767,
+        dtype="int16",
+        qa=QARule(asset=f"BRDF_Albedo_Band_Mandatory_Quality_{next(iter(bands.values()))}", good_max=1, per_band=True),
+        qa_assets={b: f"BRDF_Albedo_Band_Mandatory_Quality_{n}" for b, n in bands.items()},
+        sensor_by_platform=platforms,
+        band_numbers={"VIIRS": dict(bands)},
+        pixel_size=pixel,
+        qa_nodata=255,
+        qa_dtype="uint8",
+        valid_range=(0, 32766),
+        ids=ids,
+        hdf5_only=True,
+    )
+
+
+_SNPP = {"snpp": "VIIRS", "suomi-npp": "VIIRS", "suomi npp": "VIIRS", "npp": "VIIRS"}
+_NOAA20 = {"noaa-20": "VIIRS", "noaa20": "VIIRS", "jpss-1": "VIIRS", "j1": "VIIRS"}
+_VIIRS_I = {"red": "I1", "nir08": "I2", "swir16": "I3"}
+_VIIRS_M = {"blue": "M3", "green": "M4", "red": "M5", "nir08": "M7", "swir16": "M10", "swir22": "M11"}
+VIIRS_500M = 463.312716528
+VIIRS_1KM = 926.625433056
+
+VNP43IA4 = _viirs_nbar("VNP43IA4", _VIIRS_I, VIIRS_500M, ("viirs-43ia4-001", "VNP43IA4_001", "VNP43IA4_002"), _SNPP)
+VJ143IA4 = _viirs_nbar("VJ143IA4", _VIIRS_I, VIIRS_500M, ("VJ143IA4_001", "VJ143IA4_002"), _NOAA20)
+VNP43MA4 = _viirs_nbar("VNP43MA4", _VIIRS_M, VIIRS_1KM, ("viirs-43ma4-001", "VNP43MA4_001", "VNP43MA4_002"), _SNPP)
+VJ143MA4 = _viirs_nbar("VJ143MA4", _VIIRS_M, VIIRS_1KM, ("VJ143MA4_001", "VJ143MA4_002"), _NOAA20)
+
+HLS_FMASK = QARule(asset="Fmask", bad_bits=(1, 2, 3, 4), field_bits=((6, 2, (3,)),))
+"""HLS v2.0 Fmask: bit 0 cirrus (reserved, unused), 1 cloud, 2 adjacent to cloud/shadow, 3 cloud shadow,
+4 snow/ice, 5 water, 6-7 aerosol level (0 climatology, 1 low, 2 moderate, 3 high). Cloud, adjacent,
+shadow, snow and high aerosol are bad; water is kept (as Landsat QA_PIXEL water)."""
+
+_HLS_COMMON = dict(scale=1e-4, offset=0.0, nodata=-9999, dtype="int16", qa=HLS_FMASK, pixel_size=30.0,
+                   qa_nodata=255, qa_dtype="uint8", valid_range=(-100, 16000))
+
+HLS_L30 = Collection(
+    id="hls2-l30",
+    resolution="fine",
+    assets={"blue": "B02", "green": "B03", "red": "B04", "nir08": "B05", "swir16": "B06", "swir22": "B07"},
+    sensor_by_platform={"landsat-8": "OLI", "landsat-9": "OLI-2"},
+    band_numbers={"OLI": {"blue": "B02", "green": "B03", "red": "B04", "nir08": "B05", "swir16": "B06", "swir22": "B07"}},
+    ids=("HLSL30_2.0", "HLSL30.v2.0"),
+    **_HLS_COMMON,  # type: ignore[arg-type]
+)
+
+HLS_S30 = Collection(
+    id="hls2-s30",
+    resolution="fine",
+    assets={"blue": "B02", "green": "B03", "red": "B04", "nir08": "B8A", "swir16": "B11", "swir22": "B12"},
+    sensor_by_platform={"sentinel-2a": "MSI", "sentinel-2b": "MSI", "sentinel-2c": "MSI"},
+    band_numbers={"MSI": {"blue": "B02", "green": "B03", "red": "B04", "nir08": "B8A", "swir16": "B11", "swir22": "B12"}},
+    ids=("HLSS30_2.0", "HLSS30.v2.0"),
+    **_HLS_COMMON,  # type: ignore[arg-type]
+)
+
+_S2_ASSETS = {"blue": "B02", "green": "B03", "red": "B04", "nir08": "B8A", "swir16": "B11", "swir22": "B12"}
+_S2_ALIASES = {  # Earth Search v1 keys, then stactools-sentinel2's 20 m keys
+    "B02": ("blue", "blue_20m"), "B03": ("green", "green_20m"), "B04": ("red", "red_20m"),
+    "B8A": ("nir08",), "B11": ("swir16",), "B12": ("swir22",), "SCL": ("scl",), "B08": ("nir",),
+}
+
+
+def _sentinel2(cid: str, ids: tuple[str, ...] = ()) -> Collection:
+    """Sentinel-2 L2A: uint16, nodata 0, valid 1..32767, scale 1e-4, offset per item
+    (:meth:`Collection.scale_offset`), SCL classes 0 no data, 1 saturated/defective, 3 cloud shadow,
+    8/9 cloud medium/high probability, 10 thin cirrus, 11 snow/ice are bad; B8A (20 m) is nir08."""
+    return Collection(
+        id=cid,
+        resolution="fine",
+        assets=dict(_S2_ASSETS),
+        scale=1e-4,
+        offset=0.0,
+        nodata=0,
+        dtype="uint16",
+        qa=QARule(asset="SCL", bad_values=(0, 1, 3, 8, 9, 10, 11)),
+        sensor_by_platform={"sentinel-2a": "MSI", "sentinel-2b": "MSI", "sentinel-2c": "MSI"},
+        band_numbers={"MSI": dict(_S2_ASSETS)},
+        pixel_size=20.0,
+        band_pixel_size={"blue": 10.0, "green": 10.0, "red": 10.0},
+        qa_nodata=0,
+        qa_dtype="uint8",
+        valid_range=(1, 32767),
+        aliases=dict(_S2_ALIASES),
+        ids=ids,
+        item_offsets=True,
+        fine_resampling="average",
+    )
+
+
+SENTINEL2_L2A = _sentinel2("sentinel-2-l2a")
+SENTINEL2_C1_L2A = _sentinel2("sentinel-2-c1-l2a")
+
+COLLECTIONS: dict[str, Collection] = {c.id: c for c in (LANDSAT_C2_L2, MODIS_43A4, MODIS_09GA, VNP43IA4, VJ143IA4, VNP43MA4,
+                                                        VJ143MA4, HLS_L30, HLS_S30, SENTINEL2_L2A, SENTINEL2_C1_L2A)}
+COARSE_COLLECTIONS = (MODIS_43A4.id, MODIS_09GA.id, VNP43IA4.id, VJ143IA4.id, VNP43MA4.id, VJ143MA4.id)
+"""Collections usable as the coarse (daily) input; the first is the default before :data:`MODIS_END`."""
+FINE_COLLECTIONS = (LANDSAT_C2_L2.id, HLS_L30.id, HLS_S30.id, SENTINEL2_L2A.id, SENTINEL2_C1_L2A.id)
+"""Collections usable as the fine input; the first is the default."""
+MODIS_END = __import__("datetime").date(2026, 8, 31)
+"""Last day stfuse takes MODIS NBAR (MCD43A4) for granted: Terra's MODIS ends in December 2025,
+Aqua's in August 2026, and MCD43A4 needs both. A query reaching past it gets VIIRS NBAR by default."""
+VIIRS_DEFAULTS = (VNP43IA4.id, VNP43MA4.id)
+"""VIIRS NBAR collections tried, in order, after :data:`MODIS_END`: the first holding every band asked
+for (VNP43IA4, 500 m, has only red, nir08, swir16; VNP43MA4, 1 km, has all six)."""
+ALIASES: dict[str, str] = {alias: c.id for c in COLLECTIONS.values() for alias in c.ids}
+"""Other providers' collection ids -> stfuse's."""
+
+
+def default_coarse(start: Any, end: Any, bands: Any = BANDS) -> str:
+    """The coarse collection of a query from ``start`` to ``end`` (dates or None): MCD43A4 when its
+    last day (``end``, else ``start``; no dates at all: MCD43A4) is up to :data:`MODIS_END`, else the
+    first of :data:`VIIRS_DEFAULTS` holding every band of ``bands``."""
+    last = end or start
+    if last is None or last <= MODIS_END:
+        return MODIS_43A4.id
+    for cid in VIIRS_DEFAULTS:
+        if set(bands) <= set(COLLECTIONS[cid].assets):
+            return cid
+    return VIIRS_DEFAULTS[-1]
 
 PROVIDERS: dict[str, dict[str, object]] = {
     "planetary-computer": {
@@ -227,14 +429,34 @@ PROVIDERS: dict[str, dict[str, object]] = {
         "coarse": None,
         "sign": None,
     },
+    "nasa-earthdata": {
+        "url": "https://cmr.earthdata.nasa.gov/stac/LPCLOUD",
+        "fine": "hls2-l30",
+        "coarse": "VNP43IA4",
+        "sign": "earthdata",
+    },
 }
-"""Known STAC APIs by name: URL, default fine/coarse collections, how assets are signed."""
+"""Known STAC APIs by name: URL, default fine/coarse collections, how assets are signed;
+``collections``: the stfuse collections it holds, by the provider's own id (see :data:`PROVIDER_IDS`)."""
+
+PROVIDERS["planetary-computer"]["collections"] = {c: c for c in (
+    "landsat-c2-l2", "modis-43A4-061", "modis-09GA-061", "sentinel-2-l2a", "hls2-l30", "hls2-s30")}
+PROVIDERS["earth-search"]["collections"] = {c: c for c in ("landsat-c2-l2", "sentinel-2-l2a", "sentinel-2-c1-l2a")}
+PROVIDERS["nasa-earthdata"]["collections"] = {  # CMR-STAC LP DAAC ids: ShortName_Version
+    "hls2-l30": "HLSL30_2.0", "hls2-s30": "HLSS30_2.0", "VNP43IA4": "VNP43IA4_002", "VJ143IA4": "VJ143IA4_002",
+    "VNP43MA4": "VNP43MA4_002", "VJ143MA4": "VJ143MA4_002"}
+
+
+def provider_id(source: Any, collection_id: str) -> str:
+    """The id under which provider ``source`` (a name; anything else: unchanged) holds ``collection_id``."""
+    provider = PROVIDERS.get(str(source)) if source is not None else None
+    return str(((provider or {}).get("collections") or {}).get(collection_id, collection_id))  # type: ignore[union-attr]
 
 
 def collection(collection_id: str) -> Collection:
     """The :class:`Collection` with id ``collection_id``; :class:`InputError` if unknown."""
     try:
-        return COLLECTIONS[collection_id]
+        return COLLECTIONS[ALIASES.get(collection_id, collection_id)]
     except KeyError:
         raise InputError(
             f"unknown collection {collection_id!r}; stfuse knows {', '.join(COLLECTIONS)}"

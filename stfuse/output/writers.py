@@ -291,6 +291,13 @@ def _cog_mismatch(path: Path, expected: dict[str, Any], fused: Fused, crs: RioCR
     return ", ".join(differ) or None
 
 
+def _collections_tag(fused: Fused) -> dict[str, Any]:
+    """``collections``: the fine and coarse collections the query searched (#30: VIIRS after MODIS), if known."""
+    cubes = getattr(fused, "cubes", None)
+    fine, coarse = getattr(cubes, "fine_collection", ""), getattr(cubes, "coarse_collection", "")
+    return {"collections": {"fine": fine, "coarse": coarse}} if fine or coarse else {}
+
+
 def _day_tags(fused: Fused, plan: Plan, name: str, record: dict[str, Any], quality: dict[str, Any]) -> dict[str, Any]:
     """The tags of one day's outputs (provenance, pairs, items, quality, calibration)."""
     fusion = fused.fusion
@@ -302,6 +309,7 @@ def _day_tags(fused: Fused, plan: Plan, name: str, record: dict[str, Any], quali
         "fine_items": fine_items,
         "coarse_items": coarse_items,
         "catalog": fused.query.source,
+        **_collections_tag(fused),
         "options": fusion.prior_options,
         "quality": quality,
         **({"refine": fusion.refine, "seed": fusion.seed, "mc_samples": fusion.mc_samples} if fusion.refine != "none" else {}),
