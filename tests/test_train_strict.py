@@ -30,7 +30,8 @@ def test_train_on_pairs_writes_a_checkpoint_for_those_bands(two_pairs, tmp_path)
     assert result.exit_code == 0, result.output
     assert out.exists() and f"wrote {out}" in result.output
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["bands"] == ["b1", "b2", "b3"] and meta["prior"] == "starfm" and len(meta["pairs"]) == 2
+    assert meta["bands"] == ["band1", "band2", "band3"] and meta["prior"] == "starfm"  # as predict names them (#28)
+    assert meta["prior"] == "starfm" and len(meta["pairs"]) == 2
     again = run(*args)  # an existing checkpoint is not replaced silently
     assert again.exit_code == 2 and "already exists; pass --overwrite" in again.output
 
