@@ -102,7 +102,7 @@ def _apply(*decorators):
     return wrap
 
 
-QUERY_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "crs", "coarse_collection", "dates", "every")
+QUERY_FLAGS = ("catalog", "bbox", "aoi", "start", "end", "bands", "crs", "coarse_collection", "fine_collection", "dates", "every")
 query_options = _apply(
     click.option("--catalog", help="Static STAC catalog (path) or STAC API (URL or provider name). Default: the bundled sample_scenes."),
     click.option("--bbox", nargs=4, type=float, metavar="MINX MINY MAXX MAXY", help="Area in lon/lat degrees."),
@@ -114,6 +114,7 @@ query_options = _apply(
     coarse_collection_opt,
     click.option("--dates", metavar="YYYY-MM-DD,...",
                  help="Predict only these days, comma-separated (--start/--end default to the first/last of them)."),
+    fine_collection_opt,
     click.option("--every", type=click.IntRange(1), metavar="N",
                  help="Predict every N-th day from --start (or the start of the data): 1 = every day."),
 )

@@ -24,7 +24,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from stfuse.data.sensors import BANDS, COARSE_COLLECTIONS, check_bands
+from stfuse.data.sensors import BANDS, COARSE_COLLECTIONS, FINE_COLLECTIONS, check_bands
 from stfuse.errors import InputError
 from stfuse.fusion.prior import METHODS, choose_method, method_function
 from stfuse.fusion.quality import Thresholds
@@ -50,7 +50,9 @@ class Query:
     inclusive (``datetime.date`` or ``YYYY-MM-DD``; None: the data's extent). ``bands``: band
     names (None: all of :data:`stfuse.data.sensors.BANDS`). ``crs``: output CRS (None: the
     Landsat items' UTM zone). ``coarse_collection``: ``modis-43A4-061`` (MCD43A4 NBAR) or
-    ``modis-09GA-061`` (MOD09GA); None: the provider's default (MCD43A4).
+    ``modis-09GA-061`` (MOD09GA) or a VIIRS NBAR collection; None: by date (MCD43A4 up to
+    2026-08-31, VIIRS NBAR after). ``fine_collection``: ``landsat-c2-l2`` (None: the provider's
+    default), ``hls2-l30``/``hls2-s30`` (HLS v2) or ``sentinel-2-l2a``/``sentinel-2-c1-l2a``.
     ``dates``: predict only these days (``datetime.date`` or ``YYYY-MM-DD``, or one
     comma-separated string); ``start``/``end`` default to the first and last of them, and a day
     without coarse data is refused with the days that have it. ``every``: predict every
@@ -65,6 +67,7 @@ class Query:
     bands: tuple[str, ...] | None = None
     crs: str | None = None
     coarse_collection: str | None = None
+    fine_collection: str | None = None
     dates: tuple[dt.date, ...] | None = None
     every: int | None = None
 
@@ -82,6 +85,9 @@ class Query:
         if self.coarse_collection is not None and self.coarse_collection not in COARSE_COLLECTIONS:
             raise InputError(f"{self.coarse_collection!r} is not a coarse collection stfuse can use; "
                              f"use one of {', '.join(COARSE_COLLECTIONS)}")
+        if self.fine_collection is not None and self.fine_collection not in FINE_COLLECTIONS:
+            raise InputError(f"{self.fine_collection!r} is not a fine collection stfuse can use; "
+                             f"use one of {', '.join(FINE_COLLECTIONS)}")
 
     def _check_days(self) -> None:
         """Validate ``dates``/``every``; ``start``/``end`` default to the first/last of ``dates``."""

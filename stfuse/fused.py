@@ -515,7 +515,7 @@ def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConf
     base_model = load_base_model(fusion, bands)  # refused here, before any search, if its bands differ
     load = lambda margin, cache=None: load_cubes(catalog=query.catalog, bbox=query.bbox, aoi=query.aoi, start=query.start,  # noqa: E731
                                                  end=query.end, bands=bands, crs=query.crs, margin_days=margin, cache=cache,
-                                                 coarse_collection=query.coarse_collection)
+                                                 coarse_collection=query.coarse_collection, fine_collection=query.fine_collection)
     try:
         cubes = load(fusion.max_gap_days or 48, run.cache)
     except EmptySearchError as error:  # within --max-gap of the dates: is a pair just beyond it?

@@ -293,3 +293,21 @@ def test_predict_landsat_plus_viirs_equals_the_modis_run(viirs_api, mini_catalog
         assert json.loads(v.tags()["collections"]) == {"fine": "landsat-c2-l2", "coarse": "VNP43IA4"}
         assert json.loads(m.tags()["collections"]) == {"fine": "landsat-c2-l2", "coarse": "modis-43A4-061"}
         np.testing.assert_array_equal(v.read(), m.read())
+
+
+def test_predict_takes_the_fine_collection_asked_for(tmp_path):
+    """``stfuse predict --fine-collection``: the query searches that collection (the bundled sample
+    holds Landsat only, so Sentinel-2 is refused naming what it holds); bad names are refused."""
+    from click.testing import CliRunner
+
+    from stfuse.config import Query
+    from stfuse.errors import InputError
+    from stfuse_cli.main import cli
+
+    args = ["predict", "--start", "2023-06-12", "--end", "2023-06-12", "--bands", "red", "-q"]
+    s2 = CliRunner().invoke(cli, [*args, "--fine-collection", "sentinel-2-l2a", "-o", str(tmp_path / "s2")])
+    assert s2.exit_code == 2 and "no sentinel-2-l2a items" in s2.output and "landsat-c2-l2" in s2.output
+    landsat = CliRunner().invoke(cli, [*args, "--fine-collection", "landsat-c2-l2", "-o", str(tmp_path / "l")])
+    assert landsat.exit_code == 0, landsat.output
+    with pytest.raises(InputError, match="not a fine collection"):
+        Query(fine_collection="modis-43A4-061")
