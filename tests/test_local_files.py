@@ -163,14 +163,32 @@ def test_native_modis_files_are_named_by_their_band_and_masked_by_their_quality(
     assert json.loads(tags["inputs"])["pairs"][0][0] == str(usgs["red"])
 
 
+def _crop(src: Path, dst: Path, size: int = 128) -> Path:
+    """The first ``size`` x ``size`` pixels of ``src`` with its tags and descriptions (a smaller scene, same kind of file)."""
+    from rasterio.windows import Window
+
+    with rasterio.open(src) as s:
+        window = Window(0, 0, size, size)
+        profile = {**s.profile, "driver": "GTiff", "width": size, "height": size, "transform": s.window_transform(window)}
+        profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
+        data, descriptions, scales, offsets = s.read(window=window), s.descriptions, s.scales, s.offsets
+    with rasterio.open(dst, "w", **profile) as d:
+        d.write(data)
+        d.descriptions, d.scales, d.offsets = descriptions, scales, offsets
+    return dst
+
+
 def test_weights_trained_on_files_work_on_the_same_files(warped, tmp_path):
     weights = tmp_path / "mine.pt"
-    pairs = ["--pair", _landsat("20230606", "red"), warped["0606"], "--pair", _landsat("20230622", "red"), warped["0622"]]
+    files = {name: _crop(path, tmp_path / f"{name}.tif") for name, path in (
+        ("L_0606", _landsat("20230606", "red")), ("L_0622", _landsat("20230622", "red")),
+        ("M_0606", warped["0606"]), ("M_0622", warped["0622"]), ("M_0708", warped["0708"]))}
+    pairs = ["--pair", files["L_0606"], files["M_0606"], "--pair", files["L_0622"], files["M_0622"]]
     result = run("train", *pairs, "--method", "fitfc", "--steps", "2", "-o", weights)
     assert result.exit_code == 0, result.output
     assert json.loads(weights.with_suffix(".json").read_text())["bands"] == ["red"]
     out = tmp_path / "refined.tif"
-    result = run("predict", *pairs, "--coarse", warped["0708"], "--refine", "shipped", "--weights", weights, "-o", out)
+    result = run("predict", *pairs, "--coarse", files["M_0708"], "--refine", "shipped", "--weights", weights, "-o", out)
     assert result.exit_code == 0, result.output
     with rasterio.open(out) as src:
         assert src.descriptions[0] == "red"
