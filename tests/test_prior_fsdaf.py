@@ -218,3 +218,21 @@ def test_abrupt_flood_smooth_coarse(abrupt_scores):
     for seed in (1, 2, 3):
         new, old, base = abrupt_scores["smooth", seed]
         assert new < 1.2 * base and new < 0.98 * old, (seed, new, old, base)
+
+
+def test_abrupt_simulator_covers_parts_of_coarse_pixels():
+    from stfuse.sim.abrupt import abrupt_task
+
+    a = abrupt_task(2, kind="flood", coarse="blocky")
+    assert a.fine_pair.shape == a.coarse_pair.shape == (1, 3, 256, 256) and a.truth.shape == a.coarse_target.shape == (3, 256, 256)
+    assert np.array_equal(a.truth, abrupt_task(2, kind="flood", coarse="blocky").truth)  # deterministic
+    f = a.factor
+    blocks = a.coarse_target.reshape(3, 256 // f, f, 256 // f, f)
+    assert np.all(blocks == blocks[:, :, :1, :, :1])  # nearest-neighbour blocks
+    frac = a.change_mask.reshape(256 // f, f, 256 // f, f).mean((1, 3))
+    assert 0.15 < a.change_mask.mean() < 0.35 and ((frac > 0.05) & (frac < 0.95)).mean() > 0.2  # parts of coarse pixels
+    nir = a.bands.index("nir08")
+    assert a.truth[nir][a.change_mask].mean() < 0.1 < a.fine_pair[0, nir][a.change_mask].mean()  # land -> water
+    s = abrupt_task(2, kind="harvest", coarse="smooth", bands=("red", "nir08", "swir16", "swir22"), factor=20, size=300)
+    assert s.fine_pair.shape == (1, 4, 300, 300) and s.factor == 20 and 0 < s.change_mask.mean() < 0.5
+    assert np.mean(np.diff(s.coarse_target, axis=-1) == 0) < 0.2  # smooth

@@ -161,7 +161,7 @@ def real_tasks(sets: list[str] | None = None) -> list[dict[str, Any]]:
             fit = fit_units(fine[None], coarse[None])
             coarse, target = fit.to_fine_units(coarse), fit.to_fine_units(read(task["target"]["coarse"]))
             truth = read(task["truth"])
-            big = float(np.nanmax(fine)) > 1.5  # realset1: Landsat digital numbers / 1e4
+            big = float(np.nanmax(fine)) * float(task["truth_scale"]) > 1.5  # realset1: Landsat digital numbers / 1e4
             out.append(dict(id=task["id"], set=task["set"], fine=fine[None], coarse=coarse[None], target=target,
                             truth=truth, factor=FACTORS.get(task["set"], 16), scale=float(task["truth_scale"]),
                             dn_max=65535.0 if big else 10000.0))
@@ -206,16 +206,18 @@ def run_port(task: dict[str, Any], port: Path, python: str, cache: Path) -> np.n
         driver.write_text(DRIVER)
         npz = Path(tmp) / "in.npz"
         background = PORT_PARAMS["background"]
-        # the port's nodata: value `background` in its first band (its classification skips those pixels)
-        fine = np.where(np.isfinite(task["fine"][0]).all(0), task["fine"][0] * 1e4, background)
-        np.savez(npz, fine=fine, coarse=np.nan_to_num(task["coarse"][0] * 1e4), target=np.nan_to_num(task["target"] * 1e4))
+        # the port's units: reflectance x 1e4 (realset1: digital numbers); its nodata: the value
+        # `background` in its first band (its classification skips those pixels)
+        k = 1e4 * task["scale"]
+        fine = np.where(np.isfinite(task["fine"][0]).all(0), task["fine"][0] * k, background)
+        np.savez(npz, fine=fine, coarse=np.nan_to_num(task["coarse"][0] * k), target=np.nan_to_num(task["target"] * k))
         params = dict(PORT_PARAMS, scale_factor=int(task["factor"]), DN_max=float(task["dn_max"]))
         res = subprocess.run([python, str(driver), str(port), str(npz), str(out), repr(params), str(shim)],
                              capture_output=True, text=True)
         if res.returncode != 0 or not out.exists():
             print(f"port failed on {task['id']}:\n{res.stderr[-2000:]}", file=sys.stderr)
             return None
-    pred = np.load(out) / 1e4
+    pred = np.load(out) / (1e4 * task["scale"])  # back to the fine images' units
     np.save(out, pred.astype(np.float32))
     return pred
 
@@ -255,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
         row = dict(id=task["id"], set=task["set"], baseline=score(baseline(task), task))
         p = run_port(task, port, args.port_python, args.cache) if port else None
         row["port"] = score(p, task) if p is not None else None
+        if row["port"] is not None and row["port"] > 10 * row["baseline"]:
+            row["port_diverged"], row["port"] = row["port"], None  # e.g. its OLS unmixing on a harvest scene
         for n in names:
             t0 = time.perf_counter()
             row[n] = score(run_stfuse(task, **VARIANTS[n]), task)
