@@ -89,7 +89,7 @@ HEADING = "## The default against the trivial baselines, every real task (issue 
 def section(text: str, seconds: float, machine: str, command: str) -> str:
     """The docs/benchmarks.md section."""
     return "\n".join([
-        HEADING, "",
+        "", HEADING, "",
         f"Measured {time.strftime('%Y-%m-%d')} with `{command}` ({seconds / 60:.1f} min) on: {machine}.",
         "Every leave-one-date-out task of `tools/real_sets.py` through `stfuse.predict_files` without a method (what a user",
         "runs); scored on the pixels valid in the truth and in the three predictions, RMSE in the set's units (realset1: DN",
