@@ -30,12 +30,14 @@ bands_opt = click.option(
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
 method_opt = click.option(
     "--method",
-    type=click.Choice(["auto", "blend", "starfm", "estarfm", "fsdaf", "fitfc"]),
+    type=click.Choice(["auto", "blend", "starfm", "estarfm", "fsdaf", "fitfc", "kalman"]),
     default="auto",
     show_default=True,
     help="Physics prior. auto = blend: the mean of Fit-FC, FSDAF and fine + coarse change (the best mean over the "
     "simulator and the real test sets, better than fine + coarse change on each; 3-4x the time of starfm). "
-    "starfm, fsdaf, fitfc: one method (1 or more pairs); estarfm: 2 pairs (days with 1 pair fall back to starfm).",
+    "starfm, fsdaf, fitfc: one method (1 or more pairs); estarfm: 2 pairs (days with 1 pair fall back to starfm). "
+    "kalman: the time-series engine, every clear Landsat date and every MODIS day in each day's prediction (a Kalman "
+    "smoother of fine minus coarse; catalog mode and --holdout only; --max-pairs/--fill do not apply).",
 )
 device_opt = click.option(
     "--device",

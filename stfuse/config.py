@@ -30,11 +30,11 @@ from stfuse.fusion.prior import METHODS, choose_method, method_function
 from stfuse.fusion.quality import Thresholds
 
 PathLike = str | os.PathLike[str]
-Method = Literal["auto", "blend", "starfm", "estarfm", "fsdaf", "fitfc"]
+Method = Literal["auto", "blend", "starfm", "estarfm", "fsdaf", "fitfc", "kalman"]
 Refine = Literal["none", "shipped", "scene"]
 Format = Literal["cog", "zarr"]
 
-METHOD_CHOICES: tuple[str, ...] = ("auto", "blend", "starfm", "estarfm", "fsdaf", "fitfc")
+METHOD_CHOICES: tuple[str, ...] = ("auto", "blend", "starfm", "estarfm", "fsdaf", "fitfc", "kalman")
 REFINE_CHOICES: tuple[str, ...] = ("none", "shipped", "scene")
 FORMAT_CHOICES: tuple[str, ...] = ("cog", "zarr")
 
@@ -146,7 +146,9 @@ class FusionConfig:
 
     ``method``: the physics prior (``auto``, the default: ``blend``, the mean of Fit-FC, FSDAF and
     ``fine + coarse change``; ``starfm``, ``fsdaf``, ``fitfc``, ``blend`` 1+ pairs, ``estarfm`` 2
-    pairs; see :func:`stfuse.fusion.prior.method_for_day`).
+    pairs; see :func:`stfuse.fusion.prior.method_for_day`; ``kalman``: the time-series engine,
+    every usable date and every coarse day, catalog mode and the holdout,
+    :mod:`stfuse.fusion.kalman`; ``max_pairs`` and ``max_fill`` do not apply to it).
     ``window``: its moving-window size in fine pixels (None: the method's default).
     ``options``: other keyword options of the method's function (checked against its
     signature), e.g. ``{"n_classes": 6}`` for FSDAF.
@@ -186,6 +188,8 @@ class FusionConfig:
             raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHOD_CHOICES)}")
         if self.refine not in REFINE_CHOICES:
             raise InputError(f"unknown refine mode {self.refine!r}; use none, shipped or scene")
+        if self.method == "kalman" and self.refine != "none":
+            raise InputError("--method kalman has no refiner; leave out --refine (or use --method auto with it)")
         if self.weights is not None and self.refine == "none":
             raise InputError("a refiner checkpoint (--weights) is only used with --refine shipped or scene")
         check_variance_scale(self.variance_scale)
@@ -310,6 +314,13 @@ def check_variance_scale(variance_scale: float) -> None:
 def check_method_options(method: str, options: Mapping[str, Any]) -> None:
     """Refuse keyword options that ``method``'s function (every candidate for ``auto``) does not take."""
     if not options:
+        return
+    if method == "kalman":
+        from stfuse.fusion.kalman import OPTIONS
+
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise InputError(f"method kalman has no option {unknown[0]!r}; its options: {', '.join(OPTIONS)}")
         return
     names = (choose_method(1),) if method == "auto" else (method,)
     for name in names:

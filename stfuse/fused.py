@@ -40,7 +40,7 @@ from stfuse.config import FusionConfig, Query, RunConfig, resolve_configs
 from stfuse.data.cube import Cubes, load_cubes, read_errors
 from stfuse.data.sensors import LANDSAT_SR_NOISE
 from stfuse.errors import DataUnavailableError, EmptySearchError, InputError, StfuseError
-from stfuse.fusion.pairs import Plan, date_range, fill_pair, max_gap_message, plan_day, plan_days, usable_pair_days
+from stfuse.fusion.pairs import Plan, date_range, fill_pair, max_gap_message, plan_day, plan_days, series_plans, usable_pair_days
 from stfuse.fusion.prior import halo as prior_halo
 from stfuse.fusion.prior import method_for_day
 from stfuse.fusion.prior import predict as prior_predict
@@ -252,15 +252,16 @@ def pair_inputs(fine: xr.DataArray, coarse: xr.DataArray, plan: Plan) -> tuple[x
 
 
 def select_days_used(fine: xr.Dataset, coarse: xr.Dataset, plans: Sequence[Plan], *, hybrid: bool,
-                     series_days: Sequence[dt.date] = ()) -> tuple[xr.Dataset, xr.Dataset]:
+                     series_days: Sequence[dt.date] = (), keep_coarse: bool = False) -> tuple[xr.Dataset, xr.Dataset]:
     """The fine and coarse cubes cut to the days ``plans`` read: the pairs' fine images (with the
     refiner, a one-pair day's evidence date too: the scene's error scale; with a series model,
-    every usable date ``series_days``) and the coarse images of those and the targets."""
+    every usable date ``series_days``) and the coarse images of those and the targets
+    (``keep_coarse``: every coarse day, as the time-series engine reads the whole coarse series)."""
     fine_days = sorted({*series_days,
                         *(d for p in plans for d in (*p.pairs, *p.fill_dates, *((p.evidence,) if p.evidence and hybrid else ())))})
     needed = sorted({*fine_days, *(p.target for p in plans)})
     return (fine.sel(time=[np.datetime64(d, "ns") for d in fine_days]),
-            coarse.sel(time=[np.datetime64(d, "ns") for d in needed]))
+            coarse if keep_coarse else coarse.sel(time=[np.datetime64(d, "ns") for d in needed]))
 
 
 def uses_series(fusion: FusionConfig, n_dates: int) -> bool:
@@ -363,7 +364,7 @@ class Fused:
         they fit in :data:`IN_MEMORY_BYTES`, so each COG is read once, not once per day; the cube
         then holds only those days."""
         fine, coarse = select_days_used(self.fine, self.coarse, plans, hybrid=self.fusion.refine != "none",
-                                        series_days=self.series_days)
+                                        series_days=self.series_days, keep_coarse=self.fusion.method == "kalman")
         if fine.reflectance.nbytes + coarse.reflectance.nbytes <= IN_MEMORY_BYTES:
             with read_errors():
                 self.fine, self.coarse = dask.compute(fine, coarse)
@@ -382,6 +383,11 @@ class Fused:
     def predictor(self, plan: Plan) -> Predictor:
         """The day's predictor; for the hybrid, adapted and scaled once per set of pairs (memoised)."""
         day_method = self.day_method(plan)
+        if self.fusion.method == "kalman":  # the time-series engine: fitted once on the series (stfuse.fusion.kalman)
+            from stfuse.fusion.kalman import kalman_predictor
+
+            with self._lock:
+                return kalman_predictor(self.fusion, self.fine.reflectance, self.coarse.reflectance, plan, memo=self._memo)
         if self.fusion.refine == "none":
             return PriorPredictor(day_method, len(plan.pairs), self.fusion.device, self.fusion.prior_options)
         if self.series_days:
@@ -409,6 +415,10 @@ class Fused:
 
     def _unprepared_info(self, plan: Plan) -> tuple[str, int, float]:
         day_method = self.day_method(plan)
+        if self.fusion.method == "kalman":
+            from stfuse.fusion.kalman import KalmanPredictor, kalman_halo
+
+            return KalmanPredictor.name, kalman_halo(self.fusion.options), KalmanPredictor.variance_factor * self.fusion.variance_scale
         if self.fusion.refine == "none":
             p = PriorPredictor(day_method, len(plan.pairs), self.fusion.device, self.fusion.prior_options)
             return p.name, p.halo, p.variance_factor * self.fusion.variance_scale
@@ -429,7 +439,7 @@ class Fused:
         target = self.coarse.reflectance.sel(time=np.datetime64(plan.target))
         if predictor is not None:
             fn, halo, factor = predictor, predictor.halo, predictor.variance_factor * self.fusion.variance_scale
-        elif self.fusion.refine == "none":
+        elif self.fusion.refine == "none":  # a prior, or the time-series engine (fitted here, once per query)
             fn = self.predictor(plan)
             halo, factor = fn.halo, fn.variance_factor * self.fusion.variance_scale
         else:
@@ -537,10 +547,14 @@ def plan_fused(query: Query, fusion: FusionConfig = FusionConfig(), run: RunConf
     targets = query.select_days([d for d in date_range(first, last) if d in set(coarse_days)], first)  # --dates/--every
     if not targets:
         raise DataUnavailableError(f"no coarse (MODIS) image between {first} and {last}; widen the date range")
-    plans = plan_days(targets, pair_days, max_pairs=fusion.max_pairs, max_gap_days=fusion.max_gap_days,
-                      max_fill=fusion.max_fill)
+    if fusion.method == "kalman":  # every usable date is every day's pair (stfuse.fusion.kalman)
+        plans = series_plans(targets, pair_days, max_gap_days=fusion.max_gap_days)
+    else:
+        plans = plan_days(targets, pair_days, max_pairs=fusion.max_pairs, max_gap_days=fusion.max_gap_days,
+                          max_fill=fusion.max_fill)
     fine, coarse = select_days_used(cubes.fine, cubes.coarse, plans, hybrid=fusion.refine != "none",
-                                    series_days=pair_days if uses_series(fusion, len(pair_days)) else ())
+                                    series_days=pair_days if uses_series(fusion, len(pair_days)) else (),
+                                    keep_coarse=fusion.method == "kalman")
     return Fused(query, fusion, run, cubes, fine, coarse, plans, base_model, pair_days)
 
 

@@ -17,6 +17,8 @@ leave-one-date-out tasks of the real sets (``tools/real_sets.py``). Writes a Mar
         # ~5 min), replaced in place in --out and its .json
     .venv/bin/python tools/bench.py --only series --out docs/benchmarks.md   # only the series model
         # (tools/series_study.py, ~10 min), replaced in place in --out and its .json
+    .venv/bin/python tools/bench.py --only series-engine --out docs/benchmarks.md   # only the time-series engine
+        # (tools/series_engine_study.py and its full-scene timing), replaced in place in --out and its .json
 """
 
 from __future__ import annotations
@@ -652,6 +654,33 @@ def series_markdown(result: dict[str, Any], machine: str, command: str) -> str:
         result, machine, command)
 
 
+SERIES_ENGINE_HEADING = "## The time-series engine: `--method kalman`, every date in every day (leave-one-date-out, issue #29)"
+
+
+def series_engine_benchmark(benchmarks: Path) -> dict[str, Any]:
+    """``tools/series_engine_study.py``'s study and the full-scene timing of the engine:
+    ``{"markdown", "results", "full_scene", "seconds"}``."""
+    t0 = time.perf_counter()
+    study = _sibling("series_engine_study")
+    text, results = study.study(benchmarks)
+    timing = study.full_scene_timing()
+    return {"markdown": text + "\n" + study.timing_markdown(timing), "results": results, "full_scene": timing,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def series_engine_markdown(result: dict[str, Any], machine: str, command: str) -> str:
+    """The time-series engine's section of docs/benchmarks.md."""
+    return study_markdown(SERIES_ENGINE_HEADING, [
+        "Each Landsat date with a MODIS day and >= 5 % clear is withheld and predicted from the *other* dates, scored on its",
+        "clear pixels that every method predicts (bands red and NIR). Rows: the default (`2 nearest (blend)`: the two nearest",
+        "pairs gap-filled, the blend prior), the time-weighted `fine + coarse change` over all dates (EFAST-like, weights",
+        "exp(-|dt|/tau); its sigma the weighted spread of the candidates, uncalibrated) and the engine's variants (their `q`,",
+        "`r` and sigma's scale fitted on the other dates only). Sets: three simulated cloudy series (`stfuse.sim.series`, 256 px,",
+        "160 days, daily coarse sensor with wobble, gaps and clouds), the real Kranj series (daily MODIS, 3 Landsat dates) and",
+        "the bundled sample (catalog cubes, 4 dates). How it works and what decided the defaults: docs/methods.md,",
+        "\"The time-series engine\"."], result, machine, command)
+
+
 def _write_section(out: Path, heading: str, markdown: str, key: str, raw_value: dict[str, Any]) -> None:
     """Replace section ``heading`` of ``out`` with ``markdown`` and key ``key`` of the .json beside it."""
     text = out.read_text() if out.exists() else "# Benchmarks\n"
@@ -897,7 +926,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--benchmarks", type=Path, default=DEFAULT_BENCHMARKS)
     parser.add_argument("--sizes", default="1000,2000", help="generated scene sizes (pixels per side)")
     parser.add_argument("--full-scene", default="2000,7000", help="sizes of the tiled end-to-end run (STARFM, COG written); empty to skip")
-    parser.add_argument("--only", choices=["startup", "real", "fill", "series", "hybrid", "priors"],
+    parser.add_argument("--only", choices=["startup", "real", "fill", "series", "series-engine", "hybrid", "priors"],
                         help="run only this part and replace its section in --out in place (the rest of the file is kept; "
                              "real: also its key in the .json beside --out)")
     parser.add_argument("--no-hybrid", action="store_true", help="real sets: skip the hybrid (the slowest method)")
@@ -924,6 +953,12 @@ def main(argv: list[str] | None = None) -> None:
         series = series_benchmark()
         _write_section(args.out, SERIES_HEADING, series_markdown(series, machine_description(), "tools/bench.py --only series"),
                        "series_model", {k: v for k, v in series.items() if k != "markdown"})
+        return
+    if args.only == "series-engine":
+        engine = series_engine_benchmark(args.benchmarks)
+        _write_section(args.out, SERIES_ENGINE_HEADING,
+                       series_engine_markdown(engine, machine_description(), "tools/bench.py --only series-engine"),
+                       "series_engine", {k: v for k, v in engine.items() if k != "markdown"})
         return
     if args.only in ("hybrid", "priors"):
         text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
@@ -968,6 +1003,8 @@ def main(argv: list[str] | None = None) -> None:
     report["gap_filling"] = {k: v for k, v in fill.items() if k != "markdown"}
     series = series_benchmark()
     report["series_model"] = {k: v for k, v in series.items() if k != "markdown"}
+    engine = series_engine_benchmark(args.benchmarks)
+    report["series_engine"] = {k: v for k, v in engine.items() if k != "markdown"}
     report["startup"] = startup_benchmark()
     from stfuse.fusion.prior.calibration import SCALES_PATH
     from stfuse.fusion.refine import load_model
@@ -978,6 +1015,7 @@ def main(argv: list[str] | None = None) -> None:
                         + real_sets_markdown(report["real_sets"], "make bench")
                         + fill_markdown(fill, report["machine"], "make bench")
                         + series_markdown(series, report["machine"], "make bench")
+                        + series_engine_markdown(engine, report["machine"], "make bench")
                         + startup_markdown(report["startup"], report["machine"], "make bench"))
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")

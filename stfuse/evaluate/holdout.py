@@ -28,7 +28,8 @@ from stfuse.errors import DataUnavailableError, InputError
 from stfuse.evaluate.files import calibration
 from stfuse.evaluate.metrics import score_arrays, spearman_error_sigma, without_one_band_sam
 from stfuse.fused import pair_inputs, provenance, series_predictor, uses_series
-from stfuse.fusion.pairs import Plan, plan_day, usable_pair_days
+from stfuse.fusion.kalman import kalman_predictor
+from stfuse.fusion.pairs import Plan, plan_day, series_plan, usable_pair_days
 from stfuse.fusion.prior import method_for_day
 from stfuse.fusion.quality import QUALITY_BITS, assess, quality_band
 from stfuse.fusion.uncertainty import coverage, fit_variance_scale, leave_one_out_coverage
@@ -223,7 +224,8 @@ def holdout_plans(days: Sequence[dt.date], cubes: CatalogCubes, fusion: FusionCo
             skipped[day] = "no coarse (MODIS) image that day"
         else:
             others = [d for d in usable if d != day]  # never the withheld date
-            plan = plan_day(day, others, max_pairs=fusion.max_pairs, max_gap_days=fusion.max_gap_days, max_fill=fusion.max_fill)
+            plan = (series_plan(day, others, max_gap_days=fusion.max_gap_days) if fusion.method == "kalman"  # every other date
+                    else plan_day(day, others, max_pairs=fusion.max_pairs, max_gap_days=fusion.max_gap_days, max_fill=fusion.max_fill))
             if plan.pairs:
                 plans.append(plan if fusion.refine != "none" else replace(plan, evidence=None))
             else:
@@ -282,8 +284,8 @@ def holdout(
     needed = sorted({d for p in plans for d in (p.target, *p.pairs, *p.fill_dates, *((p.evidence,) if p.evidence else ()),
                                                 *series_days.get(p.target, ()))})
     times = [np.datetime64(d, "ns") for d in needed]
-    with read_errors():
-        fine, coarse = dask.compute(fine.sel(time=times), coarse.sel(time=times))
+    with read_errors():  # the time-series engine (kalman) reads every coarse day
+        fine, coarse = dask.compute(fine.sel(time=times), coarse.sel(time=coarse.time.values if fusion.method == "kalman" else times))
     days: list[HoldoutDay] = []
     series_memo: dict[Any, Any] = {}  # the examples' members, shared by the withheld dates' series models
     checked: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per day: (mean, variance, truth) of scored pixels
@@ -296,8 +298,9 @@ def holdout(
         scene_times = sorted(np.datetime64(d, "ns") for d in (*pairs, plan.evidence)) if plan.evidence else None
         scene = None if scene_times is None else (fine.reflectance.sel(time=scene_times).rename(time="pair"),
                                                   coarse.reflectance.sel(time=scene_times).rename(time="pair"))
-        series = (series_predictor(fusion, fine.reflectance, coarse.reflectance, series_days[day], len(pairs), memo=series_memo)
-                  if day in series_days else None)  # --refine scene on the series: fitted on the other dates only
+        series = (kalman_predictor(fusion, fine.reflectance, coarse.reflectance, plan, memo=series_memo) if fusion.method == "kalman"
+                  else series_predictor(fusion, fine.reflectance, coarse.reflectance, series_days[day], len(pairs), memo=series_memo)
+                  if day in series_days else None)  # kalman or --refine scene on the series: fitted on the other dates only
         result = (fuse_with(series, pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time), fusion)
                   if series is not None else fuse(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time), day_fusion, scene=scene))
         flags = quality_band(pair_fine, pair_coarse, coarse.reflectance.sel(time=target_time),

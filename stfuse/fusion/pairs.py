@@ -43,6 +43,8 @@ class Plan:
     fills: tuple[tuple[dt.date, ...], ...] = ()
     """Per pair (same order): the days whose clear pixels fill its cloudy ones, nearest first
     (:func:`fill_days`); empty: no filling."""
+    series: bool = False
+    """A time-series plan (``--method kalman``, :func:`series_plan`): ``pairs`` are every usable date."""
 
     @property
     def fill_dates(self) -> tuple[dt.date, ...]:
@@ -51,7 +53,12 @@ class Plan:
 
     @property
     def max_gap_days(self) -> int:
-        """Largest distance in days between the target and a pair."""
+        """Largest distance in days between the target and a pair (a series plan: between the
+        target and the nearest date on the farther side, as for the two nearest pairs)."""
+        if self.series:
+            before = [(self.target - p).days for p in self.pairs if p <= self.target]
+            after = [(p - self.target).days for p in self.pairs if p > self.target]
+            return max(min(side) for side in (before, after) if side)
         return max(abs((p - self.target).days) for p in self.pairs)
 
 
@@ -174,6 +181,24 @@ def max_gap_message(targets: Sequence[dt.date], pair_days: Sequence[dt.date], ma
     return (f"--max-gap {max_gap_days} (Python: max_gap_days={max_gap_days}) leaves no clear fine/coarse pair for {span}: "
             f"the nearest pair, {pair}, is {gap} days from {target}; raise --max-gap to at least {gap}, "
             "or leave it out to use pairs at any distance")
+
+
+def series_plan(target: dt.date, pair_days: Sequence[dt.date], *, max_gap_days: int | None = None) -> Plan:
+    """The plan of ``target`` for a time-series method (``--method kalman``): every usable day of
+    ``pair_days`` (within ``max_gap_days`` of the target, if given) is a pair; no fill days (the
+    method uses every clear pixel of every date itself), no evidence date."""
+    days = tuple(sorted(d for d in pair_days if max_gap_days is None or abs((d - target).days) <= max_gap_days))
+    return Plan(target, days, series=True)
+
+
+def series_plans(targets: Sequence[dt.date], pair_days: Sequence[dt.date], *, max_gap_days: int | None = None) -> list[Plan]:
+    """:func:`series_plan` of every target that has a usable day; :class:`InputError` when none has."""
+    plans = [p for p in (series_plan(t, pair_days, max_gap_days=max_gap_days) for t in targets) if p.pairs]
+    if not plans:
+        span = f"{targets[0]}..{targets[-1]}" if targets else "the requested range"
+        raise InputError(f"no clear fine/coarse pair for any day in {span}"
+                         + (f" within {max_gap_days} days" if max_gap_days else "") + "; widen the date range or lower --min-clear")
+    return plans
 
 
 def date_range(start: dt.date, end: dt.date) -> list[dt.date]:

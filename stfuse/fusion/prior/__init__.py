@@ -33,10 +33,17 @@ _METHODS: dict[str, tuple[str, str]] = {
     "blend": ("stfuse.fusion.prior.blend", "blend"),
 }
 METHODS: tuple[str, ...] = tuple(_METHODS)
+SERIES_METHODS: tuple[str, ...] = ("kalman",)
+"""Time-series methods (:mod:`stfuse.fusion.kalman`): not priors of a day's pairs; they need the
+dates and the daily coarse series (catalog mode, ``stfuse evaluate --holdout``, Python)."""
 
 
 def method_function(name: str) -> Callable[..., Any]:
     """The core tensor function of prior ``name`` (imported lazily: torch is heavy)."""
+    if name in SERIES_METHODS:
+        raise InputError(f"method {name} is a time-series method: it needs dated fine images and the daily coarse series, "
+                         "which catalog mode (stfuse predict --catalog ...) and stfuse evaluate --holdout give; in Python, "
+                         "stfuse.fusion.kalman.predict_series. Local files and benchmark tasks have no dates: use another method")
     if name not in _METHODS:
         raise InputError(f"unknown method {name!r}; choose from {', '.join(METHODS)} or auto")
     module, attr = _METHODS[name]
@@ -116,5 +123,7 @@ def halo(method: str, **options: Any) -> int:
     """Neighbourhood radius (fine pixels) that ``method`` needs around each output pixel."""
     if method == "auto":
         method = choose_method(1)
+    if method in SERIES_METHODS:
+        return 0  # pixel by pixel (the method refuses to run as a prior: method_function)
     module, _ = _METHODS[method]
     return int(importlib.import_module(module).halo(**options))
