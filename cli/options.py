@@ -114,9 +114,9 @@ query_options = _apply(
     bands_opt,
     click.option("--crs", help="Output grid CRS (default: the Landsat items' UTM zone)."),
     coarse_collection_opt,
+    fine_collection_opt,
     click.option("--dates", metavar="YYYY-MM-DD,...",
                  help="Predict only these days, comma-separated (--start/--end default to the first/last of them)."),
-    fine_collection_opt,
     click.option("--every", type=click.IntRange(1), metavar="N",
                  help="Predict every N-th day from --start (or the start of the data): 1 = every day."),
 )

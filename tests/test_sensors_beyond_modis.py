@@ -19,8 +19,7 @@ from click.testing import CliRunner
 
 from stfuse.data import catalog as cat
 from stfuse.data.cube import load_coarse, load_fine
-from stfuse.data.sensors import (COLLECTIONS, HLS_FMASK, HLS_L30, HLS_S30, MODIS_END, SENTINEL2_L2A, VNP43IA4, VNP43MA4,
-                                 collection, default_coarse)
+from stfuse.data.sensors import HLS_FMASK, HLS_L30, HLS_S30, MODIS_END, SENTINEL2_L2A, VNP43IA4, VNP43MA4, collection, default_coarse
 from stfuse.errors import InputError
 from stfuse.sim.sample import write_cog
 from stfuse.sim.testing import rustac_executable, serve_files, serve_stac_api
