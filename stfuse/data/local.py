@@ -52,7 +52,8 @@ LANDSAT_SR_ASSET = re.compile(r"^(?P<prefix>L[COTEM]0(?P<platform>\d)_L2S[PR]_\w
 _MODIS_ASSET = re.compile(r"(?P<name>Nadir_Reflectance_Band(?P<n43>\d)|sur_refl_b0?(?P<n09>\d))", re.IGNORECASE)
 """MODIS MCD43A4 / MOD09GA asset names, in a file name or a band description."""
 
-_MODIS_BAND = {n: b for b, n in {"red": 1, "nir08": 2, "blue": 3, "green": 4, "swir16": 6, "swir22": 7}.items()}
+_MODIS_BAND = {int(asset.rsplit("Band", 1)[1]): band for band, asset in MODIS_43A4.assets.items()}
+"""MODIS band number -> stfuse band (the sensor table's MCD43A4 assets; MOD09GA numbers its bands alike)."""
 
 _GENERIC_NAME = re.compile(r"^(b|band)?[ _]?\d+$", re.IGNORECASE)
 """Band descriptions that name no band (``b1``, ``band2``, ``Band 3``, ``4``)."""

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from stfuse.data.local import band_name_of_file  # noqa: F401 (re-exported: the band a file's name says)
+from stfuse.data.local import band_name_of_file, is_generic  # band_name_of_file re-exported: the band a file's name says
 from stfuse.errors import InputError, MissingFileError
 
 log = logging.getLogger("stfuse")
@@ -66,8 +65,6 @@ class _Raster:
         return [d if d else f"b{i + 1}" for i, d in enumerate(self.descriptions)]
 
 
-_GENERIC_NAME = re.compile(r"^(b|band)?[ _]?\d+$", re.IGNORECASE)
-"""Band descriptions that name no band (``b1``, ``band2``, ``Band 3``, ``4``)."""
 
 
 
@@ -122,7 +119,7 @@ def _kind(description: str | None) -> str:
         return "sigma"
     if text.lower() == "quality":
         return "quality"
-    return "unnamed" if not text or _GENERIC_NAME.match(text) else "reflectance"
+    return "unnamed" if is_generic(text) else "reflectance"
 
 
 def _key(name: str) -> str:
